@@ -1,0 +1,163 @@
+"""Engine overhead per step, and per-turn cost as a conversation grows, beside LangGraph.
+
+Run: `make bench` or `.venv/bin/python bench/engine.py [--quick]` (LangGraph comes with the
+bench extra: `pip install -e '.[bench]'`). Prints medians of several repetitions and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import operator
+import random
+import statistics
+import string
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
+
+
+class ChainState(TypedDict):
+    count: Annotated[int, operator.add]
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[dict[str, str]], operator.add]
+
+
+def text(n: int, rng: random.Random) -> str:
+    return "".join(rng.choices(string.ascii_letters + " ", k=n))
+
+
+def libraries() -> dict[str, dict[str, Any]]:
+    from threadline.checkpoint.memory import MemorySaver
+    from threadline.graph import END, START, StateGraph
+
+    libs: dict[str, dict[str, Any]] = {
+        "threadline": {"StateGraph": StateGraph, "START": START, "END": END, "memory": MemorySaver}
+    }
+    try:
+        from langgraph.checkpoint.memory import InMemorySaver
+        from langgraph.graph import END as LG_END
+        from langgraph.graph import START as LG_START
+        from langgraph.graph import StateGraph as LGStateGraph
+
+        libs["langgraph"] = {
+            "StateGraph": LGStateGraph,
+            "START": LG_START,
+            "END": LG_END,
+            "memory": InMemorySaver,
+        }
+    except ImportError:
+        print("langgraph is not installed (pip install -e '.[bench]'): threadline figures only\n")
+    return libs
+
+
+def chain_graph(lib: dict[str, Any], length: int, checkpointer: Any) -> Any:
+    builder = lib["StateGraph"](ChainState)
+
+    def make(i: int) -> Callable[[ChainState], dict[str, int]]:
+        def node(state: ChainState) -> dict[str, int]:
+            return {"count": 1}
+
+        node.__name__ = f"n{i}"
+        return node
+
+    names = [f"n{i}" for i in range(length)]
+    for i, name in enumerate(names):
+        builder.add_node(name, make(i))
+    builder.add_edge(lib["START"], names[0])
+    for a, b in itertools.pairwise(names):
+        builder.add_edge(a, b)
+    builder.add_edge(names[-1], lib["END"])
+    return builder.compile(checkpointer=checkpointer)
+
+
+def per_step_us(lib: dict[str, Any], with_saver: bool, runs: int, length: int = 20) -> float:
+    """Median microseconds per superstep of a chain of trivial nodes."""
+    samples = []
+    for r in range(runs):
+        saver = lib["memory"]() if with_saver else None
+        app = chain_graph(lib, length, saver)
+        invocations = 20
+        start = time.perf_counter()
+        for i in range(invocations):
+            config = {"configurable": {"thread_id": f"t{r}-{i}"}} if with_saver else {}
+            app.invoke({"count": 0}, config)
+        samples.append((time.perf_counter() - start) / (invocations * length) * 1e6)
+    return statistics.median(samples)
+
+
+def chat_graph(lib: dict[str, Any], checkpointer: Any, rng: random.Random) -> Any:
+    builder = lib["StateGraph"](ChatState)
+
+    def assistant(state: ChatState) -> dict[str, list[dict[str, str]]]:
+        return {"messages": [{"role": "assistant", "content": text(1024, rng)}]}
+
+    def critic(state: ChatState) -> dict[str, list[dict[str, str]]]:
+        return {"messages": [{"role": "critic", "content": text(1024, rng)}]}
+
+    builder.add_node("assistant", assistant)
+    builder.add_node("critic", critic)
+    builder.add_edge(lib["START"], "assistant")
+    builder.add_edge("assistant", "critic")
+    builder.add_edge("critic", lib["END"])
+    return builder.compile(checkpointer=checkpointer)
+
+
+def conversation_ms(lib: dict[str, Any], turns: int) -> tuple[float, float]:
+    """Median ms per turn over turns 1-10 and over the last 10 turns of one long thread."""
+    rng = random.Random(7)
+    app = chat_graph(lib, lib["memory"](), rng)
+    config = {"configurable": {"thread_id": "long"}}
+    times = []
+    for _ in range(turns):
+        message = {"role": "user", "content": text(1024, rng)}
+        start = time.perf_counter()
+        app.invoke({"messages": [message]}, config)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[:10]), statistics.median(times[-10:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--turns", type=int, default=300)
+    args = parser.parse_args()
+    runs = 3 if args.quick else 7
+    libs = libraries()
+    rows: dict[str, dict[str, float]] = {}
+    for name, lib in libs.items():
+        first, last = conversation_ms(lib, args.turns)
+        rows[name] = {
+            "step_us_no_saver": per_step_us(lib, False, runs),
+            "step_us_memory": per_step_us(lib, True, runs),
+            "turn_first_ms": first,
+            "turn_last_ms": last,
+        }
+    labels = {
+        "step_us_no_saver": "engine overhead per step, no checkpointer (us)",
+        "step_us_memory": "engine overhead per step, memory saver (us)",
+        "turn_first_ms": "conversation turns 1-10, median per turn (ms)",
+        "turn_last_ms": f"conversation turns {args.turns - 9}-{args.turns}, median per turn (ms)",
+    }
+    names = list(rows)
+    header = f"{'measure':<56}" + "".join(f"{n:>12}" for n in names)
+    if "langgraph" in rows:
+        header += f"{'ratio':>10}"
+    print(header)
+    print("-" * len(header))
+    for key, label in labels.items():
+        line = f"{label:<56}" + "".join(f"{rows[n][key]:>12.3f}" for n in names)
+        if "langgraph" in rows:
+            line += f"{rows['langgraph'][key] / rows['threadline'][key]:>9.1f}x"
+        print(line)
+    for name in names:
+        growth = rows[name]["turn_last_ms"] / rows[name]["turn_first_ms"]
+        print(f"{name}: turn {args.turns} costs {growth:.2f}x turn 1")
+    if "langgraph" in rows:
+        print("ratio = langgraph / threadline (higher is better for threadline)")
+
+
+if __name__ == "__main__":
+    main()

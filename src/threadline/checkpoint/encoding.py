@@ -1,0 +1,178 @@
+"""Sans-IO encoding of channel versions: deltas, snapshots and reconstruction.
+
+Rule (DESIGN.md): a changed channel is written as a delta (the items appended this step) while
+the bytes of deltas since the chain's snapshot stay within ``snapshot_ratio`` times the size of
+that snapshot; otherwise as a full snapshot. Storage then stays within a small constant of what
+was ever added, and a read replays at most about one snapshot's worth of deltas.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..errors import CorruptCheckpointError
+from .types import CheckpointDraft, VersionRef, VersionRow
+
+DEFAULT_SNAPSHOT_RATIO = 1.0
+
+Dumps = Callable[[Any, str], bytes]
+Loads = Callable[[bytes], Any]
+
+
+def encode_changes(
+    draft: CheckpointDraft,
+    checkpoint_id: str,
+    dumps: Dumps,
+    snapshot_ratio: float = DEFAULT_SNAPSHOT_RATIO,
+) -> tuple[dict[str, VersionRef], list[VersionRow]]:
+    """Encode a draft's changed channels. Returns the new checkpoint's refs and the rows to add."""
+    refs = dict(draft.base_refs)
+    for name in draft.removed:
+        refs.pop(name, None)
+    rows: list[VersionRow] = []
+    for name, change in draft.changes.items():
+        base = draft.base_refs.get(name)
+        if change.appended is not None and base is not None:
+            if not change.appended:
+                continue  # appended nothing: the value is unchanged
+            data = dumps(change.appended, name)
+            chain = base.chain_bytes + len(data)
+            if chain <= base.snapshot_bytes * snapshot_ratio:
+                rows.append(VersionRow(name, checkpoint_id, base.writer, data))
+                refs[name] = VersionRef(checkpoint_id, base.snapshot_bytes, chain)
+                continue
+        data = dumps(change.value, name)
+        rows.append(VersionRow(name, checkpoint_id, None, data))
+        refs[name] = VersionRef(checkpoint_id, len(data), 0)
+    return refs, rows
+
+
+class ChainDecoder:
+    """Rebuilds channel values from version rows, decoding each row at most once.
+
+    ``memo`` maps ``(channel, writer)`` to a decoded value; pass the saver's shared
+    :class:`ValueCache` to reuse values across calls, or a fresh one for values that share
+    nothing with earlier reads.
+    """
+
+    def __init__(self, loads: Loads, memo: ValueCache, *, where: str) -> None:
+        self._loads = loads
+        self._memo = memo
+        self._rows: dict[tuple[str, str], VersionRow] = {}
+        self._where = where
+
+    def missing(self, refs: Mapping[str, VersionRef]) -> set[tuple[str, str]]:
+        """The versions among ``refs`` that are neither decoded nor held as rows."""
+        return {
+            (name, ref.writer)
+            for name, ref in refs.items()
+            if (name, ref.writer) not in self._memo and (name, ref.writer) not in self._rows
+        }
+
+    def add_rows(self, rows: Iterable[VersionRow]) -> None:
+        for row in rows:
+            self._rows[(row.channel, row.writer)] = row
+
+    def values(self, refs: Mapping[str, VersionRef], *, where: str | None = None) -> dict[str, Any]:
+        """Values of ``refs``; ``where`` names the checkpoint they belong to in errors."""
+        if where is not None:
+            self._where = where
+        return {name: self.value(name, ref.writer) for name, ref in refs.items()}
+
+    def value(self, channel: str, writer: str) -> Any:
+        key = (channel, writer)
+        hit = self._memo.get(key, _MISS)
+        if hit is not _MISS:
+            return hit
+        # Walk back to the nearest decoded version or the snapshot, then replay forward.
+        chain: list[VersionRow] = []
+        base_value: Any = _MISS
+        size = 0
+        cursor: str | None = writer
+        while cursor is not None:
+            hit = self._memo.get((channel, cursor), _MISS)
+            if hit is not _MISS:
+                base_value = hit
+                size = self._memo.size_of((channel, cursor))
+                break
+            row = self._rows.get((channel, cursor))
+            if row is None:
+                raise CorruptCheckpointError(
+                    f"channel {channel!r} version {cursor} is missing from storage ({self._where});"
+                    " the thread's rows were deleted or pruned while in use"
+                )
+            chain.append(row)
+            cursor = row.base
+        for row in reversed(chain):
+            decoded = self._decode(row)
+            size += len(row.data)
+            if row.base is None:
+                base_value = decoded
+            else:
+                if not isinstance(base_value, list) or not isinstance(decoded, list):
+                    raise CorruptCheckpointError(
+                        f"channel {channel!r} version {row.writer} is a delta on a value that is"
+                        f" not a list ({self._where})"
+                    )
+                base_value = base_value + decoded
+            self._memo.put((channel, row.writer), base_value, size)
+        return base_value
+
+    def _decode(self, row: VersionRow) -> Any:
+        try:
+            return self._loads(row.data)
+        except CorruptCheckpointError as exc:
+            raise CorruptCheckpointError(
+                f"{exc} (channel {row.channel!r}, version {row.writer}, {self._where})"
+            ) from exc
+
+
+_MISS: Any = object()
+
+
+class ValueCache:
+    """Decoded channel versions by ``(channel, writer)``, least recently used evicted first.
+
+    Versions are immutable, so any process may cache them; entries are bounded by the encoded
+    size of what they hold. Values in it are shared: callers must not mutate them.
+    """
+
+    def __init__(self, max_bytes: int | None = 64 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return default
+        if self._max_bytes is not None:
+            self._entries.move_to_end(key)
+        return entry[0]
+
+    def size_of(self, key: tuple[str, str]) -> int:
+        entry = self._entries.get(key)
+        return 0 if entry is None else entry[1]
+
+    def put(self, key: tuple[str, str], value: Any, nbytes: int) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._entries[key] = (value, nbytes)
+        self._bytes += nbytes
+        if self._max_bytes is not None:
+            while self._bytes > self._max_bytes and len(self._entries) > 1:
+                _, (_, size) = self._entries.popitem(last=False)
+                self._bytes -= size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0

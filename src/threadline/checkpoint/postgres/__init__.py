@@ -1,0 +1,277 @@
+"""PostgreSQL checkpointer (blocking). The async twin is in :mod:`.aio`.
+
+Needs ``threadline[postgres]`` (psycopg 3 and psycopg_pool)::
+
+    from threadline.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string("postgresql://user@host/db") as saver:
+        app = builder.compile(checkpointer=saver)
+
+    saver = PostgresSaver.from_conn_string(url)   # or without `with`: call saver.close() at the end
+    saver = PostgresSaver(pool)                   # your ConnectionPool (or one Connection)
+
+Every SQL statement and every step of every operation is shared with the async saver
+(:mod:`._core`); this class only runs them on a blocking connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from typing_extensions import Self
+
+from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from ._core import Call, PostgresCore, Proc, as_id_list, drive, is_broken
+
+__all__ = ["PostgresSaver"]
+
+T = TypeVar("T")
+
+
+class _Broken(Exception):
+    """The pooled connection died under an operation (carries the original error)."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def connection_kwargs(prepare: bool) -> dict[str, Any]:
+    """Connection options the savers' own pools use."""
+    return {"autocommit": True, "prepare_threshold": 5 if prepare else None}
+
+
+class PostgresSaver(PostgresCore):
+    """Stores threads in PostgreSQL through psycopg 3, for ``invoke``/``stream``.
+
+    Args:
+        conn_or_pool: a :class:`psycopg_pool.ConnectionPool` (recommended: each operation
+            borrows a connection for just that operation, so many Python threads share one
+            saver, and a connection that broke is replaced) or one :class:`psycopg.Connection`
+            (operations then take turns on it). Connections should be in autocommit mode; on
+            one that is not, each operation runs in its own transaction.
+        schema: the PostgreSQL schema holding the tables (created by :meth:`setup`).
+        auto_setup: create or migrate the schema on first use. With ``False`` a missing or
+            outdated schema raises :class:`~threadline.errors.SchemaMissingError`.
+        prepare: use server-side prepared statements (after a few uses of each). Pass
+            ``False`` behind PgBouncer in transaction pooling mode.
+        serde, ttl, auto_sweep, cache_bytes, snapshot_ratio: see
+            :class:`~threadline.checkpoint.base.BaseCheckpointSaver`.
+    """
+
+    async_twin = "AsyncPostgresSaver (threadline.checkpoint.postgres.aio)"
+
+    def __init__(
+        self,
+        conn_or_pool: psycopg.Connection[Any] | ConnectionPool[Any],
+        *,
+        schema: str = "public",
+        auto_setup: bool = True,
+        prepare: bool = True,
+        **options: Any,
+    ) -> None:
+        if isinstance(conn_or_pool, ConnectionPool):
+            self._pool: ConnectionPool[Any] | None = conn_or_pool
+            self._conn: psycopg.Connection[Any] | None = None
+        elif isinstance(conn_or_pool, psycopg.Connection):
+            self._pool, self._conn = None, conn_or_pool
+        else:
+            raise TypeError(
+                f"PostgresSaver needs a psycopg.Connection or a psycopg_pool.ConnectionPool, got"
+                f" {type(conn_or_pool).__name__}; for an AsyncConnection or AsyncConnectionPool"
+                " use AsyncPostgresSaver from threadline.checkpoint.postgres.aio, and for a URL"
+                " use PostgresSaver.from_conn_string(url)"
+            )
+        super().__init__(schema=schema, auto_setup=auto_setup, prepare=prepare, **options)
+        self._conn_lock = threading.Lock()
+        self._setup_lock = threading.Lock()
+        self._owned_pool: ConnectionPool[Any] | None = None
+
+    @classmethod
+    def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout: float = 30.0,
+        **options: Any,
+    ) -> Self:
+        """A saver over a new connection pool to ``conn_string``, closed with the saver.
+
+        Use it as a context manager (``with PostgresSaver.from_conn_string(url) as saver``) or
+        keep the result and call :meth:`close` when done. Other keyword arguments are the
+        saver's options.
+        """
+        pool: ConnectionPool[Any] = ConnectionPool(
+            conn_string,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            timeout=pool_timeout,
+            kwargs=connection_kwargs(options.get("prepare", True)),
+            open=False,
+            name="threadline",
+        )
+        try:
+            pool.open(wait=True, timeout=pool_timeout)
+            saver = cls(pool, **options)
+        except BaseException:
+            pool.close()
+            raise
+        saver._owned_pool = pool
+        return saver
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pool :meth:`from_conn_string` opened. A pool or connection you passed in
+        stays open: it is yours."""
+        if self._owned_pool is not None:
+            self._owned_pool.close()
+
+    # ------------------------------------------------------------------ driver
+
+    def _drive(self, conn: psycopg.Connection[Any], proc: Proc[T], tx: bool) -> T:
+        if tx or not conn.autocommit:
+            with conn.transaction():
+                return drive(conn, proc, self._prepare_arg)
+        return drive(conn, proc, self._prepare_arg)
+
+    def _attempt(self, proc: Proc[T], tx: bool) -> T:
+        pool = self._pool
+        if pool is None:
+            assert self._conn is not None
+            with self._conn_lock:
+                return self._drive(self._conn, proc, tx)
+        # getconn/putconn rather than pool.connection(): no context-manager layers, and no
+        # COMMIT call on exit (connections are in autocommit mode, or _drive ran a transaction).
+        conn = pool.getconn()
+        try:
+            return self._drive(conn, proc, tx)
+        except psycopg.OperationalError as exc:
+            if is_broken(conn):
+                raise _Broken(exc) from exc
+            raise
+        finally:
+            pool.putconn(conn)
+
+    def _run(self, call: Call[T], *, ready: bool = True) -> T:
+        if ready and not self._ready:
+            self._ensure_ready()
+        try:
+            return self._attempt(call.proc(), call.tx)
+        except _Broken as broken:
+            first = broken.error
+        if not call.retry and call.recover is None:
+            raise first
+        # A server restart or a network cut kills every idle connection too: have the pool test
+        # them all and replace the dead ones, then try once more.
+        assert self._pool is not None
+        self._pool.check()
+        try:
+            if call.recover is not None:
+                done = self._attempt(call.recover(), False)
+                if done is not None:
+                    return done
+            return self._attempt(call.proc(), call.tx)
+        except _Broken as broken:
+            raise broken.error from first
+
+    def _ensure_ready(self) -> None:
+        with self._setup_lock:
+            if self._ready:
+                return
+            if self._needs_setup(self._run(self._c_schema_version(), ready=False)):
+                self._run(self._c_setup(), ready=False)
+            self._ready = True
+
+    def setup(self) -> None:
+        """Create the schema and tables, or migrate them; safe to call from many processes."""
+        with self._setup_lock:
+            self._run(self._c_setup(), ready=False)
+            self._ready = True
+
+    # ------------------------------------------------------------------ primitives
+
+    def _read_checkpoint(
+        self, thread_id: str, ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return self._run(self._c_read_checkpoint(thread_id, ns, checkpoint_id))
+
+    def _read_versions(self, thread_id: str, wanted: set[tuple[str, str]]) -> list[VersionRow]:
+        return self._run(self._c_read_versions(thread_id, wanted))
+
+    def _locate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
+        return self._run(self._c_locate(checkpoint_id))
+
+    def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
+        return self._run(self._c_read_writes(thread_id, ns, checkpoint_id))
+
+    def _iter_checkpoints(
+        self, thread_id: str, ns: str | None, before_seq: int | None
+    ) -> Iterator[list[CheckpointRow]]:
+        while True:
+            batch = self._run(self._c_page(thread_id, ns, before_seq))
+            if batch:
+                yield batch
+            before_seq = self._next_page(batch)
+            if before_seq is None:
+                return
+
+    def _commit(
+        self,
+        row: CheckpointRow,
+        versions: Sequence[VersionRow],
+        expected_head: str | None,
+        thread_metadata: bytes | None,
+        expires_at: float | None,
+    ) -> int:
+        return self._run(self._c_commit(row, versions, expected_head, thread_metadata, expires_at))
+
+    def _commit_writes(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        rows: Sequence[WriteRow],
+        expected_head: str | None,
+    ) -> None:
+        self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head))
+
+    # ------------------------------------------------------------------ thread operations
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._run(self._c_delete_thread(thread_id))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(self._c_copy_thread(source_thread_id, target_thread_id))
+
+    def list_threads(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ThreadInfo]:
+        return self._run(self._c_list_threads(filter, limit, offset))
+
+    def prune(self, thread_ids: Sequence[str], *, keep_last: int) -> int:
+        self._check_keep_last(keep_last)
+        return sum(self._run(self._c_prune(t, keep_last)) for t in as_id_list(thread_ids))
+
+    def sweep_expired(self) -> int:
+        return self._run(self._c_sweep_expired())

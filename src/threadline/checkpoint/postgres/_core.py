@@ -1,0 +1,541 @@
+"""What the sync and async PostgreSQL savers share: every primitive, written once.
+
+Each operation is a *procedure*: a generator that yields :class:`Op` (a statement and its
+parameters) and receives the statement's rows, then returns the result. It does no I/O, so
+:class:`~threadline.checkpoint.postgres.PostgresSaver` and
+:class:`~threadline.checkpoint.postgres.aio.AsyncPostgresSaver` each drive the same procedures
+with a few lines of blocking or ``await``-ing code (:func:`drive` / ``adrive``).
+
+A procedure comes wrapped in a :class:`Call` that tells the driver how to run it: in a
+transaction or as a single autocommitted statement, and what to do when the connection breaks
+mid-way (run it again on a fresh connection, first ask whether it already happened, or give up).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgpack
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.rows import tuple_row
+
+from ...errors import (
+    CorruptCheckpointError,
+    SchemaMissingError,
+    ThreadlineError,
+    ThreadNotFoundError,
+)
+from ..base import BaseCheckpointSaver, conflict_error, metadata_matches, validate_filter
+from ..base import validate_thread_id as _validate_thread_id
+from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
+from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
+
+__all__ = [
+    "PAGE_SIZE",
+    "Call",
+    "Op",
+    "PostgresCore",
+    "Proc",
+    "as_id_list",
+    "drive",
+    "has_rows",
+    "is_broken",
+    "translate",
+]
+
+T = TypeVar("T")
+
+PAGE_SIZE = 100
+"""Checkpoints per page when listing a thread (keyset pagination on ``seq``)."""
+
+_THREAD_PAGE = 500
+_NO_SEQ = 1 << 62  # "before" for the first page: larger than any seq
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One statement for the driver to run; the procedure receives its rows (``[]`` if none)."""
+
+    query: bytes
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+
+
+Rows = list[tuple[Any, ...]]
+Proc = Generator[Op, Rows, T]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """A procedure plus how to run it.
+
+    ``tx``: run inside one transaction (single-statement procedures need none: a statement is
+    atomic on its own, and that saves the BEGIN/COMMIT round trips).
+    ``retry``: the procedure is idempotent; if the connection breaks, run it again once on a
+    fresh one (pools only).
+    ``recover``: for a commit, whose outcome is unknown when the connection breaks mid-way: a
+    procedure that finds out whether it landed (returns its result) or not (returns ``None``,
+    and the commit, protected by its compare-and-swap, is run again once).
+    """
+
+    proc: Callable[[], Proc[T]]
+    tx: bool = False
+    retry: bool = True
+    recover: Callable[[], Proc[T | None]] | None = None
+
+
+def drive(conn: psycopg.Connection[Any], proc: Proc[T], prepare: bool | None) -> T:
+    """Run ``proc`` on ``conn``: the blocking driver (the async one mirrors it line by line)."""
+    cur = conn.cursor(row_factory=tuple_row)
+    try:
+        op = next(proc)
+        while True:
+            try:
+                cur.execute(op.query, op.params, prepare=prepare, binary=True)
+                rows = cur.fetchall() if has_rows(cur) else []
+            except psycopg.Error as exc:
+                op = proc.throw(translate(exc))
+            else:
+                op = proc.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    finally:
+        proc.close()
+        cur.close()
+
+
+def has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement just run returned rows (cheaper than ``cur.description``, which
+    builds a Column object per column)."""
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
+def translate(exc: psycopg.Error) -> BaseException:
+    """Turn a database error into the library error it means, or return it unchanged."""
+    if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
+        return SchemaMissingError(
+            f"the threadline tables are missing from the database ({exc.diag.message_primary});"
+            " call saver.setup() (or construct the saver with auto_setup=True) to create them"
+        )
+    return exc
+
+
+def is_broken(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return bool(conn.broken or conn.closed)
+
+
+def _pack_refs(refs: Mapping[str, VersionRef]) -> bytes:
+    packed: bytes = msgpack.packb({name: ref.to_list() for name, ref in refs.items()})
+    return packed
+
+
+def _unpack_refs(data: bytes, thread_id: str, checkpoint_id: str) -> dict[str, VersionRef]:
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        return {str(name): VersionRef.from_list(ref) for name, ref in raw.items()}
+    except Exception as exc:
+        raise CorruptCheckpointError(
+            f"the channel references of checkpoint {checkpoint_id} of thread {thread_id!r} do"
+            f" not decode ({type(exc).__name__}: {exc}); the row was altered outside threadline"
+        ) from exc
+
+
+def checkpoint_row(thread_id: str, r: tuple[Any, ...]) -> CheckpointRow:
+    """A :class:`CheckpointRow` from the columns ``_sql._CKPT_COLS`` selects."""
+    ns, cid, parent, seq, step, source, created, meta, tasks, refs = r
+    return CheckpointRow(
+        thread_id=thread_id,
+        ns=ns,
+        id=cid,
+        parent_id=parent,
+        seq=seq,
+        step=step,
+        source=source,
+        created_at=created,
+        metadata=meta,
+        tasks=tasks,
+        refs=_unpack_refs(refs, thread_id, cid),
+    )
+
+
+class PostgresCore(BaseCheckpointSaver):
+    """The sans-IO part of both PostgreSQL savers: options, schema checks and procedures."""
+
+    #: The schema versions this code knows, in order (a subclass may append its own).
+    migrations: tuple[Migration, ...] = MIGRATIONS
+
+    def __init__(
+        self,
+        *,
+        schema: str = "public",
+        auto_setup: bool = True,
+        prepare: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._q = Statements(schema, self.migrations)
+        self.schema = self._q.schema
+        self.auto_setup = auto_setup
+        self.prepare = prepare
+        self._ready = False
+
+    @property
+    def _prepare_arg(self) -> bool | None:
+        # None: psycopg prepares a statement after prepare_threshold uses; False: never (PgBouncer).
+        return None if self.prepare else False
+
+    # ------------------------------------------------------------------ setup
+
+    def _version(self) -> Proc[int | None]:
+        """The applied schema version, or None when there is no threadline schema."""
+        q = self._q
+        if not (yield Op(q.migrations_exist, (self.schema,))):
+            return None
+        rows = yield Op(q.schema_version)
+        return int(rows[0][0])
+
+    def _c_schema_version(self) -> Call[int | None]:
+        return Call(self._version)
+
+    def _needs_setup(self, version: int | None) -> bool:
+        """Whether setup must run, given the schema version found; raises if it must not."""
+        latest = self._q.latest_version
+        if version is not None and version > latest:
+            raise self._too_new(version)
+        if version == latest:
+            return False
+        if not self.auto_setup:
+            what = "has no threadline tables" if version is None else f"is at version {version}"
+            raise SchemaMissingError(
+                f"schema {self.schema!r} {what} and this saver was created with"
+                f" auto_setup=False; call saver.setup() once (it creates or migrates the"
+                f" tables to version {latest}), or pass auto_setup=True"
+            )
+        return True
+
+    def _too_new(self, version: int) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"schema {self.schema!r} is at threadline schema version {version}, newer than this"
+            f" threadline knows (up to {self._q.latest_version}): it was migrated by a newer"
+            " release."
+            " Upgrade threadline (pip install -U threadline) in this process"
+        )
+
+    def _c_setup(self) -> Call[None]:
+        """Create the schema or migrate it to the latest version, under an advisory lock.
+
+        An up-to-date schema is left alone without taking the lock or needing any CREATE
+        privilege, so roles that may only read and write can call it too.
+        """
+        q = self._q
+
+        def proc() -> Proc[None]:
+            current = yield from self._version()
+            if current == q.latest_version:
+                return
+            # Serialize setups of this schema across processes; re-read under the lock.
+            yield Op(q.setup_lock, (q.lock_key,))
+            if not (yield Op(q.schema_exists, (self.schema,))):
+                yield Op(q.create_schema)
+            yield Op(q.create_migrations)
+            rows = yield Op(q.schema_version)
+            current = int(rows[0][0])
+            if current > q.latest_version:
+                raise self._too_new(current)
+            for version in range(current + 1, q.latest_version + 1):
+                for statement in q.migrations[version]:
+                    yield Op(statement)
+                yield Op(q.record_version, (version,))
+
+        return Call(proc, tx=True)
+
+    # ------------------------------------------------------------------ primitives
+
+    def _c_read_checkpoint(
+        self, thread_id: str, ns: str, checkpoint_id: str | None
+    ) -> Call[CheckpointRow | None]:
+        q = self._q
+
+        def proc() -> Proc[CheckpointRow | None]:
+            if checkpoint_id is None:
+                rows = yield Op(q.read_head, (thread_id, ns))
+            else:
+                rows = yield Op(q.read_checkpoint, (thread_id, checkpoint_id, ns))
+            return checkpoint_row(thread_id, rows[0]) if rows else None
+
+        return Call(proc)
+
+    def _c_locate(self, checkpoint_id: str) -> Call[tuple[str, str] | None]:
+        q = self._q
+
+        def proc() -> Proc[tuple[str, str] | None]:
+            rows = yield Op(q.locate, (checkpoint_id,))
+            return (rows[0][0], rows[0][1]) if rows else None
+
+        return Call(proc)
+
+    def _c_read_versions(
+        self, thread_id: str, wanted: set[tuple[str, str]]
+    ) -> Call[list[VersionRow]]:
+        q = self._q
+        params = {
+            "tid": thread_id,
+            "channels": [c for c, _ in wanted],
+            "writers": [w for _, w in wanted],
+        }
+
+        def proc() -> Proc[list[VersionRow]]:
+            rows = yield Op(q.read_versions, params)
+            return [VersionRow(c, w, b, d) for c, w, b, d in rows]
+
+        return Call(proc)
+
+    def _c_read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> Call[list[WriteRow]]:
+        q = self._q
+
+        def proc() -> Proc[list[WriteRow]]:
+            rows = yield Op(q.read_writes, (thread_id, ns, checkpoint_id))
+            return [WriteRow(t, i, c, d) for t, i, c, d in rows]
+
+        return Call(proc)
+
+    def _c_page(
+        self, thread_id: str, ns: str | None, before_seq: int | None
+    ) -> Call[list[CheckpointRow]]:
+        """One page of checkpoints, newest first, with ``seq < before_seq``."""
+        q = self._q
+        before = _NO_SEQ if before_seq is None else before_seq
+
+        def proc() -> Proc[list[CheckpointRow]]:
+            if ns is None:
+                rows = yield Op(q.page_all, (thread_id, before, PAGE_SIZE))
+            else:
+                rows = yield Op(q.page_ns, (thread_id, ns, before, PAGE_SIZE))
+            return [checkpoint_row(thread_id, r) for r in rows]
+
+        return Call(proc)
+
+    @staticmethod
+    def _next_page(batch: list[CheckpointRow]) -> int | None:
+        """The ``before_seq`` of the page after ``batch``, or None when it was the last."""
+        return batch[-1].seq if len(batch) == PAGE_SIZE else None
+
+    def _c_commit(
+        self,
+        row: CheckpointRow,
+        versions: Sequence[VersionRow],
+        expected_head: str | None,
+        thread_metadata: bytes | None,
+        expires_at: float | None,
+    ) -> Call[int]:
+        """The whole commit is one statement: one round trip, atomic, nothing stored on conflict."""
+        q = self._q
+        params: dict[str, Any] = {
+            "tid": row.thread_id,
+            "ns": row.ns,
+            "id": row.id,
+            "expected": expected_head,
+            "now": row.created_at,
+            "exp": expires_at,
+            "meta": thread_metadata,
+            "parent": row.parent_id,
+            "step": row.step,
+            "source": row.source,
+            "cmeta": row.metadata,
+            "tasks": row.tasks,
+            "refs": _pack_refs(row.refs),
+        }
+        version_params([(v.channel, v.writer, v.base, v.data) for v in versions], params)
+        variants = q.commit_create if expected_head is None else q.commit_move
+        statement = variants[min(len(versions), INLINE_ROWS + 1)]
+
+        def proc() -> Proc[int]:
+            rows = yield Op(statement, params)
+            if rows:
+                return int(rows[0][0])
+            head = yield Op(q.head, (row.thread_id, row.ns))
+            raise conflict_error(row.thread_id, expected_head, head[0][0] if head else None)
+
+        def recover() -> Proc[int | None]:
+            # The connection broke during the commit: did it land? The checkpoint id is new,
+            # so its row exists only if this very commit went through.
+            rows = yield Op(q.checkpoint_seq, (row.thread_id, row.id))
+            return int(rows[0][0]) if rows else None
+
+        return Call(proc, retry=False, recover=recover)
+
+    def _c_commit_writes(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        rows: Sequence[WriteRow],
+        expected_head: str | None,
+    ) -> Call[None]:
+        q = self._q
+        params: dict[str, Any] = {
+            "tid": thread_id,
+            "ns": ns,
+            "cid": checkpoint_id,
+            "expected": expected_head,
+        }
+        write_params([(w.task_id, w.idx, w.channel, w.data) for w in rows], params)
+        statement = q.commit_writes[min(len(rows), INLINE_ROWS + 1)]
+
+        def proc() -> Proc[None]:
+            result = yield Op(statement, params)
+            head, thread_exists, checkpoint_exists = result[0]
+            if not thread_exists or head != expected_head:
+                raise conflict_error(thread_id, expected_head, head)
+            if not checkpoint_exists:
+                raise self._not_found(thread_id, ns, checkpoint_id)
+
+        return Call(proc)  # idempotent: rows already stored are ignored
+
+    # ------------------------------------------------------------------ thread operations
+
+    def _c_delete_thread(self, thread_id: str) -> Call[None]:
+        q = self._q
+
+        def proc() -> Proc[None]:
+            yield Op(q.delete_heads, ([thread_id],))
+            yield Op(q.delete_rest, {"tids": [thread_id]})
+
+        return Call(proc, tx=True)
+
+    def _c_copy_thread(self, source: str, target: str) -> Call[None]:
+        _validate_thread_id(target)
+        q = self._q
+        params = {"src": source, "dst": target, "now": time.time()}
+
+        def proc() -> Proc[None]:
+            rows = yield Op(q.threads_exist, params)
+            source_exists, target_exists = rows[0]
+            if not source_exists:
+                raise ThreadNotFoundError(
+                    f"cannot copy thread {source!r}: it does not exist; list_threads() shows"
+                    " the threads stored"
+                )
+            if target_exists:
+                raise _target_exists(target)
+            try:
+                yield Op(q.copy_thread, params)
+            except pg_errors.UniqueViolation:
+                raise _target_exists(target) from None
+
+        return Call(proc, tx=True, retry=False)
+
+    def _c_list_threads(
+        self, filter: Mapping[str, Any] | None, limit: int | None, offset: int
+    ) -> Call[list[ThreadInfo]]:
+        wanted = validate_filter(filter)
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
+        q = self._q
+
+        def proc() -> Proc[list[ThreadInfo]]:
+            if limit == 0:
+                return []
+            if not wanted:
+                rows = yield Op(q.list_threads, (limit, offset))
+                return [self._thread_info(r) for r in rows]
+            # Metadata may be encrypted: filter after decoding, a page at a time.
+            out: list[ThreadInfo] = []
+            skip = offset
+            after: tuple[float, str] = (float("inf"), "")
+            while True:
+                rows = yield Op(q.list_threads_after, (*after, _THREAD_PAGE))
+                for r in rows:
+                    info = self._thread_info(r)
+                    if not metadata_matches(info.metadata, wanted):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    out.append(info)
+                    if limit is not None and len(out) >= limit:
+                        return out
+                if len(rows) < _THREAD_PAGE:
+                    return out
+                after = (rows[-1][4], rows[-1][0])
+
+        return Call(proc)
+
+    def _thread_info(self, r: tuple[Any, ...]) -> ThreadInfo:
+        thread_id, head, meta, created, updated, expires = r
+        metadata = {} if meta is None else self._loads(meta, f"thread {thread_id!r}")
+        return ThreadInfo(
+            thread_id=thread_id,
+            head_id=head,
+            metadata=metadata,
+            created_at=to_datetime(created),
+            updated_at=to_datetime(updated),
+            expires_at=None if expires is None else to_datetime(expires),
+        )
+
+    def _c_prune(self, thread_id: str, keep_last: int) -> Call[int]:
+        """Prune one thread in one transaction; commits to it wait on its row lock meanwhile."""
+        q = self._q
+
+        def proc() -> Proc[int]:
+            if not (yield Op(q.lock_thread, (thread_id,))):
+                return 0
+            kept: set[tuple[str, str]] = set()
+            for (refs,) in (yield Op(q.kept_refs, (thread_id, keep_last))):
+                for name, ref in _unpack_refs(refs, thread_id, "(pruning)").items():
+                    kept.add((name, ref.writer))
+            params = {
+                "tid": thread_id,
+                "keep": keep_last,
+                "channels": [c for c, _ in kept],
+                "writers": [w for _, w in kept],
+            }
+            rows = yield Op(q.prune, params)
+            return int(rows[0][0])
+
+        return Call(proc, tx=True)
+
+    @staticmethod
+    def _check_keep_last(keep_last: int) -> None:
+        if not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1 (the head), got {keep_last!r}")
+
+    def _c_sweep_expired(self) -> Call[int]:
+        q = self._q
+
+        def proc() -> Proc[int]:
+            now = time.time()
+            candidates = [r[0] for r in (yield Op(q.expired, (now,)))]
+            if not candidates:
+                return 0
+            # Heads first (the lock order commits use), then re-check expiry under the locks:
+            # a commit that just refreshed expires_at keeps its thread.
+            yield Op(q.lock_heads, (candidates,))
+            dead = [r[0] for r in (yield Op(q.delete_expired, (candidates, now)))]
+            if dead:
+                yield Op(q.delete_thread_rows, {"tids": dead})
+            return len(dead)
+
+        return Call(proc, tx=True)
+
+
+def _target_exists(target: str) -> ThreadlineError:
+    return ThreadlineError(
+        f"cannot copy into thread {target!r}: it already exists; pick a new thread id or"
+        " delete_thread() it first"
+    )
+
+
+def as_id_list(ids: Iterable[str]) -> list[str]:
+    """``ids`` as a list, refusing a lone string (which would iterate its characters)."""
+    if isinstance(ids, str):
+        raise TypeError(f"thread_ids must be a sequence of thread ids, not a string ({ids!r})")
+    return list(ids)

@@ -1,0 +1,546 @@
+"""Schema, migrations and every SQL statement of the PostgreSQL checkpointers.
+
+Statements are rendered once per schema (identifiers quoted by :mod:`psycopg.sql`) into bytes,
+so psycopg can prepare them server-side and no user string ever becomes SQL. Parameters are
+always bound: ``%(name)s`` for text and numbers, ``%(name)b`` (binary) for bytea.
+
+Tables (all in the saver's schema):
+
+``threadline_threads``      one row per thread: times, metadata, the thread-wide ``seq``.
+``threadline_heads``        the head checkpoint of each ``(thread_id, ns)``; moved by CAS.
+``threadline_checkpoints``  one row per checkpoint; ``refs`` is msgpack ``{channel: ref}``.
+``threadline_versions``     immutable channel versions: snapshots and deltas (``base``).
+``threadline_writes``       pending writes of tasks, keyed ``(thread, ns, checkpoint, task, idx)``.
+``threadline_migrations``   the schema versions applied.
+
+Lock order, everywhere: a thread's ``heads`` rows before its ``threads`` row. A commit moves
+the head (locking that row) and then bumps the thread's ``seq``; deletions lock or delete the
+heads first, so a commit racing a deletion fails its CAS instead of deadlocking or leaving a
+head without its checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from psycopg import sql
+
+__all__ = [
+    "INLINE_ROWS",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "Statements",
+    "validate_schema",
+    "version_params",
+    "write_params",
+]
+
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def validate_schema(schema: object) -> str:
+    """Return ``schema`` if it is a plain identifier, else raise a ``ValueError`` saying how."""
+    if not isinstance(schema, str) or not _SCHEMA.match(schema):
+        raise ValueError(
+            f"invalid schema name {schema!r}: use letters, digits and '_', starting with a"
+            " letter or '_' (at most 63 characters), e.g. schema='threadline'"
+        )
+    return schema
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: statements run in order, in one transaction, under the setup lock."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# Statements use {name} for quoted identifiers (see Statements._names). Versions are numbered
+# 1, 2, 3, ... in order. Append new versions; never edit a released one.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "threads, heads, checkpoints, versions, writes",
+        (
+            """CREATE TABLE IF NOT EXISTS {threads} (
+                thread_id text PRIMARY KEY,
+                created_at float8 NOT NULL,
+                updated_at float8 NOT NULL,
+                expires_at float8,
+                metadata bytea,
+                seq int8 NOT NULL
+            ) WITH (fillfactor = 70)""",
+            """CREATE TABLE IF NOT EXISTS {heads} (
+                thread_id text NOT NULL,
+                ns text NOT NULL,
+                head text NOT NULL,
+                PRIMARY KEY (thread_id, ns)
+            ) WITH (fillfactor = 70)""",
+            """CREATE TABLE IF NOT EXISTS {checkpoints} (
+                thread_id text NOT NULL,
+                id text NOT NULL,
+                ns text NOT NULL,
+                parent_id text,
+                seq int8 NOT NULL,
+                step int8 NOT NULL,
+                source text NOT NULL,
+                created_at float8 NOT NULL,
+                metadata bytea NOT NULL,
+                tasks bytea NOT NULL,
+                refs bytea NOT NULL,
+                PRIMARY KEY (id, thread_id)
+            )""",
+            """CREATE INDEX IF NOT EXISTS threadline_checkpoints_ns_seq
+                ON {checkpoints} (thread_id, ns, seq)""",
+            """CREATE TABLE IF NOT EXISTS {versions} (
+                thread_id text NOT NULL,
+                channel text NOT NULL,
+                writer text NOT NULL,
+                base text,
+                data bytea NOT NULL,
+                PRIMARY KEY (thread_id, channel, writer)
+            )""",
+            """CREATE TABLE IF NOT EXISTS {writes} (
+                thread_id text NOT NULL,
+                ns text NOT NULL,
+                checkpoint_id text NOT NULL,
+                task_id text NOT NULL,
+                idx int4 NOT NULL,
+                channel text NOT NULL,
+                data bytea NOT NULL,
+                PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_TABLES = {
+    "threads": "threadline_threads",
+    "heads": "threadline_heads",
+    "checkpoints": "threadline_checkpoints",
+    "versions": "threadline_versions",
+    "writes": "threadline_writes",
+    "migrations": "threadline_migrations",
+}
+
+_CKPT_COLS = (
+    "c.ns, c.id, c.parent_id, c.seq, c.step, c.source, c.created_at, c.metadata, c.tasks, c.refs"
+)
+"""The columns :func:`_core.checkpoint_row` converts, in its order (``c`` = checkpoints)."""
+
+_THREAD_COLS = (
+    "t.thread_id, h.head, t.metadata, t.created_at, t.updated_at, t.expires_at"
+    " FROM {threads} t LEFT JOIN {heads} h ON h.thread_id = t.thread_id AND h.ns = ''"
+)
+
+# ---------------------------------------------------------------------- hot path
+
+# Rows travel inline as scalar parameters (``VALUES (%(c0)s, ...), ...``) when there are few of
+# them, which spares psycopg its comparatively slow array adaptation on the hot path, and as
+# arrays (``unnest``) when there are many. Statement text depends only on the row count, so
+# each variant is prepared once per connection.
+INLINE_ROWS = 8
+
+_VERSION_COLS = ("channel", "writer", "base", "data")
+_VERSION_TYPES = ("text", "text", "text", "bytea")
+_WRITE_COLS = ("task_id", "idx", "channel", "data")
+_WRITE_TYPES = ("text", "int4", "text", "bytea")
+
+
+def rows_source(cols: tuple[str, ...], types: tuple[str, ...], n: int) -> str:
+    """A FROM item yielding ``n`` rows of ``cols``: inline VALUES for few, unnest for many.
+
+    Parameters are named ``<col>``/``<col><i>``; bytea ones are bound in binary.
+    """
+    if n <= INLINE_ROWS:
+        rows = ", ".join(
+            "("
+            + ", ".join(
+                f"%({c}{i}){'b' if t == 'bytea' else 's'}::{t}" for c, t in zip(cols, types)
+            )
+            + ")"
+            for i in range(n)
+        )
+        return f"(VALUES {rows}) AS r({', '.join(cols)})"
+    arrays = ", ".join(f"%({c}){'b' if t == 'bytea' else 's'}::{t}[]" for c, t in zip(cols, types))
+    return f"unnest({arrays}) AS r({', '.join(cols)})"
+
+
+def row_params(
+    cols: tuple[str, ...], rows: list[tuple[object, ...]], params: dict[str, object]
+) -> None:
+    """Add the parameters :func:`rows_source` names for ``rows`` to ``params``."""
+    if len(rows) <= INLINE_ROWS:
+        for i, row in enumerate(rows):
+            for c, value in zip(cols, row):
+                params[f"{c}{i}"] = value
+    else:
+        for j, c in enumerate(cols):
+            params[c] = [row[j] for row in rows]
+
+
+def _commit_tail(n_versions: int) -> str:
+    versions = (
+        ""
+        if n_versions == 0
+        else f"""
+, ver AS (
+    INSERT INTO {{versions}} (thread_id, channel, writer, base, data)
+    SELECT %(tid)s, r.channel, r.writer, r.base, r.data
+    FROM thr, {rows_source(_VERSION_COLS, _VERSION_TYPES, n_versions)}
+)"""
+    )
+    return (
+        """
+, cp AS (
+    INSERT INTO {checkpoints}
+        (thread_id, id, ns, parent_id, seq, step, source, created_at, metadata, tasks, refs)
+    SELECT %(tid)s, %(id)s, %(ns)s, %(parent)s::text, thr.seq, %(step)s, %(source)s,
+        %(now)s::float8, %(cmeta)b::bytea, %(tasks)b::bytea, %(refs)b::bytea
+    FROM thr
+)"""
+        + versions
+        + """
+SELECT seq FROM thr
+"""
+    )
+
+
+# Expected head given: move it by compare-and-swap. Under READ COMMITTED a concurrent writer's
+# UPDATE of the same head row makes this one wait, then re-check ``head = expected`` against
+# the new row: exactly one of them matches. Everything else is gated on ``cas``.
+_COMMIT_MOVE = """
+WITH cas AS (
+    UPDATE {heads} SET head = %(id)s
+    WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s
+    RETURNING 1
+), thr AS (
+    UPDATE {threads} SET seq = seq + 1, updated_at = %(now)s::float8,
+        expires_at = %(exp)s::float8, metadata = COALESCE(%(meta)b::bytea, metadata)
+    WHERE thread_id = %(tid)s AND EXISTS (SELECT FROM cas)
+    RETURNING seq
+)"""
+
+# No expected head: create it; a concurrent creator makes ON CONFLICT skip, so one wins.
+_COMMIT_CREATE = """
+WITH cas AS (
+    INSERT INTO {heads} (thread_id, ns, head) VALUES (%(tid)s, %(ns)s, %(id)s)
+    ON CONFLICT (thread_id, ns) DO NOTHING
+    RETURNING 1
+), thr AS (
+    INSERT INTO {threads} AS t (thread_id, created_at, updated_at, expires_at, metadata, seq)
+    SELECT %(tid)s, %(now)s::float8, %(now)s::float8, %(exp)s::float8, %(meta)b::bytea, 1
+    FROM cas
+    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + 1, updated_at = excluded.updated_at,
+        expires_at = excluded.expires_at, metadata = COALESCE(excluded.metadata, t.metadata)
+    RETURNING seq
+)"""
+
+
+def commit_sql(create: bool, n_versions: int) -> str:
+    """The one statement of a commit with ``n_versions`` version rows (``INLINE_ROWS + 1``
+    stands for "more": arrays)."""
+    return (_COMMIT_CREATE if create else _COMMIT_MOVE) + _commit_tail(n_versions)
+
+
+def version_params(rows: list[tuple[object, ...]], params: dict[str, object]) -> None:
+    row_params(_VERSION_COLS, rows, params)
+
+
+def write_params(rows: list[tuple[object, ...]], params: dict[str, object]) -> None:
+    row_params(_WRITE_COLS, rows, params)
+
+
+def commit_writes_sql(n_rows: int) -> str:
+    """Pending writes: the head row is share-locked so no commit moves it until these land."""
+    insert = (
+        ""
+        if n_rows == 0
+        else f"""
+, ins AS (
+    INSERT INTO {{writes}} (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
+    SELECT %(tid)s, %(ns)s, %(cid)s, r.task_id, r.idx, r.channel, r.data
+    FROM chk, {rows_source(_WRITE_COLS, _WRITE_TYPES, n_rows)}
+    WHERE chk.thread_exists AND chk.checkpoint_exists
+        AND chk.head IS NOT DISTINCT FROM %(expected)s::text
+    ON CONFLICT DO NOTHING
+)"""
+    )
+    return (
+        """
+WITH h AS (
+    SELECT head FROM {heads} WHERE thread_id = %(tid)s AND ns = %(ns)s FOR SHARE
+), chk AS (
+    SELECT
+        (SELECT head FROM h) AS head,
+        EXISTS (SELECT FROM {threads} WHERE thread_id = %(tid)s) AS thread_exists,
+        EXISTS (
+            SELECT FROM {checkpoints} WHERE thread_id = %(tid)s AND id = %(cid)s AND ns = %(ns)s
+        ) AS checkpoint_exists
+)"""
+        + insert
+        + """
+SELECT head, thread_exists, checkpoint_exists FROM chk
+"""
+    )
+
+
+HEAD = "SELECT head FROM {heads} WHERE thread_id = %s AND ns = %s"
+
+CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s"
+
+# Checkpoint ids are unique per thread; copy_thread keeps them, so the original (the oldest
+# thread holding the id) wins. The primary key starts with id, so this is an index lookup.
+LOCATE = """
+SELECT c.thread_id, c.ns
+FROM {checkpoints} c JOIN {threads} t ON t.thread_id = c.thread_id
+WHERE c.id = %s
+ORDER BY t.created_at, c.thread_id
+LIMIT 1
+"""
+
+READ_HEAD = f"""
+SELECT {_CKPT_COLS}
+FROM {{heads}} h JOIN {{checkpoints}} c ON c.thread_id = h.thread_id AND c.id = h.head
+WHERE h.thread_id = %s AND h.ns = %s
+"""
+
+READ_CHECKPOINT = f"""
+SELECT {_CKPT_COLS} FROM {{checkpoints}} c WHERE c.thread_id = %s AND c.id = %s AND c.ns = %s
+"""
+
+# Keys first (small rows, deduplicated by UNION), then the data of each version once.
+READ_VERSIONS = """
+WITH RECURSIVE k(channel, writer) AS (
+    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::text[])
+    UNION
+    SELECT v.channel, v.base
+    FROM k JOIN {versions} v
+        ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+    WHERE v.base IS NOT NULL
+)
+SELECT v.channel, v.writer, v.base, v.data
+FROM k JOIN {versions} v
+    ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+"""
+
+READ_WRITES = """
+SELECT task_id, idx, channel, data FROM {writes}
+WHERE thread_id = %s AND ns = %s AND checkpoint_id = %s
+"""
+
+PAGE_NS = f"""
+SELECT {_CKPT_COLS} FROM {{checkpoints}} c
+WHERE c.thread_id = %s AND c.ns = %s AND c.seq < %s
+ORDER BY c.seq DESC LIMIT %s
+"""
+
+PAGE_ALL = f"""
+SELECT {_CKPT_COLS} FROM {{checkpoints}} c
+WHERE c.thread_id = %s AND c.seq < %s
+ORDER BY c.seq DESC LIMIT %s
+"""
+
+# ---------------------------------------------------------------------- thread operations
+
+LOCK_HEADS = "SELECT FROM {heads} WHERE thread_id = ANY(%s::text[]) FOR UPDATE"
+
+DELETE_HEADS = "DELETE FROM {heads} WHERE thread_id = ANY(%s::text[])"
+
+DELETE_REST = """
+WITH c AS (DELETE FROM {checkpoints} WHERE thread_id = ANY(%(tids)s::text[])),
+v AS (DELETE FROM {versions} WHERE thread_id = ANY(%(tids)s::text[])),
+w AS (DELETE FROM {writes} WHERE thread_id = ANY(%(tids)s::text[]))
+DELETE FROM {threads} WHERE thread_id = ANY(%(tids)s::text[])
+"""
+
+EXPIRED = "SELECT thread_id FROM {threads} WHERE expires_at <= %s::float8"
+
+DELETE_EXPIRED = """
+DELETE FROM {threads} WHERE thread_id = ANY(%s::text[]) AND expires_at <= %s::float8
+RETURNING thread_id
+"""
+
+DELETE_THREAD_ROWS = """
+WITH h AS (DELETE FROM {heads} WHERE thread_id = ANY(%(tids)s::text[])),
+c AS (DELETE FROM {checkpoints} WHERE thread_id = ANY(%(tids)s::text[])),
+v AS (DELETE FROM {versions} WHERE thread_id = ANY(%(tids)s::text[]))
+DELETE FROM {writes} WHERE thread_id = ANY(%(tids)s::text[])
+"""
+
+THREADS_EXIST = """
+SELECT EXISTS (SELECT FROM {threads} WHERE thread_id = %(src)s),
+       EXISTS (SELECT FROM {threads} WHERE thread_id = %(dst)s)
+"""
+
+# One statement, so every table is copied from the same snapshot.
+COPY_THREAD = """
+WITH t AS (
+    INSERT INTO {threads} (thread_id, created_at, updated_at, expires_at, metadata, seq)
+    SELECT %(dst)s, %(now)s::float8, %(now)s::float8, expires_at, metadata, seq
+    FROM {threads} WHERE thread_id = %(src)s
+    RETURNING 1
+), h AS (
+    INSERT INTO {heads} (thread_id, ns, head)
+    SELECT %(dst)s, ns, head FROM {heads} WHERE thread_id = %(src)s
+), c AS (
+    INSERT INTO {checkpoints}
+        (thread_id, id, ns, parent_id, seq, step, source, created_at, metadata, tasks, refs)
+    SELECT %(dst)s, id, ns, parent_id, seq, step, source, created_at, metadata, tasks, refs
+    FROM {checkpoints} WHERE thread_id = %(src)s
+), v AS (
+    INSERT INTO {versions} (thread_id, channel, writer, base, data)
+    SELECT %(dst)s, channel, writer, base, data FROM {versions} WHERE thread_id = %(src)s
+), w AS (
+    INSERT INTO {writes} (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
+    SELECT %(dst)s, ns, checkpoint_id, task_id, idx, channel, data
+    FROM {writes} WHERE thread_id = %(src)s
+)
+SELECT count(*) FROM t
+"""
+
+LIST_THREADS = f"""
+SELECT {_THREAD_COLS}
+ORDER BY t.updated_at DESC, t.thread_id DESC
+LIMIT %s OFFSET %s
+"""
+
+LIST_THREADS_AFTER = f"""
+SELECT {_THREAD_COLS}
+WHERE (t.updated_at, t.thread_id) < (%s::float8, %s::text)
+ORDER BY t.updated_at DESC, t.thread_id DESC
+LIMIT %s
+"""
+
+LOCK_THREAD = "SELECT FROM {threads} WHERE thread_id = %s FOR UPDATE"
+
+KEPT_REFS = """
+SELECT refs FROM (
+    SELECT refs, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
+    FROM {checkpoints} WHERE thread_id = %s
+) k WHERE rn <= %s
+"""
+
+# Versions reachable from the kept checkpoints' refs through their base chains survive.
+PRUNE = """
+WITH RECURSIVE k(channel, writer) AS (
+    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::text[])
+    UNION
+    SELECT v.channel, v.base
+    FROM k JOIN {versions} v
+        ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+    WHERE v.base IS NOT NULL
+), doomed AS (
+    SELECT id, ns FROM (
+        SELECT id, ns, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
+        FROM {checkpoints} WHERE thread_id = %(tid)s
+    ) r WHERE rn > %(keep)s
+), dc AS (
+    DELETE FROM {checkpoints} c USING doomed d
+    WHERE c.thread_id = %(tid)s AND c.id = d.id
+    RETURNING c.id
+), dw AS (
+    DELETE FROM {writes} w USING doomed d
+    WHERE w.thread_id = %(tid)s AND w.ns = d.ns AND w.checkpoint_id = d.id
+), dv AS (
+    DELETE FROM {versions} v
+    WHERE v.thread_id = %(tid)s
+        AND NOT EXISTS (SELECT FROM k WHERE k.channel = v.channel AND k.writer = v.writer)
+)
+SELECT count(*) FROM dc
+"""
+
+# ---------------------------------------------------------------------- setup
+
+SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+
+CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS {migrations} (
+    version int4 PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+MIGRATIONS_EXIST = """
+SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = 'threadline_migrations'
+"""
+
+SCHEMA_EXISTS = "SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s"
+
+SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM {migrations}"
+
+RECORD_VERSION = "INSERT INTO {migrations} (version) VALUES (%s)"
+
+
+class Statements:
+    """Every statement above, rendered for one schema."""
+
+    def __init__(self, schema: str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+        self.schema = validate_schema(schema)
+        if [m.version for m in migrations] != list(range(1, len(migrations) + 1)):
+            raise ValueError("migrations must be numbered 1, 2, 3, ... in order")
+        names: dict[str, sql.Composable] = {
+            key: sql.Identifier(schema, table) for key, table in _TABLES.items()
+        }
+        names["schema"] = sql.Identifier(schema)
+        self._names = names
+
+        def r(text: str) -> bytes:
+            return self.render(text)
+
+        # Variants by row count: 0..INLINE_ROWS inline, INLINE_ROWS + 1 for "more" (arrays).
+        sizes = range(INLINE_ROWS + 2)
+        self.commit_move = [r(commit_sql(False, n)) for n in sizes]
+        self.commit_create = [r(commit_sql(True, n)) for n in sizes]
+        self.commit_writes = [r(commit_writes_sql(n)) for n in sizes]
+        self.head = r(HEAD)
+        self.checkpoint_seq = r(CHECKPOINT_SEQ)
+        self.locate = r(LOCATE)
+        self.read_head = r(READ_HEAD)
+        self.read_checkpoint = r(READ_CHECKPOINT)
+        self.read_versions = r(READ_VERSIONS)
+        self.read_writes = r(READ_WRITES)
+        self.page_ns = r(PAGE_NS)
+        self.page_all = r(PAGE_ALL)
+        self.lock_heads = r(LOCK_HEADS)
+        self.delete_heads = r(DELETE_HEADS)
+        self.delete_rest = r(DELETE_REST)
+        self.expired = r(EXPIRED)
+        self.delete_expired = r(DELETE_EXPIRED)
+        self.delete_thread_rows = r(DELETE_THREAD_ROWS)
+        self.threads_exist = r(THREADS_EXIST)
+        self.copy_thread = r(COPY_THREAD)
+        self.list_threads = r(LIST_THREADS)
+        self.list_threads_after = r(LIST_THREADS_AFTER)
+        self.lock_thread = r(LOCK_THREAD)
+        self.kept_refs = r(KEPT_REFS)
+        self.prune = r(PRUNE)
+        self.setup_lock = r(SETUP_LOCK)
+        self.create_schema = r(CREATE_SCHEMA)
+        self.schema_exists = r(SCHEMA_EXISTS)
+        self.create_migrations = r(CREATE_MIGRATIONS)
+        self.migrations_exist = r(MIGRATIONS_EXIST)
+        self.schema_version = r(SCHEMA_VERSION)
+        self.record_version = r(RECORD_VERSION)
+        self.migrations: dict[int, tuple[bytes, ...]] = {
+            m.version: tuple(r(s) for s in m.statements) for m in migrations
+        }
+        self.latest_version = migrations[-1].version
+
+    def render(self, text: str) -> bytes:
+        """``text`` with ``{name}`` replaced by quoted identifiers, as bytes for psycopg."""
+        return sql.SQL(text).format(**self._names).as_string(None).encode()
+
+    @property
+    def lock_key(self) -> str:
+        """The text whose hash names the advisory lock that serializes setup of this schema."""
+        return f"threadline.setup:{self.schema}"

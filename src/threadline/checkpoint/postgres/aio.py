@@ -1,0 +1,303 @@
+"""PostgreSQL checkpointer (asyncio). The blocking twin is :class:`..PostgresSaver`.
+
+::
+
+    from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    async with AsyncPostgresSaver.from_conn_string("postgresql://user@host/db") as saver:
+        app = builder.compile(checkpointer=saver)
+
+    saver = AsyncPostgresSaver.from_conn_string(url)  # or without `async with`:
+    ...                                              # the pool opens on first use,
+    await saver.aclose()                             # and closes here
+
+    saver = AsyncPostgresSaver(pool)                 # your AsyncConnectionPool (or one connection)
+
+``from_conn_string`` is a plain (non-async) call returning the saver, which is itself an async
+context manager; its pool is opened lazily by the first operation (or by ``async with``), since
+opening needs a running event loop. The procedures it runs are the ones the sync saver runs
+(:mod:`._core`); only the driver below differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+from typing_extensions import Self
+
+from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from . import connection_kwargs
+from ._core import Call, PostgresCore, Proc, as_id_list, has_rows, is_broken, translate
+
+__all__ = ["AsyncPostgresSaver"]
+
+T = TypeVar("T")
+
+
+class _Broken(Exception):
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def adrive(conn: psycopg.AsyncConnection[Any], proc: Proc[T], prepare: bool | None) -> T:
+    """Run ``proc`` on ``conn``: :func:`._core.drive` with ``await``."""
+    cur = conn.cursor(row_factory=tuple_row)
+    try:
+        op = next(proc)
+        while True:
+            try:
+                await cur.execute(op.query, op.params, prepare=prepare, binary=True)
+                rows = await cur.fetchall() if has_rows(cur) else []
+            except psycopg.Error as exc:
+                op = proc.throw(translate(exc))
+            else:
+                op = proc.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    finally:
+        proc.close()
+        await cur.close()
+
+
+class AsyncPostgresSaver(PostgresCore):
+    """Stores threads in PostgreSQL through psycopg 3, for ``ainvoke``/``astream``.
+
+    Args:
+        conn_or_pool: a :class:`psycopg_pool.AsyncConnectionPool` (recommended: each operation
+            borrows a connection for just that operation, so concurrent runs proceed in
+            parallel and a broken connection is replaced) or one
+            :class:`psycopg.AsyncConnection` (operations then take turns on it).
+        schema, auto_setup, prepare, serde, ttl, auto_sweep, cache_bytes, snapshot_ratio:
+            as for :class:`~threadline.checkpoint.postgres.PostgresSaver`.
+    """
+
+    sync_twin = "PostgresSaver (threadline.checkpoint.postgres)"
+
+    def __init__(
+        self,
+        conn_or_pool: psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any],
+        *,
+        schema: str = "public",
+        auto_setup: bool = True,
+        prepare: bool = True,
+        **options: Any,
+    ) -> None:
+        if isinstance(conn_or_pool, AsyncConnectionPool):
+            self._pool: AsyncConnectionPool[Any] | None = conn_or_pool
+            self._conn: psycopg.AsyncConnection[Any] | None = None
+        elif isinstance(conn_or_pool, psycopg.AsyncConnection):
+            self._pool, self._conn = None, conn_or_pool
+        else:
+            raise TypeError(
+                "AsyncPostgresSaver needs a psycopg.AsyncConnection or a"
+                f" psycopg_pool.AsyncConnectionPool, got {type(conn_or_pool).__name__}; for a"
+                " Connection or ConnectionPool use PostgresSaver from"
+                " threadline.checkpoint.postgres, and for a URL use"
+                " AsyncPostgresSaver.from_conn_string(url)"
+            )
+        super().__init__(schema=schema, auto_setup=auto_setup, prepare=prepare, **options)
+        self._conn_lock = asyncio.Lock()
+        self._setup_lock = asyncio.Lock()
+        self._owned_pool: AsyncConnectionPool[Any] | None = None
+        self._pool_timeout = 30.0
+
+    @classmethod
+    def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout: float = 30.0,
+        **options: Any,
+    ) -> Self:
+        """A saver over a new connection pool to ``conn_string``, closed with the saver.
+
+        Not a coroutine: use ``async with AsyncPostgresSaver.from_conn_string(url) as saver``,
+        or keep the result (the pool opens on first use) and ``await saver.aclose()`` when done.
+        Other keyword arguments are the saver's options.
+        """
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conn_string,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            timeout=pool_timeout,
+            kwargs=connection_kwargs(options.get("prepare", True)),
+            open=False,
+            name="threadline",
+        )
+        saver = cls(pool, **options)
+        saver._owned_pool = pool
+        saver._pool_timeout = pool_timeout
+        return saver
+
+    async def __aenter__(self) -> Self:
+        await self._open_pool()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool :meth:`from_conn_string` opened. A pool or connection you passed in
+        stays open: it is yours."""
+        if self._owned_pool is not None:
+            await self._owned_pool.close()
+
+    async def _open_pool(self) -> None:
+        pool = self._owned_pool
+        if pool is not None and pool.closed:
+            await pool.open(wait=True, timeout=self._pool_timeout)
+
+    # ------------------------------------------------------------------ driver
+
+    async def _drive(self, conn: psycopg.AsyncConnection[Any], proc: Proc[T], tx: bool) -> T:
+        if tx or not conn.autocommit:
+            async with conn.transaction():
+                return await adrive(conn, proc, self._prepare_arg)
+        return await adrive(conn, proc, self._prepare_arg)
+
+    async def _attempt(self, proc: Proc[T], tx: bool) -> T:
+        pool = self._pool
+        if pool is None:
+            assert self._conn is not None
+            async with self._conn_lock:
+                return await self._drive(self._conn, proc, tx)
+        conn = await pool.getconn()
+        try:
+            return await self._drive(conn, proc, tx)
+        except psycopg.OperationalError as exc:
+            if is_broken(conn):
+                raise _Broken(exc) from exc
+            raise
+        finally:
+            await pool.putconn(conn)
+
+    async def _run(self, call: Call[T], *, ready: bool = True) -> T:
+        if ready and not self._ready:
+            await self._ensure_ready()
+        try:
+            return await self._attempt(call.proc(), call.tx)
+        except _Broken as broken:
+            first = broken.error
+        if not call.retry and call.recover is None:
+            raise first
+        # A server restart or a network cut kills every idle connection too: have the pool test
+        # them all and replace the dead ones, then try once more.
+        assert self._pool is not None
+        await self._pool.check()
+        try:
+            if call.recover is not None:
+                done = await self._attempt(call.recover(), False)
+                if done is not None:
+                    return done
+            return await self._attempt(call.proc(), call.tx)
+        except _Broken as broken:
+            raise broken.error from first
+
+    async def _ensure_ready(self) -> None:
+        async with self._setup_lock:
+            if self._ready:
+                return
+            await self._open_pool()
+            if self._needs_setup(await self._run(self._c_schema_version(), ready=False)):
+                await self._run(self._c_setup(), ready=False)
+            self._ready = True
+
+    async def asetup(self) -> None:
+        """Create the schema and tables, or migrate them; safe to call from many processes."""
+        async with self._setup_lock:
+            await self._open_pool()
+            await self._run(self._c_setup(), ready=False)
+            self._ready = True
+
+    # ------------------------------------------------------------------ primitives
+
+    async def _aread_checkpoint(
+        self, thread_id: str, ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return await self._run(self._c_read_checkpoint(thread_id, ns, checkpoint_id))
+
+    async def _aread_versions(
+        self, thread_id: str, wanted: set[tuple[str, str]]
+    ) -> list[VersionRow]:
+        return await self._run(self._c_read_versions(thread_id, wanted))
+
+    async def _alocate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
+        return await self._run(self._c_locate(checkpoint_id))
+
+    async def _aread_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
+        return await self._run(self._c_read_writes(thread_id, ns, checkpoint_id))
+
+    async def _aiter_checkpoints(
+        self, thread_id: str, ns: str | None, before_seq: int | None
+    ) -> AsyncIterator[list[CheckpointRow]]:
+        while True:
+            batch = await self._run(self._c_page(thread_id, ns, before_seq))
+            if batch:
+                yield batch
+            before_seq = self._next_page(batch)
+            if before_seq is None:
+                return
+
+    async def _acommit(
+        self,
+        row: CheckpointRow,
+        versions: Sequence[VersionRow],
+        expected_head: str | None,
+        thread_metadata: bytes | None,
+        expires_at: float | None,
+    ) -> int:
+        return await self._run(
+            self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+        )
+
+    async def _acommit_writes(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        rows: Sequence[WriteRow],
+        expected_head: str | None,
+    ) -> None:
+        await self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head))
+
+    # ------------------------------------------------------------------ thread operations
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._run(self._c_delete_thread(thread_id))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._run(self._c_copy_thread(source_thread_id, target_thread_id))
+
+    async def alist_threads(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ThreadInfo]:
+        return await self._run(self._c_list_threads(filter, limit, offset))
+
+    async def aprune(self, thread_ids: Sequence[str], *, keep_last: int) -> int:
+        self._check_keep_last(keep_last)
+        removed = 0
+        for thread_id in as_id_list(thread_ids):
+            removed += await self._run(self._c_prune(thread_id, keep_last))
+        return removed
+
+    async def asweep_expired(self) -> int:
+        return await self._run(self._c_sweep_expired())

@@ -1,0 +1,668 @@
+"""Schema, migrations, statements and procedures shared by the sync and async SQLite savers.
+
+Every primitive is written once, as a *procedure*: a generator that yields :class:`Step`\\ s (a
+statement and its parameters) and receives each statement's rows back. :func:`drive` runs a
+procedure to completion on a plain :class:`sqlite3.Connection`, inside ``BEGIN IMMEDIATE`` when
+it writes. :class:`~threadline.checkpoint.sqlite.SqliteSaver` calls it under a lock;
+:class:`~threadline.checkpoint.sqlite.aio.AsyncSqliteSaver` calls the very same function in
+aiosqlite's worker thread, so a primitive costs one hop to that thread, and a transaction can
+never interleave with other work on the connection nor be left half-open by a cancelled task.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from ...errors import (
+    CorruptCheckpointError,
+    SchemaMissingError,
+    ThreadlineError,
+    ThreadNotFoundError,
+)
+from ..base import BaseCheckpointSaver, conflict_error, metadata_matches
+from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
+
+T = TypeVar("T")
+
+#: Checkpoints per page when streaming a thread's history (keyset pagination on ``seq``).
+PAGE = 100
+#: Threads per page when ``list_threads`` filters on decoded metadata.
+THREAD_PAGE = 500
+#: Oldest SQLite with everything used here (``RETURNING``, upsert, window functions, JSON).
+MIN_SQLITE = (3, 35, 0)
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_NO_SEQ = (1 << 63) - 1  # "before" bound meaning "no bound"
+
+
+class Step(NamedTuple):
+    """One statement of a procedure. ``many``: ``params`` is a list of rows (executemany)."""
+
+    sql: str
+    params: Any = ()
+    many: bool = False
+
+
+Rows = list[tuple[Any, ...]]
+Proc = Generator[Step, Rows, T]
+
+
+def drive(conn: sqlite3.Connection, proc: Proc[T], write: bool) -> T:
+    """Run ``proc`` on ``conn``; when ``write``, as one ``BEGIN IMMEDIATE`` transaction.
+
+    Used by both savers (the async one runs it in aiosqlite's thread). Rolls back on any error.
+    """
+    cur = conn.cursor()
+    cur.row_factory = None
+    if write:
+        cur.execute("BEGIN IMMEDIATE")
+    try:
+        rows: Any = None
+        while True:
+            try:
+                step = proc.send(rows)
+            except StopIteration as stop:
+                result: T = stop.value
+                break
+            if step.many:
+                cur.executemany(step.sql, step.params)
+                rows = []
+            else:
+                rows = cur.execute(step.sql, step.params).fetchall()
+        if write:
+            conn.commit()
+        return result
+    except BaseException:
+        if write and conn.in_transaction:
+            conn.rollback()
+        raise
+    finally:
+        proc.close()
+        cur.close()
+
+
+# ---------------------------------------------------------------------- schema and migrations
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS threadline_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at REAL NOT NULL
+)"""
+
+_V1 = (
+    # One row per thread. seq counts commits across all namespaces.
+    """CREATE TABLE threads (
+        thread_id TEXT NOT NULL PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL,
+        seq INTEGER NOT NULL,
+        metadata BLOB
+    ) WITHOUT ROWID""",
+    "CREATE INDEX threads_by_updated ON threads (updated_at)",
+    "CREATE INDEX threads_by_expiry ON threads (expires_at) WHERE expires_at IS NOT NULL",
+    # The checkpoint "latest" means, per (thread, namespace): moved only by compare-and-swap.
+    """CREATE TABLE heads (
+        thread_id TEXT NOT NULL,
+        ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        PRIMARY KEY (thread_id, ns)
+    ) WITHOUT ROWID""",
+    # refs: JSON {channel: [writer, snapshot_bytes, chain_bytes]}, readable by SQL (prune).
+    """CREATE TABLE checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        ns TEXT NOT NULL,
+        parent_id TEXT,
+        seq INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        refs TEXT NOT NULL,
+        metadata BLOB NOT NULL,
+        tasks BLOB NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_id)
+    )""",
+    "CREATE UNIQUE INDEX checkpoints_by_seq ON checkpoints (thread_id, seq)",
+    "CREATE INDEX checkpoints_by_ns_seq ON checkpoints (thread_id, ns, seq)",
+    # Immutable channel versions: a snapshot (base NULL) or a delta on (channel, base).
+    # data last, so reading base never touches a large value's overflow pages.
+    """CREATE TABLE versions (
+        thread_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        writer TEXT NOT NULL,
+        base TEXT,
+        data BLOB NOT NULL,
+        PRIMARY KEY (thread_id, channel, writer)
+    )""",
+    """CREATE TABLE writes (
+        thread_id TEXT NOT NULL,
+        ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
+    )""",
+)
+
+#: Ordered ``(version, statements)``; append a new entry to change the schema. Each migration
+#: runs in the same ``BEGIN IMMEDIATE`` transaction that records it.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection settings and setup policy, validated once at construction."""
+
+    synchronous: str
+    busy_timeout_ms: int
+    auto_setup: bool
+
+    @classmethod
+    def make(cls, synchronous: str, busy_timeout: float, auto_setup: bool) -> Settings:
+        mode = str(synchronous).upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            )
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        return cls(mode, int(busy_timeout * 1000), auto_setup)
+
+
+def _configure(settings: Settings) -> Proc[None]:
+    # busy_timeout first, so switching to WAL waits for other connections instead of failing.
+    yield Step(f"PRAGMA busy_timeout = {settings.busy_timeout_ms}")
+    yield Step("PRAGMA journal_mode = WAL")
+    yield Step(f"PRAGMA synchronous = {settings.synchronous}")
+
+
+def _schema_version() -> Proc[int | None]:
+    rows = yield Step(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'threadline_migrations'"
+    )
+    if not rows:
+        return None
+    rows = yield Step("SELECT coalesce(max(version), 0) FROM threadline_migrations")
+    return int(rows[0][0])
+
+
+def _migrate() -> Proc[int]:
+    yield Step(MIGRATIONS_TABLE)
+    rows = yield Step("SELECT coalesce(max(version), 0) FROM threadline_migrations")
+    current = int(rows[0][0])
+    _check_not_newer(current)
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        for sql in statements:
+            yield Step(sql)
+        yield Step(
+            "INSERT INTO threadline_migrations (version, applied_at) VALUES (?, ?)",
+            (version, time.time()),
+        )
+    return SCHEMA_VERSION
+
+
+def _check_not_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise CorruptCheckpointError(
+            f"this SQLite database has threadline schema version {version}, newer than the"
+            f" version {SCHEMA_VERSION} this threadline knows; a newer threadline wrote it."
+            " Upgrade threadline to open it (never downgrade a database in use)."
+        )
+
+
+def prepare(conn: sqlite3.Connection, settings: Settings, force_setup: bool) -> None:
+    """Configure the connection, then check the schema, creating or migrating it if allowed.
+
+    ``force_setup`` (an explicit ``setup()``) migrates even with ``auto_setup=False``.
+    """
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise ThreadlineError(
+            f"threadline needs SQLite >= {'.'.join(map(str, MIN_SQLITE))}, but Python's sqlite3"
+            f" module uses SQLite {sqlite3.sqlite_version}; use a Python built with a newer"
+            " SQLite"
+        )
+    if conn.in_transaction:
+        raise ThreadlineError(
+            "the SQLite connection given to the saver has an open transaction; commit it"
+            " first, and give the saver a connection of its own"
+        )
+    drive(conn, _configure(settings), write=False)
+    if not force_setup:
+        version = drive(conn, _schema_version(), write=False)
+        if version == SCHEMA_VERSION:
+            return
+        if version is not None:
+            _check_not_newer(version)
+        if not settings.auto_setup:
+            found = "no threadline schema" if version is None else f"schema version {version}"
+            raise SchemaMissingError(
+                f"the SQLite database has {found}, and this threadline needs version"
+                f" {SCHEMA_VERSION}; the saver was created with auto_setup=False, so call"
+                " saver.setup() (await saver.asetup()) once to create or migrate it"
+            )
+    drive(conn, _migrate(), write=True)
+
+
+# ---------------------------------------------------------------------- row conversion
+
+
+def encode_refs(refs: Mapping[str, VersionRef]) -> str:
+    return json.dumps(
+        {name: [r.writer, r.snapshot_bytes, r.chain_bytes] for name, r in refs.items()},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def decode_refs(thread_id: str, checkpoint_id: str, text: Any) -> dict[str, VersionRef]:
+    try:
+        data = json.loads(text)
+        refs = {}
+        for name, (writer, snapshot, chain) in data.items():
+            if type(writer) is not str or type(snapshot) is not int or type(chain) is not int:
+                raise ValueError(f"bad reference for channel {name!r}")
+            refs[name] = VersionRef(writer, snapshot, chain)
+        return refs
+    except Exception as exc:
+        raise CorruptCheckpointError(
+            f"the channel references of thread {thread_id!r}, checkpoint {checkpoint_id} do not"
+            f" decode ({type(exc).__name__}: {exc}); the row was changed outside threadline."
+            " Restore the database from a backup, or delete_thread() the thread"
+        ) from exc
+
+
+_CHECKPOINT_COLUMNS = (
+    "c.checkpoint_id, c.ns, c.parent_id, c.seq, c.step, c.source, c.created_at, c.metadata,"
+    " c.tasks, c.refs"
+)
+
+
+def _checkpoint_row(thread_id: str, r: tuple[Any, ...]) -> CheckpointRow:
+    return CheckpointRow(
+        thread_id=thread_id,
+        ns=r[1],
+        id=r[0],
+        parent_id=r[2],
+        seq=r[3],
+        step=r[4],
+        source=r[5],
+        created_at=r[6],
+        metadata=r[7],
+        tasks=r[8],
+        refs=decode_refs(thread_id, r[0], r[9]),
+    )
+
+
+# ---------------------------------------------------------------------- primitives: reads
+
+_HEAD_CHECKPOINT = f"""
+SELECT {_CHECKPOINT_COLUMNS} FROM heads h
+JOIN checkpoints c ON c.thread_id = h.thread_id AND c.checkpoint_id = h.checkpoint_id
+WHERE h.thread_id = ? AND h.ns = ?"""
+
+_GET_CHECKPOINT = f"""
+SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
+WHERE c.thread_id = ? AND c.checkpoint_id = ? AND c.ns = ?"""
+
+
+def read_checkpoint(
+    thread_id: str, ns: str, checkpoint_id: str | None
+) -> Proc[CheckpointRow | None]:
+    if checkpoint_id is None:
+        rows = yield Step(_HEAD_CHECKPOINT, (thread_id, ns))
+    else:
+        rows = yield Step(_GET_CHECKPOINT, (thread_id, checkpoint_id, ns))
+    return _checkpoint_row(thread_id, rows[0]) if rows else None
+
+
+# Walk each wanted version's base chain back to its snapshot: keys only (UNION dedups shared
+# chains), then fetch each row's data once.
+_READ_VERSIONS = """
+WITH RECURSIVE chain(channel, writer) AS (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2)
+    UNION
+    SELECT v.channel, v.base FROM chain CROSS JOIN versions v
+    WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer
+      AND v.base IS NOT NULL
+)
+SELECT v.channel, v.writer, v.base, v.data FROM chain CROSS JOIN versions v
+WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer"""
+
+
+def read_versions(thread_id: str, wanted: Iterable[tuple[str, str]]) -> Proc[list[VersionRow]]:
+    keys = json.dumps([[c, w] for c, w in wanted], separators=(",", ":"), ensure_ascii=False)
+    rows = yield Step(_READ_VERSIONS, (thread_id, keys))
+    return [VersionRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+_READ_WRITES = """
+SELECT task_id, idx, channel, data FROM writes
+WHERE thread_id = ? AND ns = ? AND checkpoint_id = ?"""
+
+
+def read_writes(thread_id: str, ns: str, checkpoint_id: str) -> Proc[list[WriteRow]]:
+    rows = yield Step(_READ_WRITES, (thread_id, ns, checkpoint_id))
+    return [WriteRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+_PAGE_NS = f"""
+SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
+WHERE c.thread_id = ? AND c.ns = ? AND c.seq < ? ORDER BY c.seq DESC LIMIT {PAGE}"""
+
+_PAGE_ALL = f"""
+SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
+WHERE c.thread_id = ? AND c.seq < ? ORDER BY c.seq DESC LIMIT {PAGE}"""
+
+
+def checkpoint_page(
+    thread_id: str, ns: str | None, before_seq: int | None
+) -> Proc[list[CheckpointRow]]:
+    """One page of checkpoints, newest first, with ``seq < before_seq``."""
+    before = _NO_SEQ if before_seq is None else before_seq
+    if ns is None:
+        rows = yield Step(_PAGE_ALL, (thread_id, before))
+    else:
+        rows = yield Step(_PAGE_NS, (thread_id, ns, before))
+    return [_checkpoint_row(thread_id, r) for r in rows]
+
+
+def next_page(batch: list[CheckpointRow]) -> int | None:
+    """The ``before_seq`` of the page after ``batch``, or None when ``batch`` was the last."""
+    return batch[-1].seq if len(batch) == PAGE else None
+
+
+# ---------------------------------------------------------------------- primitives: commits
+
+_GET_HEAD = "SELECT checkpoint_id FROM heads WHERE thread_id = ? AND ns = ?"
+
+_BUMP_THREAD = """
+INSERT INTO threads (thread_id, created_at, updated_at, expires_at, seq, metadata)
+VALUES (?1, ?2, ?2, ?3, 1, ?4)
+ON CONFLICT (thread_id) DO UPDATE SET
+    seq = seq + 1,
+    updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at,
+    metadata = coalesce(excluded.metadata, metadata)
+RETURNING seq"""
+
+_INSERT_CHECKPOINT = """
+INSERT INTO checkpoints
+    (thread_id, checkpoint_id, ns, parent_id, seq, step, source, created_at, refs, metadata, tasks)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+_INSERT_VERSION = (
+    "INSERT INTO versions (thread_id, channel, writer, base, data) VALUES (?, ?, ?, ?, ?)"
+)
+
+_SET_HEAD = """
+INSERT INTO heads (thread_id, ns, checkpoint_id) VALUES (?, ?, ?)
+ON CONFLICT (thread_id, ns) DO UPDATE SET checkpoint_id = excluded.checkpoint_id"""
+
+
+def commit(
+    row: CheckpointRow,
+    versions: Sequence[VersionRow],
+    expected_head: str | None,
+    thread_metadata: bytes | None,
+    expires_at: float | None,
+) -> Proc[int]:
+    """Compare-and-swap the head and add the checkpoint. Run with ``write=True``."""
+    tid = row.thread_id
+    rows = yield Step(_GET_HEAD, (tid, row.ns))
+    head = rows[0][0] if rows else None
+    if head != expected_head:
+        raise conflict_error(tid, expected_head, head)
+    rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
+    seq: int = rows[0][0]
+    yield Step(
+        _INSERT_CHECKPOINT,
+        (
+            tid,
+            row.id,
+            row.ns,
+            row.parent_id,
+            seq,
+            row.step,
+            row.source,
+            row.created_at,
+            encode_refs(row.refs),
+            row.metadata,
+            row.tasks,
+        ),
+    )
+    if versions:
+        yield Step(
+            _INSERT_VERSION,
+            [(tid, v.channel, v.writer, v.base, v.data) for v in versions],
+            many=True,
+        )
+    yield Step(_SET_HEAD, (tid, row.ns, row.id))
+    return seq
+
+
+_WRITES_GUARD = """
+SELECT
+    (SELECT checkpoint_id FROM heads WHERE thread_id = ?1 AND ns = ?2),
+    EXISTS (SELECT 1 FROM threads WHERE thread_id = ?1),
+    EXISTS (SELECT 1 FROM checkpoints WHERE thread_id = ?1 AND checkpoint_id = ?3)"""
+
+_INSERT_WRITE = """
+INSERT OR IGNORE INTO writes (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
+VALUES (?, ?, ?, ?, ?, ?, ?)"""
+
+
+def commit_writes(
+    thread_id: str,
+    ns: str,
+    checkpoint_id: str,
+    rows: Sequence[WriteRow],
+    expected_head: str | None,
+) -> Proc[None]:
+    """Add pending writes (first write of a key wins) if the head is still ``expected_head``."""
+    found = yield Step(_WRITES_GUARD, (thread_id, ns, checkpoint_id))
+    head, thread_exists, checkpoint_exists = found[0]
+    if not thread_exists or head != expected_head:
+        raise conflict_error(thread_id, expected_head, head)
+    if not checkpoint_exists:
+        raise BaseCheckpointSaver._not_found(thread_id, ns, checkpoint_id)
+    if rows:
+        yield Step(
+            _INSERT_WRITE,
+            [(thread_id, ns, checkpoint_id, w.task_id, w.idx, w.channel, w.data) for w in rows],
+            many=True,
+        )
+
+
+# ---------------------------------------------------------------------- thread operations
+
+_TABLES = ("writes", "versions", "checkpoints", "heads", "threads")
+
+
+def delete_thread(thread_id: str) -> Proc[None]:
+    for table in _TABLES:
+        yield Step(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+_COPY_THREAD = """
+INSERT INTO threads (thread_id, created_at, updated_at, expires_at, seq, metadata)
+SELECT ?2, ?3, ?3, expires_at, seq, metadata FROM threads WHERE thread_id = ?1"""
+
+_COPY_ROWS = (
+    """INSERT INTO heads (thread_id, ns, checkpoint_id)
+    SELECT ?2, ns, checkpoint_id FROM heads WHERE thread_id = ?1""",
+    """INSERT INTO checkpoints (thread_id, checkpoint_id, ns, parent_id, seq, step, source,
+        created_at, refs, metadata, tasks)
+    SELECT ?2, checkpoint_id, ns, parent_id, seq, step, source, created_at, refs, metadata, tasks
+    FROM checkpoints WHERE thread_id = ?1""",
+    """INSERT INTO versions (thread_id, channel, writer, base, data)
+    SELECT ?2, channel, writer, base, data FROM versions WHERE thread_id = ?1""",
+    """INSERT INTO writes (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
+    SELECT ?2, ns, checkpoint_id, task_id, idx, channel, data FROM writes
+    WHERE thread_id = ?1""",
+)
+
+
+def copy_thread(source: str, target: str) -> Proc[None]:
+    rows = yield Step(
+        "SELECT EXISTS (SELECT 1 FROM threads WHERE thread_id = ?1),"
+        " EXISTS (SELECT 1 FROM threads WHERE thread_id = ?2)",
+        (source, target),
+    )
+    source_exists, target_exists = rows[0]
+    if not source_exists:
+        raise ThreadNotFoundError(
+            f"thread {source!r} does not exist; list_threads() shows the stored threads"
+        )
+    if target_exists:
+        raise ThreadlineError(
+            f"cannot copy into thread {target!r}: it already exists; pick a new thread id or"
+            " delete_thread() it first"
+        )
+    yield Step(_COPY_THREAD, (source, target, time.time()))
+    for sql in _COPY_ROWS:
+        yield Step(sql, (source, target))
+
+
+_LIST_THREADS = """
+SELECT t.thread_id, h.checkpoint_id, t.metadata, t.created_at, t.updated_at, t.expires_at
+FROM threads t LEFT JOIN heads h ON h.thread_id = t.thread_id AND h.ns = ''
+ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ? OFFSET ?"""
+
+_LIST_THREADS_AFTER = f"""
+SELECT t.thread_id, h.checkpoint_id, t.metadata, t.created_at, t.updated_at, t.expires_at
+FROM threads t LEFT JOIN heads h ON h.thread_id = t.thread_id AND h.ns = ''
+WHERE (t.updated_at, t.thread_id) < (?, ?)
+ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT {THREAD_PAGE}"""
+
+LoadMetadata = Callable[[bytes, str], Any]
+
+
+def _thread_info(r: tuple[Any, ...], meta: dict[str, Any]) -> ThreadInfo:
+    return ThreadInfo(
+        thread_id=r[0],
+        head_id=r[1],
+        metadata=meta,
+        created_at=to_datetime(r[3]),
+        updated_at=to_datetime(r[4]),
+        expires_at=None if r[5] is None else to_datetime(r[5]),
+    )
+
+
+def _thread_metadata(r: tuple[Any, ...], loads: LoadMetadata) -> dict[str, Any]:
+    if r[2] is None:
+        return {}
+    meta: dict[str, Any] = loads(r[2], f"metadata of thread {r[0]!r}")
+    return meta
+
+
+def list_threads(
+    wanted: dict[str, Any], limit: int | None, offset: int, loads: LoadMetadata
+) -> Proc[list[ThreadInfo]]:
+    """Most recently updated first. Metadata may be encrypted, so filters run on decoded
+    metadata in Python, over pages of threads (keyset on ``(updated_at, thread_id)``)."""
+    if not wanted:
+        rows = yield Step(_LIST_THREADS, (-1 if limit is None else limit, max(offset, 0)))
+        return [_thread_info(r, _thread_metadata(r, loads)) for r in rows]
+    out: list[ThreadInfo] = []
+    skip = max(offset, 0)
+    after: tuple[float, str] = (float("inf"), "")
+    while limit is None or len(out) < limit:
+        rows = yield Step(_LIST_THREADS_AFTER, after)
+        for r in rows:
+            meta = _thread_metadata(r, loads)
+            if not metadata_matches(meta, wanted):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            out.append(_thread_info(r, meta))
+            if limit is not None and len(out) >= limit:
+                break
+        if len(rows) < THREAD_PAGE:
+            break
+        after = (rows[-1][4], rows[-1][0])
+    return out
+
+
+_PRUNE_CHECKPOINTS = """
+DELETE FROM checkpoints WHERE thread_id = ?1 AND checkpoint_id IN (
+    SELECT checkpoint_id FROM (
+        SELECT checkpoint_id, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rank
+        FROM checkpoints WHERE thread_id = ?1
+    ) WHERE rank > ?2
+)
+RETURNING checkpoint_id"""
+
+_PRUNE_WRITES = """
+DELETE FROM writes WHERE thread_id = ?1 AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c WHERE c.thread_id = ?1 AND c.checkpoint_id = writes.checkpoint_id
+)"""
+
+_BAD_REFS = """
+SELECT checkpoint_id, refs FROM checkpoints WHERE thread_id = ?
+  AND CASE WHEN json_valid(refs) THEN json_type(refs) != 'object' ELSE 1 END
+LIMIT 1"""
+
+# Versions reachable from the remaining checkpoints' refs through base chains survive.
+_PRUNE_VERSIONS = """
+WITH RECURSIVE live(channel, writer) AS (
+    SELECT r.key, json_extract(r.value, '$[0]')
+    FROM checkpoints c, json_each(c.refs) r WHERE c.thread_id = ?1
+    UNION
+    SELECT v.channel, v.base FROM live CROSS JOIN versions v
+    WHERE v.thread_id = ?1 AND v.channel = live.channel AND v.writer = live.writer
+      AND v.base IS NOT NULL
+)
+DELETE FROM versions
+WHERE thread_id = ?1 AND (channel, writer) NOT IN (SELECT channel, writer FROM live)"""
+
+
+def check_prune_args(thread_ids: Sequence[str], keep_last: int) -> None:
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1 (the head), got {keep_last!r}")
+    if isinstance(thread_ids, str):
+        raise TypeError(
+            f"prune() takes a list of thread ids, got the string {thread_ids!r}; pass"
+            f" [{thread_ids!r}]"
+        )
+
+
+def prune(thread_ids: Iterable[str], keep_last: int) -> Proc[int]:
+    removed = 0
+    for thread_id in dict.fromkeys(thread_ids):
+        gone = yield Step(_PRUNE_CHECKPOINTS, (thread_id, keep_last))
+        if not gone:
+            continue
+        removed += len(gone)
+        yield Step(_PRUNE_WRITES, (thread_id,))
+        # Reachability is computed in SQL from the refs: refuse (rolling back) if one is bad.
+        bad = yield Step(_BAD_REFS, (thread_id,))
+        if bad:
+            decode_refs(thread_id, bad[0][0], bad[0][1])  # raises CorruptCheckpointError
+        yield Step(_PRUNE_VERSIONS, (thread_id,))
+    return removed
+
+
+_SWEEP = "DELETE FROM threads WHERE expires_at <= ? RETURNING thread_id"
+
+
+def sweep_expired(now: float) -> Proc[int]:
+    rows = yield Step(_SWEEP, (now,))
+    if rows:
+        ids = json.dumps([r[0] for r in rows], ensure_ascii=False)
+        for table in _TABLES[:-1]:
+            yield Step(
+                f"DELETE FROM {table} WHERE thread_id IN (SELECT value FROM json_each(?))", (ids,)
+            )
+    return len(rows)

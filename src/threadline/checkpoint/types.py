@@ -1,0 +1,220 @@
+"""Data types of the storage model (DESIGN.md, "Storage model").
+
+The checkpoint layer knows nothing of graphs: a checkpoint holds channel versions, opaque task
+descriptions and metadata. Rows hold encoded bytes; the saver base class decodes them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "ChannelChange",
+    "Checkpoint",
+    "CheckpointDraft",
+    "CheckpointRow",
+    "CheckpointTuple",
+    "PendingWrite",
+    "RunnableConfig",
+    "ThreadInfo",
+    "VersionRef",
+    "VersionRow",
+    "WriteRow",
+    "new_checkpoint_id",
+]
+
+RunnableConfig = dict[str, Any]
+"""The config dict: ``{"configurable": {"thread_id": ..., "checkpoint_id": ...}, ...}``."""
+
+
+_last_ms = 0
+_counter = 0
+
+
+def new_checkpoint_id() -> str:
+    """A time-ordered UUID (version 7 layout): ids sort by creation within one process."""
+    global _last_ms, _counter
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        # Same or earlier millisecond (clock step back): bump a counter so ids stay increasing.
+        _counter += 1
+        ms = _last_ms
+    else:
+        _counter = 0
+    _last_ms = ms
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= (_counter & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """Where a channel's value at one checkpoint is stored, with its delta-chain statistics.
+
+    ``writer`` is the id of the checkpoint whose step wrote this version. ``chain_bytes`` is the
+    size of the deltas written since the chain's snapshot (0 when this version is the snapshot).
+    """
+
+    writer: str
+    snapshot_bytes: int
+    chain_bytes: int
+
+    def to_list(self) -> list[Any]:
+        return [self.writer, self.snapshot_bytes, self.chain_bytes]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> VersionRef:
+        return cls(str(data[0]), int(data[1]), int(data[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One immutable channel version: a snapshot (``base is None``) or a delta on ``base``.
+
+    A delta's data is the encoded list of items appended to the base value.
+    """
+
+    channel: str
+    writer: str
+    base: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A checkpoint as a backend stores it. ``metadata`` and ``tasks`` are encoded bytes."""
+
+    thread_id: str
+    ns: str
+    id: str
+    parent_id: str | None
+    seq: int
+    step: int
+    source: str
+    created_at: float
+    metadata: bytes
+    tasks: bytes
+    refs: Mapping[str, VersionRef]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRow:
+    """A pending write of one task, saved as the task finishes."""
+
+    task_id: str
+    idx: int
+    channel: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelChange:
+    """A channel's new value for a checkpoint being saved.
+
+    ``appended`` is set when the new value equals the previous value (a list) followed by these
+    items; the saver may then store just them as a delta.
+    """
+
+    value: Any
+    appended: list[Any] | None = None
+
+
+@dataclass(slots=True)
+class CheckpointDraft:
+    """What the runtime hands the saver to store as a new checkpoint."""
+
+    step: int
+    source: str
+    metadata: dict[str, Any]
+    tasks: list[Any]
+    changes: dict[str, ChannelChange]
+    parent_id: str | None
+    base_refs: Mapping[str, VersionRef] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+    id: str | None = None  # pre-assigned by the runtime; a fresh one when None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A decoded pending write: ``task_id`` wrote ``value`` to ``channel``."""
+
+    task_id: str
+    idx: int
+    channel: str
+    value: Any
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A decoded checkpoint: its place in the thread's tree, its metadata and its values."""
+
+    thread_id: str
+    ns: str
+    id: str
+    parent_id: str | None
+    seq: int
+    step: int
+    source: str
+    created_at: datetime
+    metadata: dict[str, Any]
+    tasks: list[Any]
+    refs: Mapping[str, VersionRef]
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CheckpointTuple:
+    """A checkpoint with the pending writes saved against it."""
+
+    checkpoint: Checkpoint
+    pending_writes: list[PendingWrite]
+
+    @property
+    def config(self) -> RunnableConfig:
+        c = self.checkpoint
+        return make_config(c.thread_id, c.ns, c.id)
+
+    @property
+    def parent_config(self) -> RunnableConfig | None:
+        c = self.checkpoint
+        return None if c.parent_id is None else make_config(c.thread_id, c.ns, c.parent_id)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.checkpoint.metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A thread as ``list_threads`` reports it."""
+
+    thread_id: str
+    head_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+
+
+def make_config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)

@@ -1,0 +1,83 @@
+"""Every public error threadline raises. All derive from :class:`ThreadlineError`.
+
+Each message says what happened, which thread or checkpoint it concerns, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointConflictError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "EmptyInputError",
+    "GraphInterrupt",
+    "GraphRecursionError",
+    "GraphValidationError",
+    "InvalidUpdateError",
+    "NoCheckpointerError",
+    "SchemaMissingError",
+    "SerializationError",
+    "ThreadNotFoundError",
+    "ThreadlineError",
+]
+
+
+class ThreadlineError(Exception):
+    """Base class of every error threadline raises on purpose."""
+
+
+class GraphValidationError(ThreadlineError, ValueError):
+    """The graph is malformed: raised by ``compile()`` and the builder methods."""
+
+
+class InvalidUpdateError(ThreadlineError, ValueError):
+    """A node or a caller wrote something the state schema does not allow."""
+
+
+class GraphRecursionError(ThreadlineError, RecursionError):
+    """The run took more supersteps than ``recursion_limit`` allows."""
+
+
+class EmptyInputError(ThreadlineError, ValueError):
+    """``invoke(None, config)`` on a thread that has nothing to continue."""
+
+
+class NoCheckpointerError(ThreadlineError, ValueError):
+    """A persistence feature was used on a graph compiled without a checkpointer."""
+
+
+class CheckpointNotFoundError(ThreadlineError, LookupError):
+    """A ``checkpoint_id`` that the thread does not hold."""
+
+
+class ThreadNotFoundError(ThreadlineError, LookupError):
+    """A thread id that the checkpointer does not hold."""
+
+
+class CheckpointConflictError(ThreadlineError):
+    """Another writer moved the thread's head first; nothing of this step was stored.
+
+    Reload the thread (``get_state``) and decide whether to run again.
+    """
+
+    def __init__(self, message: str, *, thread_id: str, expected: str | None, actual: str | None):
+        super().__init__(message)
+        self.thread_id = thread_id
+        self.expected = expected
+        self.actual = actual
+
+
+class SerializationError(ThreadlineError, TypeError):
+    """A value cannot be encoded (or decoded) by the serializer."""
+
+
+class CorruptCheckpointError(ThreadlineError):
+    """Stored bytes that do not decode, or rows of an unknown format version."""
+
+
+class SchemaMissingError(ThreadlineError):
+    """The database has no threadline schema and the saver was told not to create it."""
+
+
+class GraphInterrupt(ThreadlineError):
+    """Raised inside a node by ``interrupt()`` to pause the run. Not an error for callers."""

@@ -1,0 +1,219 @@
+"""The static description of a graph: nodes, edges, joins and branches, validated."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GraphValidationError
+from ..types import RetryPolicy
+
+__all__ = ["END", "START", "Branch", "GraphSpec", "Join", "NodeSpec"]
+
+START = "__start__"
+END = "__end__"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A node: the function to call and how to call it."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    takes_config: bool
+    takes_writer: bool
+    retry: RetryPolicy | None
+    destinations: tuple[str, ...] | None
+    subgraph: Any = None  # a compiled graph used directly as the node
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A conditional edge: ``router(state)`` picks the next node(s)."""
+
+    source: str
+    router: Callable[..., Any]
+    path_map: Mapping[Hashable, str] | None
+    is_async: bool
+    takes_config: bool
+
+    def resolve(self, result: Any) -> list[Any]:
+        """Router output -> list of node names and Sends."""
+        items = list(result) if isinstance(result, (list, tuple)) else [result]
+        out: list[Any] = []
+        for item in items:
+            if self.path_map is not None and not hasattr(item, "node"):
+                if item not in self.path_map:
+                    raise GraphValidationError(
+                        f"conditional edge from {self.source!r} returned {item!r}, which is not"
+                        f" in its path_map ({', '.join(map(repr, self.path_map))})"
+                    )
+                out.append(self.path_map[item])
+            else:
+                out.append(item)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``add_edge([a, b], c)``: ``c`` runs once every source has finished."""
+
+    sources: tuple[str, ...]
+    target: str
+
+    @property
+    def key(self) -> str:
+        return "+".join(self.sources) + ">" + self.target
+
+
+@dataclass
+class GraphSpec:
+    nodes: dict[str, NodeSpec] = field(default_factory=dict)
+    edges: dict[str, list[str]] = field(default_factory=dict)
+    joins: list[Join] = field(default_factory=list)
+    branches: dict[str, list[Branch]] = field(default_factory=dict)
+
+    def validate(self, *, interrupt_nodes: Sequence[str] = ()) -> None:
+        known = set(self.nodes)
+        for source, targets in self.edges.items():
+            if source != START and source not in known:
+                raise GraphValidationError(
+                    f"edge {source!r} -> {targets[0]!r}: unknown node {source!r}"
+                )
+            for target in targets:
+                if target != END and target not in known:
+                    raise GraphValidationError(
+                        f"edge {source!r} -> {target!r}: unknown node {target!r}"
+                    )
+        for join in self.joins:
+            for name in (*join.sources, join.target):
+                if name not in known:
+                    raise GraphValidationError(
+                        f"edge {list(join.sources)!r} -> {join.target!r}: unknown node {name!r}"
+                    )
+        for source, branches in self.branches.items():
+            if source != START and source not in known:
+                raise GraphValidationError(f"conditional edge from unknown node {source!r}")
+            for branch in branches:
+                for target in (branch.path_map or {}).values():
+                    if target != END and target not in known:
+                        raise GraphValidationError(
+                            f"conditional edge from {source!r}: path_map names unknown node"
+                            f" {target!r}"
+                        )
+        for node in self.nodes.values():
+            for target in node.destinations or ():
+                if target != END and target not in known:
+                    raise GraphValidationError(
+                        f"node {node.name!r} declares destination {target!r}, which is not a node"
+                    )
+        for name in interrupt_nodes:
+            if name != "*" and name not in known:
+                raise GraphValidationError(f"interrupt_before/after names unknown node {name!r}")
+        if not self.edges.get(START) and not self.branches.get(START):
+            raise GraphValidationError(
+                "graph has no entry point: add_edge(START, 'first_node') or set_entry_point()"
+            )
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        open_ended = any(
+            b.path_map is None for branches in self.branches.values() for b in branches
+        )
+        if open_ended:
+            return  # a router without path_map may go anywhere
+        reached: set[str] = set()
+        for targets in self.edges.values():
+            reached.update(targets)
+        for join in self.joins:
+            reached.add(join.target)
+        for branches in self.branches.values():
+            for b in branches:
+                reached.update((b.path_map or {}).values())
+        for node in self.nodes.values():
+            reached.update(node.destinations or ())
+        for name in self.nodes:
+            if name not in reached:
+                raise GraphValidationError(
+                    f"node {name!r} is not reachable: no edge leads to it. Add an edge to it, give"
+                    " a conditional edge a path_map naming it, or declare it as a destination of a"
+                    f" node that routes with Command (add_node(..., destinations=({name!r},)))"
+                )
+
+    def draw_mermaid(self) -> str:
+        lines = ["graph TD"]
+        lines.append(f"    {START}([start])")
+        for name, node in self.nodes.items():
+            shape = f"[[{name}]]" if node.subgraph is not None else f"[{name}]"
+            lines.append(f"    {_mid(name)}{shape}")
+        lines.append(f"    {END}([end])")
+        for source, targets in self.edges.items():
+            for target in targets:
+                lines.append(f"    {_mid(source)} --> {_mid(target)}")
+        for join in self.joins:
+            for source in join.sources:
+                lines.append(f"    {_mid(source)} --> {_mid(join.target)}")
+        for source, branches in self.branches.items():
+            for b in branches:
+                if b.path_map is None:
+                    labelled: list[tuple[str, str]] = [(n, "") for n in [*self.nodes, END]]
+                else:
+                    labelled = [(t, str(k)) for k, t in b.path_map.items()]
+                for target, label in labelled:
+                    arrow = f" -. {label} .-> " if label and label != target else " -.-> "
+                    lines.append(f"    {_mid(source)}{arrow}{_mid(target)}")
+        for node in self.nodes.values():
+            for target in node.destinations or ():
+                lines.append(f"    {_mid(node.name)} -.-> {_mid(target)}")
+        return "\n".join(lines) + "\n"
+
+
+def _mid(name: str) -> str:
+    """A Mermaid-safe node id."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+
+
+def callable_info(fn: Callable[..., Any]) -> tuple[bool, bool, bool]:
+    """``(is_async, takes_config, takes_writer)`` of a node or router function."""
+    target = fn
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and call is not None:
+        target = call
+    is_async = inspect.iscoroutinefunction(target)
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return is_async, False, False
+    names = {p.name for p in params}
+    # A second positional parameter is the config only when it has no default: one with a
+    # default (``lambda s, name=name: ...``) is the caller's own and must keep its value.
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and (p.default is inspect.Parameter.empty or p.name == "config")
+    ]
+    takes_config = "config" in names or len(positional) >= 2
+    return is_async, takes_config, "writer" in names
+
+
+def literal_destinations(fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    """Destinations declared by a ``-> Command[Literal["a", "b"]]`` or ``-> Literal[...]`` hint."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    ret = hints.get("return")
+    if ret is None:
+        return None
+    args = typing.get_args(ret)
+    if typing.get_origin(ret) is typing.Literal:
+        return tuple(str(a) for a in args)
+    for arg in args:
+        if typing.get_origin(arg) is typing.Literal:
+            return tuple(str(a) for a in typing.get_args(arg))
+    return None

@@ -1,0 +1,701 @@
+"""The compiled graph: run it, stream it, inspect and edit its threads."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
+from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
+from ..errors import EmptyInputError, NoCheckpointerError
+from ..graph.spec import GraphSpec
+from ..graph.state import StateSchema
+from ..types import Command, Interrupt, StateSnapshot, StateTask
+from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
+from .execute import arun_task, run_task
+from .persist import AsyncPersister, Persister
+from .procedures import Opened, Procedure, adrive, drive, open_thread
+
+__all__ = ["CompiledStateGraph"]
+
+DEFAULT_RECURSION_LIMIT = 25
+STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="threadline")
+
+
+@dataclass
+class _Options:
+    modes: tuple[str, ...]
+    single: bool  # stream_mode was one string: yield chunks, not (mode, chunk) pairs
+    interrupt_before: list[str]
+    interrupt_after: list[str]
+    durability: str
+    subgraphs: bool
+
+
+class DrawableGraph:
+    """What ``get_graph()`` returns: the graph's structure, drawable as Mermaid."""
+
+    def __init__(self, spec: GraphSpec) -> None:
+        self.spec = spec
+        self.nodes = list(spec.nodes)
+
+    def draw_mermaid(self) -> str:
+        """A Mermaid flowchart of the graph."""
+        return self.spec.draw_mermaid()
+
+
+class CompiledStateGraph:
+    """A validated graph, ready to run. Made by ``StateGraph.compile()``."""
+
+    def __init__(
+        self,
+        *,
+        schema: StateSchema,
+        spec: GraphSpec,
+        checkpointer: BaseCheckpointSaver | None,
+        interrupt_before: Sequence[str],
+        interrupt_after: Sequence[str],
+        name: str,
+    ) -> None:
+        self.schema = schema
+        self.spec = spec
+        self.checkpointer = checkpointer
+        self.interrupt_before = list(interrupt_before)
+        self.interrupt_after = list(interrupt_after)
+        self.name = name
+
+    def get_graph(self) -> DrawableGraph:
+        """The graph's structure (``.draw_mermaid()`` renders it)."""
+        return DrawableGraph(self.spec)
+
+    # ------------------------------------------------------------------ running
+
+    def invoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+        durability: str | None = None,
+    ) -> Any:
+        """Run the graph to the end (or to a pause) and return the final state.
+
+        ``input`` is the state update to start with, ``None`` to continue the thread, or a
+        ``Command`` (e.g. ``Command(resume=answer)``).
+        """
+        opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        run = self._run(input, config, opts)
+        for _ in run:
+            pass
+        return run.result
+
+    async def ainvoke(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+        durability: str | None = None,
+    ) -> Any:
+        """Async :meth:`invoke`."""
+        opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        run = self._arun(input, config, opts)
+        async for _ in run:
+            pass
+        return run.result
+
+    def stream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "values",
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+        durability: str | None = None,
+        subgraphs: bool = False,
+    ) -> Iterator[Any]:
+        """Run the graph, yielding after every step.
+
+        Modes: ``"values"`` (the full state), ``"updates"`` (``{node: update}``),
+        ``"checkpoints"`` (each saved ``StateSnapshot``), ``"custom"`` (what nodes write with
+        their stream writer), ``"debug"`` (task start and end). Several modes at once yield
+        ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the namespace.
+        """
+        opts = self._options(
+            stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
+        )
+        yield from self._run(input, config, opts)
+
+    async def astream(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "values",
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+        durability: str | None = None,
+        subgraphs: bool = False,
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        opts = self._options(
+            stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
+        )
+        async for chunk in self._arun(input, config, opts):
+            yield chunk
+
+    def _options(
+        self,
+        stream_mode: str | Sequence[str],
+        config: RunnableConfig | None,
+        interrupt_before: Sequence[str] | None,
+        interrupt_after: Sequence[str] | None,
+        durability: str | None,
+        subgraphs: bool,
+    ) -> _Options:
+        single = isinstance(stream_mode, str)
+        modes = (stream_mode,) if isinstance(stream_mode, str) else tuple(stream_mode)
+        for mode in modes:
+            if mode not in STREAM_MODES:
+                raise ValueError(
+                    f"unknown stream_mode {mode!r}; choose from {', '.join(STREAM_MODES)}"
+                )
+        durability = durability or (config or {}).get("durability") or "sync"
+        if durability not in ("sync", "async", "exit"):
+            raise ValueError(f"durability must be 'sync', 'async' or 'exit', got {durability!r}")
+        before = self.interrupt_before if interrupt_before is None else list(interrupt_before)
+        after = self.interrupt_after if interrupt_after is None else list(interrupt_after)
+        self.spec.validate(interrupt_nodes=[*before, *after])
+        return _Options(modes, single, before, after, durability, subgraphs)
+
+    def _core(
+        self, config: RunnableConfig | None, opts: _Options
+    ) -> tuple[RunCore, RunnableConfig]:
+        config = dict(config or {})
+        configurable = config.get("configurable") or {}
+        thread_id: str | None = None
+        ns = ""
+        if self.checkpointer is not None:
+            thread_id, ns, _ = parse_config(config)
+        elif "thread_id" in configurable or "checkpoint_id" in configurable:
+            raise self._no_checkpointer("passing a thread_id")
+        limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"recursion_limit must be a positive int, got {limit!r}")
+        core = RunCore(
+            spec=self.spec,
+            schema=self.schema,
+            config=config,
+            thread_id=thread_id,
+            ns=ns,
+            interrupt_before=opts.interrupt_before,
+            interrupt_after=opts.interrupt_after,
+            recursion_limit=limit,
+            durability=opts.durability,
+            checkpointing=self.checkpointer is not None,
+        )
+        return core, config
+
+    def _run(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _SyncRun:
+        core, config = self._core(config, opts)
+        return _SyncRun(self, core, input, config, opts)
+
+    def _arun(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _AsyncRun:
+        core, config = self._core(config, opts)
+        return _AsyncRun(self, core, input, config, opts)
+
+    # ------------------------------------------------------------------ threads
+
+    def _saver(self, what: str) -> BaseCheckpointSaver:
+        if self.checkpointer is None:
+            raise self._no_checkpointer(what)
+        return self.checkpointer
+
+    @staticmethod
+    def _no_checkpointer(what: str) -> NoCheckpointerError:
+        return NoCheckpointerError(
+            f"{what} needs a checkpointer, and this graph was compiled without one. Pass one to"
+            " compile(), e.g. builder.compile(checkpointer=MemorySaver())"
+        )
+
+    def get_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's state at its head (or at the checkpoint ``config`` names)."""
+        saver = self._saver("get_state()")
+        thread_id, ns, checkpoint_id = parse_config(config)
+        found = saver.load(thread_id, ns, checkpoint_id, shared=False)
+        snapshot = self._snapshot(found, thread_id, ns)
+        if subgraphs and found is not None:
+            snapshot = self._with_subgraph_states(snapshot, found, sync=True)
+        return snapshot
+
+    async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
+        """Async :meth:`get_state`."""
+        saver = self._saver("aget_state()")
+        thread_id, ns, checkpoint_id = parse_config(config)
+        found = await saver.aload(thread_id, ns, checkpoint_id, shared=False)
+        return self._snapshot(found, thread_id, ns)
+
+    def get_state_history(
+        self,
+        config: RunnableConfig,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """Every checkpoint of the thread, newest first (``filter`` matches metadata)."""
+        saver = self._saver("get_state_history()")
+        thread_id, ns, _ = parse_config(config)
+        config = make_config(thread_id, ns, "")
+        for found in saver.list(config, filter=filter, before=before, limit=limit):
+            yield self._snapshot(found, thread_id, ns)
+
+    async def aget_state_history(
+        self,
+        config: RunnableConfig,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """Async :meth:`get_state_history`."""
+        saver = self._saver("aget_state_history()")
+        thread_id, ns, _ = parse_config(config)
+        config = make_config(thread_id, ns, "")
+        async for found in saver.alist(config, filter=filter, before=before, limit=limit):
+            yield self._snapshot(found, thread_id, ns)
+
+    def update_state(
+        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    ) -> RunnableConfig:
+        """Write ``values`` through the reducers as if ``as_node`` had, as a new checkpoint.
+
+        Returns the new checkpoint's config; ``invoke(None, config)`` continues from it.
+        """
+        saver = self._saver("update_state()")
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        return drive(self._update(core, config, values, as_node), saver)
+
+    async def aupdate_state(
+        self, config: RunnableConfig, values: Any, as_node: str | None = None
+    ) -> RunnableConfig:
+        """Async :meth:`update_state`."""
+        saver = self._saver("aupdate_state()")
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        return await adrive(self._update(core, config, values, as_node), saver)
+
+    def _update(
+        self, core: RunCore, config: RunnableConfig, values: Any, as_node: str | None
+    ) -> Procedure[RunnableConfig]:
+        thread_id, ns, checkpoint_id = parse_config(config)
+        opened: Opened = yield from open_thread(thread_id, ns, checkpoint_id)
+        core.load(opened.loaded, is_head=opened.is_head)
+        if opened.loaded is not None:
+            core.set_last_node(opened.loaded.checkpoint.metadata.get("nodes") or [])
+        core.apply_update(values, as_node)
+        head = opened.head
+        refs = {} if opened.loaded is None else opened.loaded.checkpoint.refs
+        for op in core.take_outbox():
+            if isinstance(op, SaveCheckpoint):
+                op.draft.base_refs = refs
+                saved = yield ("put", (thread_id, ns, op.draft), {"expected_head": head})
+                head, refs = saved.id, saved.refs
+            else:
+                yield (
+                    "put_writes",
+                    (thread_id, ns, op.checkpoint_id, op.task_id, op.writes),
+                    {"expected_head": head, "first_idx": op.first_idx},
+                )
+        return core.current_config()
+
+    def fork(self, config: RunnableConfig, thread_id: str) -> RunnableConfig:
+        """Copy the checkpoint ``config`` names into a new thread; returns the new config."""
+        saver = self._saver("fork()")
+        validate_thread_id(thread_id)
+        saved = saver.fork(config, thread_id)
+        return make_config(thread_id, saved.ns, saved.id)
+
+    async def afork(self, config: RunnableConfig, thread_id: str) -> RunnableConfig:
+        """Async :meth:`fork`."""
+        saver = self._saver("afork()")
+        validate_thread_id(thread_id)
+        saved = await saver.afork(config, thread_id)
+        return make_config(thread_id, saved.ns, saved.id)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _snapshot(self, found: CheckpointTuple | None, thread_id: str, ns: str) -> StateSnapshot:
+        if found is None:
+            return StateSnapshot(
+                values=self._values_out({}),
+                next=(),
+                config=make_config(thread_id, ns, ""),
+                metadata=None,
+                created_at=None,
+                parent_config=None,
+                tasks=(),
+                interrupts=(),
+            )
+        tasks, _ = tasks_of(found)
+        pending = [t for t in tasks if not t.done]
+        interrupts = tuple(t.pending_interrupt for t in pending if t.pending_interrupt)
+        c = found.checkpoint
+        return StateSnapshot(
+            values=self._values_out(c.values),
+            next=tuple(t.name for t in pending),
+            config=found.config,
+            metadata=c.metadata,
+            created_at=c.created_at.isoformat(),
+            parent_config=found.parent_config,
+            tasks=tuple(_state_task(t) for t in tasks),
+            interrupts=interrupts,
+        )
+
+    def _values_out(self, values: Mapping[str, Any]) -> Any:
+        keep = {k: v for k, v in values.items() if k != JOINS}
+        if self.schema.kind != "dict":
+            keep = {k: v for k, v in keep.items() if k in self.schema.channels}
+        try:
+            return self.schema.instance(keep)
+        except Exception:
+            return keep  # a dataclass state without its required fields yet
+
+    def _with_subgraph_states(
+        self, snapshot: StateSnapshot, found: CheckpointTuple, *, sync: bool
+    ) -> StateSnapshot:
+        return snapshot
+
+
+def _state_task(task: Task) -> StateTask:
+    path = ("__pregel_pull", task.name) if task.arg is MISSING else ("__pregel_push", task.name)
+    return StateTask(
+        id=task.id,
+        name=task.name,
+        path=path,
+        error=task.error,
+        interrupts=tuple(task.interrupts[len(task.answers) :]) if not task.done else (),
+        state=None,
+        result=dict(task.writes) if task.done else None,
+    )
+
+
+# ---------------------------------------------------------------------- drivers
+
+
+class _RunBase:
+    """What the sync and async drivers share: start-up decisions and events."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph,
+        core: RunCore,
+        input: Any,
+        config: RunnableConfig,
+        opts: _Options,
+    ) -> None:
+        self.graph = graph
+        self.core = core
+        self.input = input
+        self.config = config
+        self.opts = opts
+        self.result: Any = None
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def emit(self, mode: str, chunk: Any) -> None:
+        if mode in self.opts.modes:
+            self.events.put((mode, chunk))
+
+    def drain(self) -> Iterator[Any]:
+        while True:
+            try:
+                mode, chunk = self.events.get_nowait()
+            except queue.Empty:
+                return
+            yield self._shape(mode, chunk)
+
+    def _shape(self, mode: str, chunk: Any) -> Any:
+        ns: tuple[str, ...] = tuple(self.core.ns.split("|")) if self.core.ns else ()
+        if self.opts.single:
+            return (ns, chunk) if self.opts.subgraphs else chunk
+        return (ns, mode, chunk) if self.opts.subgraphs else (mode, chunk)
+
+    def begin(self, opened: Opened | None) -> None:
+        """Decide how the run starts: new input, continue, or resume."""
+        core = self.core
+        loaded = None if opened is None else opened.loaded
+        core.load(loaded, is_head=True if opened is None else opened.is_head)
+        inp = self.input
+        if isinstance(inp, Command) and inp.resume is not None:
+            if loaded is None:
+                raise EmptyInputError(
+                    f"thread {core.thread_id!r} has no checkpoint: there is nothing to resume"
+                )
+            if inp.update is not None:
+                core.set_last_node(loaded.checkpoint.metadata.get("nodes") or [])
+                core.apply_update(Command(update=inp.update), None)
+            core.apply_resume(inp.resume)
+            core.start_resume()
+        elif inp is None:
+            if loaded is None:
+                where = f"thread {core.thread_id!r}" if core.thread_id else "this graph"
+                raise EmptyInputError(
+                    f"invoke(None) continues a thread, but {where} has no checkpoint yet; start it"
+                    " with an input, e.g. invoke({'messages': [...]}, config)"
+                )
+            core.start_resume()
+        else:
+            core.start_input(inp)
+            if "values" in self.opts.modes:
+                self.emit("values", core.output())
+        self.emit_checkpoints()
+
+    def emit_checkpoints(self) -> None:
+        if "checkpoints" not in self.opts.modes:
+            return
+        for op in self.core.outbox:
+            if isinstance(op, SaveCheckpoint) and self.core.thread_id is not None:
+                d = op.draft
+                self.emit(
+                    "checkpoints",
+                    {
+                        "config": make_config(self.core.thread_id, self.core.ns, d.id or ""),
+                        "parent_config": None
+                        if d.parent_id is None
+                        else make_config(self.core.thread_id, self.core.ns, d.parent_id),
+                        "values": self.core.output(),
+                        "metadata": d.metadata,
+                        "next": [t["name"] for t in d.tasks],
+                        "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
+                    },
+                )
+
+    def step_events(self) -> None:
+        core = self.core
+        if "updates" in self.opts.modes:
+            for t in core.finished_tasks:
+                self.emit("updates", {t.name: dict(t.writes) or None})
+        if "values" in self.opts.modes:
+            self.emit("values", core.output())
+        self.emit_checkpoints()
+
+    def task_config(self, task: Task) -> RunnableConfig:
+        configurable = dict(self.config.get("configurable") or {})
+        configurable["checkpoint_id"] = self.core.checkpoint_id
+        configurable["task_id"] = task.id
+        return {**self.config, "configurable": configurable}
+
+    def debug(self, kind: str, task: Task) -> None:
+        if "debug" not in self.opts.modes:
+            return
+        payload: dict[str, Any] = {"id": task.id, "name": task.name, "step": self.core.step + 1}
+        if kind == "task_result":
+            payload["result"] = dict(task.writes) if task.done else None
+            payload["error"] = None if task.error is None else repr(task.error)
+            payload["interrupts"] = list(task.interrupts)
+        self.emit("debug", {"type": kind, "step": self.core.step + 1, "payload": payload})
+
+    def raise_failure(self) -> None:
+        task = self.core.failed_task()
+        if task is None or task.error is None:
+            return
+        exc = task.error
+        where = (
+            f"thread {self.core.thread_id!r}, checkpoint {self.core.checkpoint_id}"
+            if self.core.thread_id
+            else "no checkpointer, nothing saved"
+        )
+        note = (
+            f"threadline: node {task.name!r} failed ({where}). Fix the cause (update_state can"
+            " fix the input), then resume with invoke(None, config)."
+        )
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        else:  # Python 3.10
+            exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+        raise exc
+
+    def finish(self) -> None:
+        core = self.core
+        out = core.output()
+        if core.interrupts and isinstance(out, dict):
+            out["__interrupt__"] = list(core.interrupts)
+        self.result = out
+
+    def persister_args(self, opened: Opened | None) -> tuple[Any, ...]:
+        core = self.core
+        loaded = None if opened is None else opened.loaded
+        meta = self.config.get("metadata")
+        return (
+            self.graph.checkpointer,
+            core.thread_id,
+            core.ns,
+            None if opened is None else opened.head,
+            {} if loaded is None else loaded.checkpoint.refs,
+            dict(meta) if isinstance(meta, Mapping) else None,
+        )
+
+    def open(self) -> Procedure[Opened | None]:
+        core = self.core
+        if core.thread_id is None:
+            return None
+        _, _, checkpoint_id = parse_config(self.config)
+        opened: Opened = yield from open_thread(core.thread_id, core.ns, checkpoint_id)
+        return opened
+
+    def interrupts_out(self) -> list[Interrupt]:
+        return list(self.core.interrupts)
+
+
+class _SyncRun(_RunBase):
+    def __iter__(self) -> Iterator[Any]:
+        saver = self.graph.checkpointer
+        opened = drive(self.open(), saver) if saver is not None else None
+        self.begin(opened)
+        persister = None
+        if saver is not None:
+            persister = Persister(
+                *self.persister_args(opened), background=self.opts.durability == "async"
+            )
+        try:
+            self._save(persister)
+            yield from self.drain()
+            while True:
+                todo = self.core.runnable()
+                self._save(persister)
+                if not todo:
+                    break
+                yield from self._execute(todo, persister)
+                self.core.finish_step()
+                self.step_events()
+                self._save(persister)
+                yield from self.drain()
+                self.raise_failure()
+            self.core.finish_run()
+            self._save(persister)
+            if self.core.interrupts:
+                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            yield from self.drain()
+        finally:
+            if persister is not None:
+                persister.close()
+        self.finish()
+
+    def _save(self, persister: Persister | None) -> None:
+        ops = self.core.take_outbox()
+        if persister is not None:
+            persister.submit(ops)
+
+    def _execute(self, todo: list[Task], persister: Persister | None) -> Iterator[Any]:
+        alone = len(todo) == 1 and len(self.core.tasks) == 1
+        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        if alone and not live:
+            task = todo[0]
+            run_task(self.core, task, self.task_config(task), self.emit)
+            self.core.finish_task(task, alone=True)
+            self._save(persister)
+            return
+        futures = {}
+        for task in todo:
+            self.debug("task", task)
+            futures[
+                _POOL.submit(
+                    _in_context, run_task, self.core, task, self.task_config(task), self.emit
+                )
+            ] = task
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for f in done:
+                f.result()
+                task = futures[f]
+                self.core.finish_task(task, alone=alone)
+                self.debug("task_result", task)
+                self._save(persister)
+            yield from self.drain()
+
+
+def _in_context(fn: Any, *args: Any) -> Any:
+    import contextvars
+
+    return contextvars.copy_context().run(fn, *args)
+
+
+class _AsyncRun(_RunBase):
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        saver = self.graph.checkpointer
+        opened = await adrive(self.open(), saver) if saver is not None else None
+        self.begin(opened)
+        persister = None
+        if saver is not None:
+            persister = AsyncPersister(
+                *self.persister_args(opened), background=self.opts.durability == "async"
+            )
+        try:
+            await self._save(persister)
+            for chunk in self.drain():
+                yield chunk
+            while True:
+                todo = self.core.runnable()
+                await self._save(persister)
+                if not todo:
+                    break
+                async for chunk in self._execute(todo, persister):
+                    yield chunk
+                self.core.finish_step()
+                self.step_events()
+                await self._save(persister)
+                for chunk in self.drain():
+                    yield chunk
+                self.raise_failure()
+            self.core.finish_run()
+            await self._save(persister)
+            if self.core.interrupts:
+                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            for chunk in self.drain():
+                yield chunk
+        finally:
+            if persister is not None:
+                await persister.close()
+        self.finish()
+
+    async def _save(self, persister: AsyncPersister | None) -> None:
+        ops = self.core.take_outbox()
+        if persister is not None:
+            await persister.submit(ops)
+
+    async def _execute(
+        self, todo: list[Task], persister: AsyncPersister | None
+    ) -> AsyncIterator[Any]:
+        alone = len(todo) == 1 and len(self.core.tasks) == 1
+        running: dict[asyncio.Task[None], Task] = {}
+        for task in todo:
+            self.debug("task", task)
+            running[
+                asyncio.ensure_future(arun_task(self.core, task, self.task_config(task), self.emit))
+            ] = task
+        pending: set[asyncio.Task[None]] = set(running)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
+            )
+            for f in done:
+                f.result()
+                task = running[f]
+                self.core.finish_task(task, alone=alone)
+                self.debug("task_result", task)
+                await self._save(persister)
+            for chunk in self.drain():
+                yield chunk

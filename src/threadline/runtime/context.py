@@ -1,0 +1,69 @@
+"""What a running node can reach: its interrupts, its stream writer, its config."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint.types import RunnableConfig
+from ..errors import GraphInterrupt, ThreadlineError
+from ..types import Interrupt
+
+__all__ = ["TaskContext", "current_task", "get_config", "get_stream_writer"]
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "threadline_task", default=None
+)
+
+
+def interrupt_id(task_id: str, index: int) -> str:
+    """Stable across reruns of the task: the same call site gets the same id."""
+    return hashlib.sha256(f"{task_id}:{index}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class TaskContext:
+    task_id: str
+    node: str
+    config: RunnableConfig
+    answers: list[Any]
+    emit: Callable[[Any], None]
+    calls: int = 0
+    raised: list[Interrupt] = field(default_factory=list)
+
+    def interrupt(self, value: Any) -> Any:
+        index = self.calls
+        self.calls += 1
+        if index < len(self.answers):
+            return self.answers[index]
+        pending = Interrupt(value=value, id=interrupt_id(self.task_id, index))
+        self.raised.append(pending)
+        raise GraphInterrupt(pending)
+
+
+def current_task(what: str) -> TaskContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise ThreadlineError(f"{what} can only be called inside a node while a graph runs")
+    return ctx
+
+
+def get_stream_writer() -> Callable[[Any], None]:
+    """The running node's writer for ``stream_mode="custom"`` (a no-op when nobody listens)."""
+    return current_task("get_stream_writer()").emit
+
+
+def get_config() -> RunnableConfig:
+    """The running node's config."""
+    return current_task("get_config()").config
+
+
+def enter(ctx: TaskContext) -> contextvars.Token[TaskContext | None]:
+    return _current.set(ctx)
+
+
+def leave(token: contextvars.Token[TaskContext | None]) -> None:
+    _current.reset(token)

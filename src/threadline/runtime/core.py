@@ -1,0 +1,688 @@
+"""The superstep algorithm, written once and free of I/O.
+
+The core decides which tasks run, turns their results into state through the reducers, keeps
+track of what changed since the last save (so appends become deltas), and queues save
+operations. The sync and async drivers run the tasks and carry out the saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import operator
+import typing
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._copy import private_copy
+from ..checkpoint.types import (
+    ChannelChange,
+    CheckpointDraft,
+    CheckpointTuple,
+    PendingWrite,
+    RunnableConfig,
+    VersionRef,
+    make_config,
+    new_checkpoint_id,
+)
+from ..errors import GraphRecursionError, InvalidUpdateError, ThreadlineError
+from ..graph.spec import END, START, GraphSpec, NodeSpec
+from ..graph.state import StateSchema
+from ..types import Command, Interrupt, Send
+
+MISSING: Any = object()
+
+JOINS = "__joins__"  # reserved channel: progress of multi-source edges
+RESULT = "__result__"  # pending write: a finished task's writes and routes
+ERROR = "__error__"
+INTERRUPT = "__interrupt__"
+RESUME = "__resume__"
+PAUSED = "__paused__"  # task id of the interrupt_before marker
+PAUSED_BEFORE = "__paused_before__"
+
+
+@dataclass
+class Task:
+    """One node invocation of a superstep, and what became of it."""
+
+    id: str
+    name: str
+    arg: Any = MISSING  # the Send argument; MISSING for a node triggered by edges
+    done: bool = False
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+    routes: list[Any] = field(default_factory=list)
+    error: BaseException | None = None
+    interrupts: list[Interrupt] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)
+    write_count: int = 0  # pending writes already stored for this task (next free idx)
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.arg is not MISSING:
+            out["arg"] = self.arg
+        return out
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Task:
+        return cls(id=data["id"], name=data["name"], arg=data.get("arg", MISSING))
+
+    @property
+    def pending_interrupt(self) -> Interrupt | None:
+        if self.done or not self.interrupts:
+            return None
+        latest = self.interrupts[-1]
+        return latest if len(self.answers) < len(self.interrupts) else None
+
+
+@dataclass
+class SaveCheckpoint:
+    draft: CheckpointDraft
+    thread_metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class SaveWrites:
+    checkpoint_id: str
+    task_id: str
+    writes: list[tuple[str, Any]]
+    first_idx: int
+
+
+SaveOp = SaveCheckpoint | SaveWrites
+
+
+def tasks_of(loaded: CheckpointTuple, *, with_writes: bool = True) -> tuple[list[Task], bool]:
+    """The tasks a checkpoint says run next, with what their pending writes tell.
+
+    Returns the tasks and whether the run was paused before them (``interrupt_before``).
+    """
+    tasks = [Task.from_record(r) for r in loaded.checkpoint.tasks]
+    if not with_writes:
+        return tasks, False
+    by_id = {t.id: t for t in tasks}
+    paused = False
+    for w in loaded.pending_writes:
+        if w.task_id == PAUSED:
+            paused = True
+            continue
+        task = by_id.get(w.task_id)
+        if task is None:
+            continue
+        task.write_count = max(task.write_count, w.idx + 1)
+        _apply_pending(task, w)
+    return tasks, paused
+
+
+def _apply_pending(task: Task, w: PendingWrite) -> None:
+    if w.channel == RESULT:
+        task.done = True
+        task.writes = [(k, v) for k, v in w.value["writes"]]
+        task.routes = list(w.value["routes"])
+        task.error = None
+    elif w.channel == ERROR:
+        task.error = TaskError(w.value.get("type", "Exception"), w.value.get("message", ""))
+    elif w.channel == INTERRUPT:
+        task.interrupts = list(w.value)
+    elif w.channel == RESUME:
+        task.answers = list(w.value)
+
+
+class TaskError(Exception):
+    """A stored task error, as ``get_state`` reports it."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+class RunCore:
+    """Runs one invocation of a graph on one thread, step by step, without doing I/O."""
+
+    def __init__(
+        self,
+        *,
+        spec: GraphSpec,
+        schema: StateSchema,
+        config: RunnableConfig,
+        thread_id: str | None,
+        ns: str,
+        interrupt_before: Sequence[str],
+        interrupt_after: Sequence[str],
+        recursion_limit: int,
+        durability: str,
+        checkpointing: bool,
+    ) -> None:
+        self.spec = spec
+        self.schema = schema
+        self.config = config
+        self.thread_id = thread_id
+        self.ns = ns
+        self.interrupt_before = set(interrupt_before)
+        self.interrupt_after = set(interrupt_after)
+        self.recursion_limit = recursion_limit
+        self.durability = durability
+        self.checkpointing = checkpointing
+        self.values: dict[str, Any] = {}
+        self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
+        self.refs: Mapping[str, VersionRef] = {}
+        self.dirty: dict[str, list[Any] | None] = {}
+        self.removed: set[str] = set()
+        self.checkpoint_id: str | None = None  # the checkpoint the current tasks belong to
+        self.saved_id: str | None = None  # the last checkpoint queued for saving
+        self.step = -1
+        self.start_step = 0
+        self.tasks: list[Task] = []
+        self.paused_here = False
+        self.outbox: list[SaveOp] = []
+        self.interrupted = False
+        self.interrupts: list[Interrupt] = []
+        self.finished_tasks: list[Task] = []
+        self._node_order = {name: i for i, name in enumerate(spec.nodes)}
+
+    # ------------------------------------------------------------------ starting
+
+    def load(self, loaded: CheckpointTuple | None, *, is_head: bool) -> None:
+        """Take the state and tasks of the checkpoint the run starts from."""
+        if loaded is None:
+            return
+        c = loaded.checkpoint
+        self.values = dict(c.values)
+        self.refs = c.refs
+        self.checkpoint_id = self.saved_id = c.id
+        self.step = c.step
+        # Pending writes belong to the head: replaying an older checkpoint reruns its tasks.
+        self.tasks, self.paused_here = tasks_of(loaded, with_writes=is_head)
+
+    def start_input(self, value: Any) -> None:
+        """A new input: write it as the caller's update and schedule the entry nodes."""
+        if isinstance(value, Command):
+            updates = self._command_updates(value, who="the input Command")
+            gotos = _as_targets(value.goto)
+        else:
+            updates = self.schema.updates_from(value, who="input")
+            gotos = []
+        self.step = self.step + 1 if self.saved_id is not None else -1
+        self.start_step = self.step + 1
+        self._apply([(START, list(updates.items()))])
+        routes = [*self.spec.edges.get(START, []), *gotos]
+        routes += self._route_branches(START, self.values, updates)
+        self.tasks = self._make_tasks([(START, routes)])
+        self.paused_here = False
+        self._checkpoint("input", [])
+
+    def start_resume(self) -> None:
+        self.start_step = self.step + 1
+
+    def apply_resume(self, resume: Any) -> None:
+        """Match ``Command(resume=...)`` answers to the pending interrupts."""
+        pending = {t.pending_interrupt.id: t for t in self.tasks if t.pending_interrupt}
+        if not pending:
+            raise ThreadlineError(
+                f"thread {self.thread_id!r} is not paused at an interrupt: nothing to resume."
+                " Continue it with invoke(None, config), or start a new run with an input"
+            )
+        if isinstance(resume, Mapping) and resume and all(k in pending for k in resume):
+            answers = dict(resume)
+        elif (
+            isinstance(resume, Mapping)
+            and resume
+            and any(isinstance(k, str) and len(k) == 32 for k in resume)
+        ):
+            unknown = [k for k in resume if k not in pending]
+            raise ThreadlineError(
+                f"thread {self.thread_id!r} has no pending interrupt with id"
+                f" {', '.join(map(repr, unknown))}; pending: {', '.join(pending)}"
+            )
+        elif len(pending) == 1:
+            answers = {next(iter(pending)): resume}
+        else:
+            raise ThreadlineError(
+                f"thread {self.thread_id!r} has {len(pending)} pending interrupts"
+                f" ({', '.join(pending)}); answer each with Command(resume={{id: answer, ...}})"
+            )
+        for interrupt_id, answer in answers.items():
+            task = pending[interrupt_id]
+            task.answers = [*task.answers, answer]
+            self._queue_writes(task, [(RESUME, task.answers)])
+
+    # ------------------------------------------------------------------ stepping
+
+    def runnable(self) -> list[Task]:
+        """The tasks to run now; empty when the run is over or paused."""
+        if self.interrupted:
+            return []
+        todo = [t for t in self.tasks if not t.done]
+        if not todo:
+            return []
+        if not self.paused_here and self._hits(self.interrupt_before, todo):
+            self.paused_here = True
+            self.interrupted = True
+            if self.checkpoint_id is not None and self.checkpointing:
+                names = sorted({t.name for t in todo})
+                self.outbox.append(
+                    SaveWrites(self.checkpoint_id, PAUSED, [(PAUSED_BEFORE, names)], 0)
+                )
+            return []
+        if self.step + 1 - self.start_step >= self.recursion_limit:
+            raise GraphRecursionError(
+                f"recursion limit of {self.recursion_limit} steps reached without hitting a stop"
+                f" condition (thread {self.thread_id!r}). If the graph loops on purpose, raise"
+                " 'recursion_limit' in the config: {'recursion_limit': 100, 'configurable': ...}"
+            )
+        for t in todo:
+            t.error = None
+        return todo
+
+    @staticmethod
+    def _hits(names: set[str], tasks: Sequence[Task]) -> bool:
+        return bool(names) and ("*" in names or any(t.name in names for t in tasks))
+
+    def task_input(self, task: Task) -> Any:
+        if task.arg is not MISSING:
+            return private_copy(task.arg)
+        return self.schema.node_input(self.values)
+
+    def node_result(self, task: Task, node: NodeSpec, returned: Any, node_input: Any) -> None:
+        """Record a node's return value as the task's writes and explicit routes."""
+        writes: dict[str, Any]
+        gotos: list[Any] = []
+        if isinstance(returned, Command):
+            if returned.graph == Command.PARENT:
+                raise InvalidUpdateError(
+                    f"node {task.name!r} returned Command(graph=PARENT) outside a subgraph"
+                )
+            writes = self._command_updates(returned, who=f"node {task.name!r}")
+            gotos = _as_targets(returned.goto)
+        elif self.schema.kind in ("pydantic", "dataclass") and isinstance(
+            returned, self.schema.schema
+        ):
+            # Compare with the state the node was given, as it was before the node ran: a
+            # node may mutate its input and return it, so ``node_input`` is no baseline.
+            prior: Mapping[str, Any]
+            if task.arg is MISSING:
+                prior = self.values
+            elif isinstance(task.arg, self.schema.schema):
+                prior = _fields_of(task.arg)
+            else:
+                prior = {}
+            writes = self.schema.changed_fields(returned, prior)
+        else:
+            writes = self.schema.updates_from(returned, who=f"node {task.name!r}")
+        task.writes = list(writes.items())
+        task.routes = gotos
+
+    def branch_view(self, task: Task) -> Any:
+        """The state a router of ``task`` sees: the step's start plus the task's own writes."""
+        view = dict(self.values)
+        for key, value in task.writes:
+            view[key] = self._reduce(key, view.get(key, MISSING), [value], shared_ok=False)
+        return self.schema.node_input(view)
+
+    def finish_task(self, task: Task, *, alone: bool) -> None:
+        """A task ended (done, failed or interrupted): queue its pending writes if needed."""
+        if task.done:
+            if not alone:
+                value = {"writes": task.writes, "routes": task.routes}
+                self._queue_writes(task, [(RESULT, value)])
+        elif task.interrupts:
+            self._queue_writes(task, [(INTERRUPT, task.interrupts)])
+        elif task.error is not None:
+            err = {"type": type(task.error).__name__, "message": str(task.error)}
+            self._queue_writes(task, [(ERROR, err)])
+
+    def finish_step(self) -> None:
+        """All tasks of the step ended: apply their writes and queue the next checkpoint."""
+        pending = [t for t in self.tasks if t.pending_interrupt is not None]
+        if pending:
+            self.interrupted = True
+            self.interrupts = [t.pending_interrupt for t in pending if t.pending_interrupt]
+            if self.durability == "exit":
+                self._flush_exit()
+            return
+        failed = [t for t in self.tasks if t.error is not None]
+        if failed:
+            if self.durability == "exit":
+                self._flush_exit()
+            return
+        finished = self.tasks
+        self._apply([(t.name, t.writes) for t in finished])
+        routes = []
+        for t in finished:
+            routes.append((t.name, [*self.spec.edges.get(t.name, []), *t.routes]))
+        self._advance_joins(finished)
+        joined = self._ready_joins()
+        if joined:
+            routes.append(("__join__", joined))
+        self.step += 1
+        self.finished_tasks = finished
+        self.tasks = self._make_tasks(routes)
+        self.paused_here = False
+        self._checkpoint("loop", finished)
+        if self._hits(self.interrupt_after, finished) and self.tasks:
+            self.interrupted = True
+
+    @property
+    def done(self) -> bool:
+        return not self.interrupted and all(t.done for t in self.tasks)
+
+    def failed_task(self) -> Task | None:
+        return next((t for t in self.tasks if t.error is not None), None)
+
+    def finish_run(self) -> None:
+        """The run is over (completed or paused): make sure its last state gets saved."""
+        if self.durability == "exit":
+            self._flush_exit()
+
+    def output(self) -> Any:
+        values = {k: v for k, v in self.values.items() if k in self.schema.channels}
+        if self.schema.kind == "dict":
+            values = {k: v for k, v in self.values.items() if k != JOINS}
+        return self.schema.output(values)
+
+    # ------------------------------------------------------------------ update_state
+
+    def apply_update(self, values: Any, as_node: str | None, *, source: str = "update") -> None:
+        """Write ``values`` as if ``as_node`` had, and queue a checkpoint (``update_state``)."""
+        if as_node is not None and as_node not in self.spec.nodes and as_node not in (START, END):
+            raise InvalidUpdateError(
+                f"as_node={as_node!r} is not a node of this graph;"
+                f" nodes: {', '.join(self.spec.nodes)}"
+            )
+        updates = (
+            self._command_updates(values, who="update_state")
+            if isinstance(values, Command)
+            else self.schema.updates_from(values, who="update_state")
+        )
+        keep_tasks = as_node is None and any(not t.done for t in self.tasks)
+        writer = as_node or self._last_node() or START
+        self._apply([(writer, list(updates.items()))])
+        self.step += 1
+        if keep_tasks:
+            # Same pending tasks (same ids, so interrupts and answers still match); finished
+            # siblings keep their results, failed ones run again.
+            carried = [t for t in self.tasks]
+            for t in carried:
+                t.error = None
+            self.tasks = carried
+            self._checkpoint(source, [], carry=True)
+            if self.paused_here and self.checkpointing and self.checkpoint_id is not None:
+                # Paused before these tasks (interrupt_before): the new checkpoint keeps the
+                # mark, so invoke(None, config) runs them instead of pausing again.
+                names = sorted({t.name for t in carried if not t.done})
+                self.outbox.append(
+                    SaveWrites(self.checkpoint_id, PAUSED, [(PAUSED_BEFORE, names)], 0)
+                )
+        else:
+            routes = [*self.spec.edges.get(writer, [])]
+            routes += self._route_branches(writer, self.values, updates)
+            if isinstance(values, Command):
+                routes += _as_targets(values.goto)
+            self._advance_joins([Task(id="", name=writer)])
+            joined = self._ready_joins()
+            self.tasks = self._make_tasks([(writer, routes), ("__join__", joined)])
+            self._checkpoint(source, [])
+        self._last_writer = writer
+
+    def _last_node(self) -> str | None:
+        return getattr(self, "_ran_last", None)
+
+    def set_last_node(self, names: Sequence[str]) -> None:
+        if len(set(names)) > 1:
+            raise InvalidUpdateError(
+                f"the last step ran several nodes ({', '.join(sorted(set(names)))}); say which"
+                " one the update comes from with update_state(config, values, as_node=...)"
+            )
+        self._ran_last = names[0] if names else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _command_updates(self, command: Command[Any], *, who: str) -> dict[str, Any]:
+        update = command.update
+        if update is None:
+            return {}
+        if isinstance(update, (list, tuple)):
+            update = dict(update)
+        return self.schema.updates_from(update, who=who)
+
+    def _route_branches(self, source: str, values: Mapping[str, Any], _: Any) -> list[Any]:
+        """Evaluate sync routers of ``source`` (used for START and update_state)."""
+        out: list[Any] = []
+        branches = self.spec.branches.get(source, [])
+        if not branches:
+            return out
+        view = self.schema.node_input(values)
+        for b in branches:
+            if b.is_async:
+                raise ThreadlineError(
+                    f"the router of {source!r} is async; it cannot run here. Make it a plain"
+                    " function"
+                )
+            result = b.router(view, self.config) if b.takes_config else b.router(view)
+            out += b.resolve(result)
+        return out
+
+    def _apply(self, writes: Sequence[tuple[str, Sequence[tuple[str, Any]]]]) -> None:
+        single_writer: dict[str, str] = {}
+        grouped: dict[str, list[Any]] = {}
+        for who, pairs in writes:
+            for key, value in pairs:
+                spec = self.schema.channels.get(key)
+                if spec is None and self.schema.kind != "dict":
+                    raise InvalidUpdateError(f"{who} wrote unknown state key {key!r}")
+                if spec is None or spec.reducer is None:
+                    other = single_writer.get(key)
+                    if other is not None:
+                        raise InvalidUpdateError(
+                            f"state key {key!r} was written by both {other!r} and {who!r} in one"
+                            " step, and it has no reducer to combine them. Give it one, e.g."
+                            f" Annotated[list, operator.add], or let only one node write {key!r}"
+                        )
+                    single_writer[key] = who
+                grouped.setdefault(key, []).append(value)
+        for key, updates in grouped.items():
+            old = self.values.get(key, MISSING)
+            new = self._reduce(key, old, updates, shared_ok=True)
+            self.values[key] = new
+            self.owned.add(key)
+            self._mark(key, old, new, updates)
+
+    def _reduce(self, key: str, old: Any, updates: list[Any], *, shared_ok: bool) -> Any:
+        spec = self.schema.channels.get(key)
+        if spec is None or spec.reducer is None:
+            return updates[-1]
+        if old is MISSING:
+            old = self._initial(key)
+            if old is MISSING:
+                old, updates = updates[0], updates[1:]
+        elif not spec.pure and not (shared_ok and key in self.owned):
+            old = private_copy(old)  # never let a reducer mutate a value others share
+        for update in updates:
+            old = spec.reducer(old, update)
+        return old
+
+    def _initial(self, key: str) -> Any:
+        default = self.schema.defaults.get(key, MISSING)
+        if default is not MISSING:
+            if dataclasses.is_dataclass(self.schema.schema) and callable(default):
+                return default()
+            if hasattr(default, "get_default"):
+                return default.get_default(call_default_factory=True)
+            return default
+        annotation: Any = typing.get_type_hints(self.schema.schema, include_extras=True).get(key)
+        if typing.get_origin(annotation) is not typing.Annotated:
+            return MISSING
+        base = typing.get_origin(annotation.__origin__) or annotation.__origin__
+        if base in (list, dict, set, tuple, int, float, str):
+            return base()
+        return MISSING
+
+    def _mark(self, key: str, old: Any, new: Any, updates: list[Any]) -> None:
+        appended: list[Any] | None = None
+        if type(old) is list and type(new) is list:
+            spec = self.schema.channels.get(key)
+            if (
+                spec is not None
+                and spec.reducer is operator.add
+                and all(type(u) is list for u in updates)
+            ):
+                appended = list(itertools.chain.from_iterable(updates))
+            elif len(new) >= len(old) and all(map(operator.is_, old, new)):
+                appended = new[len(old) :]
+        if key in self.dirty:
+            prior = self.dirty[key]
+            self.dirty[key] = None if prior is None or appended is None else prior + appended
+        else:
+            self.dirty[key] = appended
+        self.removed.discard(key)
+
+    def _advance_joins(self, finished: Sequence[Task]) -> None:
+        if not self.spec.joins:
+            return
+        progress: dict[str, list[str]] = dict(self.values.get(JOINS) or {})
+        changed = False
+        for join in self.spec.joins:
+            for t in finished:
+                if t.name in join.sources:
+                    seen = progress.get(join.key, [])
+                    if t.name not in seen:
+                        progress[join.key] = sorted([*seen, t.name])
+                        changed = True
+        if changed:
+            old = self.values.get(JOINS, MISSING)
+            self.values[JOINS] = progress
+            self._mark(JOINS, old, progress, [progress])
+
+    def _ready_joins(self) -> list[str]:
+        progress: dict[str, list[str]] = dict(self.values.get(JOINS) or {})
+        ready = []
+        for join in self.spec.joins:
+            if set(progress.get(join.key, ())) >= set(join.sources):
+                ready.append(join.target)
+                progress.pop(join.key, None)
+        if ready:
+            old = self.values.get(JOINS, MISSING)
+            self.values[JOINS] = progress
+            self._mark(JOINS, old, progress, [progress])
+        return ready
+
+    def _make_tasks(self, routes: Sequence[tuple[str, Sequence[Any]]]) -> list[Task]:
+        pulls: set[str] = set()
+        pushes: list[Send] = []
+        for source, targets in routes:
+            for target in targets:
+                if isinstance(target, Send):
+                    self._check_target(source, target.node)
+                    pushes.append(target)
+                elif target == END or target is None:
+                    continue
+                else:
+                    self._check_target(source, target)
+                    pulls.add(target)
+        ordered = sorted(pulls, key=lambda n: self._node_order[n])
+        tasks = [Task(id=uuid.uuid4().hex, name=n) for n in ordered]
+        tasks += [Task(id=uuid.uuid4().hex, name=s.node, arg=s.arg) for s in pushes]
+        return tasks
+
+    def _check_target(self, source: str, target: Any) -> None:
+        if not isinstance(target, str) or target not in self.spec.nodes:
+            raise InvalidUpdateError(
+                f"{source!r} routed to {target!r}, which is not a node of this graph; nodes:"
+                f" {', '.join(self.spec.nodes)}"
+            )
+
+    def _checkpoint(self, source: str, finished: Sequence[Task], *, carry: bool = False) -> None:
+        """Queue a checkpoint of the current values and tasks."""
+        checkpoint_id = new_checkpoint_id()
+        carried: list[SaveWrites] = []
+        if carry:
+            for t in self.tasks:
+                writes: list[tuple[str, Any]] = []
+                if t.done:
+                    writes.append((RESULT, {"writes": t.writes, "routes": t.routes}))
+                if t.interrupts:
+                    writes.append((INTERRUPT, t.interrupts))
+                if t.answers:
+                    writes.append((RESUME, t.answers))
+                t.write_count = len(writes)
+                if writes:
+                    carried.append(SaveWrites(checkpoint_id, t.id, writes, 0))
+        else:
+            for t in self.tasks:
+                t.write_count = 0
+        self.checkpoint_id = checkpoint_id
+        if not self.checkpointing:
+            return
+        if self.durability == "exit" and source == "loop":
+            return  # saved once, when the run stops
+        self.outbox.append(SaveCheckpoint(self._draft(checkpoint_id, source, finished)))
+        self.outbox.extend(carried)
+
+    def _draft(self, checkpoint_id: str, source: str, finished: Sequence[Task]) -> CheckpointDraft:
+        metadata: dict[str, Any] = {"source": source, "step": self.step, "parents": {}}
+        if finished:
+            metadata["nodes"] = [t.name for t in finished]
+        user_meta = self.config.get("metadata")
+        if isinstance(user_meta, Mapping):
+            metadata = {**user_meta, **metadata}
+        changes = {k: ChannelChange(self.values[k], appended) for k, appended in self.dirty.items()}
+        draft = CheckpointDraft(
+            step=self.step,
+            source=source,
+            metadata=metadata,
+            tasks=[t.record() for t in self.tasks],
+            changes=changes,
+            parent_id=self.saved_id,
+            base_refs=self.refs,
+            removed=frozenset(self.removed),
+            id=checkpoint_id,
+        )
+        self.dirty = {}
+        self.removed = set()
+        self.saved_id = checkpoint_id
+        return draft
+
+    def _flush_exit(self) -> None:
+        """Durability "exit": save the state reached, once, with its tasks and their writes."""
+        if not self.checkpointing or self.checkpoint_id == self.saved_id:
+            return
+        checkpoint_id = self.checkpoint_id or new_checkpoint_id()
+        self.outbox.append(SaveCheckpoint(self._draft(checkpoint_id, "loop", self.finished_tasks)))
+        for t in self.tasks:
+            t.write_count = 0
+            self.finish_task(t, alone=False)
+
+    def _queue_writes(self, task: Task, writes: list[tuple[str, Any]]) -> None:
+        if not self.checkpointing or self.checkpoint_id is None:
+            return
+        if self.durability == "exit" and self.checkpoint_id != self.saved_id:
+            return  # the checkpoint itself is not saved yet; _flush_exit writes these
+        self.outbox.append(SaveWrites(self.checkpoint_id, task.id, writes, task.write_count))
+        task.write_count += len(writes)
+
+    def take_outbox(self) -> list[SaveOp]:
+        ops, self.outbox = self.outbox, []
+        return ops
+
+    def refs_saved(self, refs: Mapping[str, VersionRef]) -> None:
+        self.refs = refs
+
+    def current_config(self) -> RunnableConfig:
+        assert self.thread_id is not None
+        return make_config(self.thread_id, self.ns, self.checkpoint_id or "")
+
+
+def _as_targets(goto: Any) -> list[Any]:
+    if goto is None or goto == ():
+        return []
+    if isinstance(goto, (str, Send)):
+        return [goto]
+    return list(goto)
+
+
+def _fields_of(instance: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(instance):
+        return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    return dict(instance.__dict__)

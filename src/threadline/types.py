@@ -1,0 +1,166 @@
+"""Public types: snapshots, retry policies, and the human-in-the-loop primitives."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from .checkpoint.types import RunnableConfig
+
+__all__ = [
+    "All",
+    "Command",
+    "Durability",
+    "Interrupt",
+    "RetryPolicy",
+    "Send",
+    "StateSnapshot",
+    "StateTask",
+    "StreamMode",
+    "interrupt",
+]
+
+StreamMode = Literal["values", "updates", "checkpoints", "custom", "debug"]
+Durability = Literal["sync", "async", "exit"]
+All = Literal["*"]
+
+N = TypeVar("N", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """A pause requested by ``interrupt(value)``; answer it with ``Command(resume=...)``."""
+
+    value: Any
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Run ``node`` with ``arg`` as its input in the next step (once per ``Send``)."""
+
+    node: str
+    arg: Any
+
+
+@dataclass(frozen=True)
+class Command(Generic[N]):
+    """Resume a paused thread, write state, or route, from a node's return or as input.
+
+    Args:
+        update: state update applied as the node's (or, as input, the caller's) write.
+        goto: node name(s) or ``Send`` objects to run next.
+        resume: the answer to pending ``interrupt()`` calls, or ``{interrupt_id: answer}``.
+    """
+
+    update: Any = None
+    goto: str | Send | Sequence[str | Send] = ()
+    resume: Any = None
+    graph: str | None = None
+
+    PARENT = "__parent__"
+
+
+class StateTask(NamedTuple):
+    """A task of a checkpoint: the node to run, and why it has not finished."""
+
+    id: str
+    name: str
+    path: tuple[Any, ...]
+    error: BaseException | None = None
+    interrupts: tuple[Interrupt, ...] = ()
+    state: Any = None
+    result: Any = None
+
+
+class StateSnapshot(NamedTuple):
+    """A thread's state at one checkpoint, as ``get_state`` returns it."""
+
+    values: Any
+    next: tuple[str, ...]
+    config: RunnableConfig
+    metadata: dict[str, Any] | None
+    created_at: str | None
+    parent_config: RunnableConfig | None
+    tasks: tuple[StateTask, ...]
+    interrupts: tuple[Interrupt, ...] = ()
+
+
+_NO_RETRY = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    ImportError,
+    LookupError,
+    NameError,
+    SyntaxError,
+    RuntimeError,
+    ReferenceError,
+    StopIteration,
+    StopAsyncIteration,
+    AssertionError,
+    AttributeError,
+    NotImplementedError,
+)
+
+
+def default_retry_on(exc: Exception) -> bool:
+    """Retry transient failures (I/O, timeouts, custom errors), not programming errors."""
+    return not isinstance(exc, _NO_RETRY) or isinstance(exc, ConnectionError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a failing node.
+
+    The wait before attempt ``n + 1`` is ``initial_interval * backoff_factor ** (n - 1)``,
+    capped at ``max_interval``, times a random factor in [1, 1.5) when ``jitter`` is on.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 0.5
+    backoff_factor: float = 2.0
+    max_interval: float = 128.0
+    jitter: bool = True
+    retry_on: type[Exception] | Sequence[type[Exception]] | Callable[[Exception], bool] = field(
+        default=default_retry_on
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(
+                f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}"
+            )
+        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff_factor < 1:
+            raise ValueError(
+                "RetryPolicy intervals must be >= 0 and backoff_factor >= 1, got"
+                f" initial_interval={self.initial_interval}, max_interval={self.max_interval},"
+                f" backoff_factor={self.backoff_factor}"
+            )
+
+    def should_retry(self, exc: Exception) -> bool:
+        rule = self.retry_on
+        if isinstance(rule, type):
+            return isinstance(exc, rule)
+        if isinstance(rule, Sequence):
+            return isinstance(exc, tuple(rule))
+        return bool(rule(exc))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        wait = min(self.max_interval, self.initial_interval * self.backoff_factor ** (attempt - 1))
+        return wait * (1 + random.random() / 2) if self.jitter else wait
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the run here and hand ``value`` to the caller.
+
+    The first time, this raises to stop the run (a checkpoint records the pause). When the
+    thread is resumed with ``Command(resume=answer)``, the node runs again from its start and
+    this call returns ``answer``. Several calls in one node are answered in order.
+    """
+    from .runtime.context import current_task
+
+    return current_task("interrupt()").interrupt(value)

@@ -1,0 +1,34 @@
+"""Every script in examples/ runs to completion, so the examples cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(script: Path, tmp_path: Path) -> None:
+    args = [sys.executable, str(script)]
+    if script.stem == "quickstart":
+        args.append(f"sqlite:///{tmp_path / 'quickstart.db'}")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip(), "an example should show what it does"
+
+
+def test_quickstart_prints_every_checkpoint(tmp_path: Path) -> None:
+    script = Path(__file__).parent.parent / "examples" / "quickstart.py"
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    proc = subprocess.run(
+        [sys.executable, str(script), url], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("step")]
+    # input checkpoint + one per node
+    assert [line.split()[1] for line in lines] == ["2", "1", "0", "-1"]
+    assert "reviewed: looks good" in proc.stdout

@@ -5,6 +5,8 @@ Each message says what happened, which thread or checkpoint it concerns, and how
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CheckpointConflictError",
     "CheckpointNotFoundError",
@@ -80,4 +82,11 @@ class SchemaMissingError(ThreadlineError):
 
 
 class GraphInterrupt(ThreadlineError):
-    """Raised inside a node by ``interrupt()`` to pause the run. Not an error for callers."""
+    """Raised inside a node by ``interrupt()`` to pause the run. Not an error for callers.
+
+    ``interrupts`` holds the :class:`threadline.types.Interrupt` values waiting for answers.
+    """
+
+    def __init__(self, interrupts: list[Any]) -> None:
+        super().__init__(f"paused for {len(interrupts)} interrupt(s)")
+        self.interrupts = interrupts

@@ -11,10 +11,11 @@ from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
 from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
-from ..errors import EmptyInputError, NoCheckpointerError
+from ..errors import EmptyInputError, GraphInterrupt, NoCheckpointerError
 from ..graph.spec import GraphSpec
 from ..graph.state import StateSchema
 from ..types import Command, Interrupt, StateSnapshot, StateTask
+from .context import ParentLink, running_task
 from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .persist import AsyncPersister, Persister
@@ -25,6 +26,15 @@ __all__ = ["CompiledStateGraph"]
 DEFAULT_RECURSION_LIMIT = 25
 STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="threadline")
+
+
+@dataclass
+class _Child:
+    """This run is a subgraph of a running task."""
+
+    link: ParentLink | None
+    resume: dict[str, Any] | None
+    ns: str | None
 
 
 @dataclass
@@ -177,13 +187,17 @@ class CompiledStateGraph:
         return _Options(modes, single, before, after, durability, subgraphs)
 
     def _core(
-        self, config: RunnableConfig | None, opts: _Options
+        self,
+        config: RunnableConfig | None,
+        opts: _Options,
+        saver: BaseCheckpointSaver | None = None,
     ) -> tuple[RunCore, RunnableConfig]:
         config = dict(config or {})
         configurable = config.get("configurable") or {}
+        saver = saver or self.checkpointer
         thread_id: str | None = None
         ns = ""
-        if self.checkpointer is not None:
+        if saver is not None:
             thread_id, ns, _ = parse_config(config)
         elif "thread_id" in configurable or "checkpoint_id" in configurable:
             raise self._no_checkpointer("passing a thread_id")
@@ -200,17 +214,51 @@ class CompiledStateGraph:
             interrupt_after=opts.interrupt_after,
             recursion_limit=limit,
             durability=opts.durability,
-            checkpointing=self.checkpointer is not None,
+            checkpointing=saver is not None,
         )
         return core, config
 
+    def _child_setup(
+        self, config: RunnableConfig | None, opts: _Options
+    ) -> tuple[RunnableConfig | None, _Options, _Child | None]:
+        """Inside a running task, a graph without its own checkpointer runs as a child.
+
+        It inherits the parent's checkpointer and thread, in the namespace ``node:task_id``, so
+        a rerun of the parent task finds the child where it stopped.
+        """
+        task = running_task()
+        if task is None or self.checkpointer is not None:
+            return config, opts, None
+        base = {k: v for k, v in (config or {}).items() if k != "configurable"}
+        link = task.parent
+        if link is None:  # the parent keeps no checkpoints: neither does the child
+            return base, opts, _Child(None, None, None)
+        ns = task.child_ns()
+        child_config = {
+            **base,
+            "configurable": {"thread_id": link.thread_id, "checkpoint_ns": ns},
+        }
+        child_opts = _Options(
+            modes=link.modes if link.subgraphs else (),
+            single=False,
+            interrupt_before=opts.interrupt_before,
+            interrupt_after=opts.interrupt_after,
+            durability=link.durability,
+            subgraphs=link.subgraphs,
+        )
+        return child_config, child_opts, _Child(link, task.child_resume(), ns)
+
     def _run(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _SyncRun:
-        core, config = self._core(config, opts)
-        return _SyncRun(self, core, input, config, opts)
+        config, opts, child = self._child_setup(config, opts)
+        saver = child.link.saver if child is not None and child.link is not None else None
+        core, config = self._core(config, opts, saver)
+        return _SyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
 
     def _arun(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _AsyncRun:
-        core, config = self._core(config, opts)
-        return _AsyncRun(self, core, input, config, opts)
+        config, opts, child = self._child_setup(config, opts)
+        saver = child.link.saver if child is not None and child.link is not None else None
+        core, config = self._core(config, opts, saver)
+        return _AsyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
 
     # ------------------------------------------------------------------ threads
 
@@ -233,7 +281,7 @@ class CompiledStateGraph:
         found = saver.load(thread_id, ns, checkpoint_id, shared=False)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
-            snapshot = self._with_subgraph_states(snapshot, found, sync=True)
+            snapshot = self._with_subgraph_states(snapshot, found, saver)
         return snapshot
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
@@ -369,9 +417,30 @@ class CompiledStateGraph:
             return keep  # a dataclass state without its required fields yet
 
     def _with_subgraph_states(
-        self, snapshot: StateSnapshot, found: CheckpointTuple, *, sync: bool
+        self, snapshot: StateSnapshot, found: CheckpointTuple, saver: BaseCheckpointSaver
     ) -> StateSnapshot:
-        return snapshot
+        """Fill ``task.state`` of pending subgraph tasks with the subgraph's own snapshot."""
+        c = found.checkpoint
+        tasks = []
+        for task in snapshot.tasks:
+            node = self.spec.nodes.get(task.name)
+            if node is None or node.subgraph is None or task.result is not None:
+                tasks.append(task)
+                continue
+            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            child = node.subgraph.get_state_in(saver, c.thread_id, child_ns)
+            tasks.append(task._replace(state=child))
+        return snapshot._replace(tasks=tuple(tasks))
+
+    def get_state_in(
+        self, saver: BaseCheckpointSaver, thread_id: str, ns: str
+    ) -> StateSnapshot | None:
+        """This graph's state as a subgraph stored under ``ns`` (None if it never ran)."""
+        found = saver.load(thread_id, ns, None, shared=False)
+        if found is None:
+            return None
+        snapshot = self._snapshot(found, thread_id, ns)
+        return self._with_subgraph_states(snapshot, found, saver)
 
 
 def _state_task(task: Task) -> StateTask:
@@ -400,29 +469,52 @@ class _RunBase:
         input: Any,
         config: RunnableConfig,
         opts: _Options,
+        saver: BaseCheckpointSaver | None,
+        child: _Child | None,
     ) -> None:
         self.graph = graph
         self.core = core
         self.input = input
         self.config = config
         self.opts = opts
+        self.saver = saver
+        self.child = child
         self.result: Any = None
-        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[tuple[str, ...], str, Any]] = queue.SimpleQueue()
+        self.ns: tuple[str, ...] = tuple(core.ns.split("|")) if core.ns else ()
+        self.link: ParentLink | None = None
+        if saver is not None and core.thread_id is not None:
+            self.link = ParentLink(
+                saver=saver,
+                thread_id=core.thread_id,
+                ns=core.ns,
+                durability=opts.durability,
+                modes=opts.modes,
+                subgraphs=opts.subgraphs,
+                emit=self.emit_from,
+            )
 
     def emit(self, mode: str, chunk: Any) -> None:
+        self.emit_from(mode, chunk, self.ns)
+
+    def emit_from(self, mode: str, chunk: Any, ns: tuple[str, ...]) -> None:
+        """Queue an event of this run or, with ``subgraphs=True``, of a child run."""
+        if self.child is not None and self.child.link is not None:
+            if self.child.link.subgraphs:
+                self.child.link.emit(mode, chunk, ns)
+            return
         if mode in self.opts.modes:
-            self.events.put((mode, chunk))
+            self.events.put((ns, mode, chunk))
 
     def drain(self) -> Iterator[Any]:
         while True:
             try:
-                mode, chunk = self.events.get_nowait()
+                ns, mode, chunk = self.events.get_nowait()
             except queue.Empty:
                 return
-            yield self._shape(mode, chunk)
+            yield self._shape(ns, mode, chunk)
 
-    def _shape(self, mode: str, chunk: Any) -> Any:
-        ns: tuple[str, ...] = tuple(self.core.ns.split("|")) if self.core.ns else ()
+    def _shape(self, ns: tuple[str, ...], mode: str, chunk: Any) -> Any:
         if self.opts.single:
             return (ns, chunk) if self.opts.subgraphs else chunk
         return (ns, mode, chunk) if self.opts.subgraphs else (mode, chunk)
@@ -433,6 +525,11 @@ class _RunBase:
         loaded = None if opened is None else opened.loaded
         core.load(loaded, is_head=True if opened is None else opened.is_head)
         inp = self.input
+        if self.child is not None and loaded is not None:
+            # A rerun of the parent task: go on where the child stopped (or return its result).
+            pending = {t.pending_interrupt.id for t in core.tasks if t.pending_interrupt}
+            resume = self.child.resume
+            inp = Command(resume=resume) if resume and set(resume) <= pending else None
         if isinstance(inp, Command) and inp.resume is not None:
             if loaded is None:
                 raise EmptyInputError(
@@ -524,6 +621,8 @@ class _RunBase:
 
     def finish(self) -> None:
         core = self.core
+        if self.child is not None and core.interrupts:
+            raise GraphInterrupt(list(core.interrupts))  # pauses the parent task too
         out = core.output()
         if core.interrupts and isinstance(out, dict):
             out["__interrupt__"] = list(core.interrupts)
@@ -534,7 +633,7 @@ class _RunBase:
         loaded = None if opened is None else opened.loaded
         meta = self.config.get("metadata")
         return (
-            self.graph.checkpointer,
+            self.saver,
             core.thread_id,
             core.ns,
             None if opened is None else opened.head,
@@ -550,13 +649,10 @@ class _RunBase:
         opened: Opened = yield from open_thread(core.thread_id, core.ns, checkpoint_id)
         return opened
 
-    def interrupts_out(self) -> list[Interrupt]:
-        return list(self.core.interrupts)
-
 
 class _SyncRun(_RunBase):
     def __iter__(self) -> Iterator[Any]:
-        saver = self.graph.checkpointer
+        saver = self.saver
         opened = drive(self.open(), saver) if saver is not None else None
         self.begin(opened)
         persister = None
@@ -598,7 +694,7 @@ class _SyncRun(_RunBase):
         live = "custom" in self.opts.modes or "debug" in self.opts.modes
         if alone and not live:
             task = todo[0]
-            run_task(self.core, task, self.task_config(task), self.emit)
+            run_task(self.core, task, self.task_config(task), self.emit, self.link)
             self.core.finish_task(task, alone=True)
             self._save(persister)
             return
@@ -607,7 +703,13 @@ class _SyncRun(_RunBase):
             self.debug("task", task)
             futures[
                 _POOL.submit(
-                    _in_context, run_task, self.core, task, self.task_config(task), self.emit
+                    _in_context,
+                    run_task,
+                    self.core,
+                    task,
+                    self.task_config(task),
+                    self.emit,
+                    self.link,
                 )
             ] = task
         pending = set(futures)
@@ -635,7 +737,7 @@ class _AsyncRun(_RunBase):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
-        saver = self.graph.checkpointer
+        saver = self.saver
         opened = await adrive(self.open(), saver) if saver is not None else None
         self.begin(opened)
         persister = None
@@ -684,7 +786,9 @@ class _AsyncRun(_RunBase):
         for task in todo:
             self.debug("task", task)
             running[
-                asyncio.ensure_future(arun_task(self.core, task, self.task_config(task), self.emit))
+                asyncio.ensure_future(
+                    arun_task(self.core, task, self.task_config(task), self.emit, self.link)
+                )
             ] = task
         pending: set[asyncio.Task[None]] = set(running)
         while pending:

@@ -25,13 +25,29 @@ def interrupt_id(task_id: str, index: int) -> str:
 
 
 @dataclass
+class ParentLink:
+    """What a graph invoked inside a running task inherits from it."""
+
+    saver: Any
+    thread_id: str
+    ns: str
+    durability: str
+    modes: tuple[str, ...]
+    subgraphs: bool
+    emit: Callable[[str, Any, tuple[str, ...]], None]
+
+
+@dataclass
 class TaskContext:
     task_id: str
     node: str
     config: RunnableConfig
     answers: list[Any]
+    interrupts: list[Interrupt]
     emit: Callable[[Any], None]
+    parent: ParentLink | None = None
     calls: int = 0
+    child_calls: int = 0
     raised: list[Interrupt] = field(default_factory=list)
 
     def interrupt(self, value: Any) -> Any:
@@ -41,7 +57,26 @@ class TaskContext:
             return self.answers[index]
         pending = Interrupt(value=value, id=interrupt_id(self.task_id, index))
         self.raised.append(pending)
-        raise GraphInterrupt(pending)
+        raise GraphInterrupt([pending])
+
+    def child_ns(self) -> str:
+        """The namespace of the next graph this task invokes (stable across reruns)."""
+        k = self.child_calls
+        self.child_calls += 1
+        own = f"{self.node}:{self.task_id}" + (f":{k}" if k else "")
+        parent_ns = self.parent.ns if self.parent is not None else ""
+        return f"{parent_ns}|{own}" if parent_ns else own
+
+    def child_resume(self) -> dict[str, Any] | None:
+        """An answer to pass down: the task was resumed and its last interrupt is answered."""
+        if self.interrupts and len(self.answers) >= len(self.interrupts):
+            return {self.interrupts[-1].id: self.answers[len(self.interrupts) - 1]}
+        return None
+
+
+def running_task() -> TaskContext | None:
+    """The task running in this context, if any."""
+    return _current.get()
 
 
 def current_task(what: str) -> TaskContext:

@@ -310,6 +310,9 @@ class RunCore:
                 prior = {}
             writes = self.schema.changed_fields(returned, prior)
         else:
+            if node.subgraph is not None and self.schema.kind != "dict":
+                # A subgraph's own keys stay in the subgraph.
+                returned = {k: v for k, v in returned.items() if k in self.schema.channels}
             writes = self.schema.updates_from(returned, who=f"node {task.name!r}")
         task.writes = list(writes.items())
         task.routes = gotos
@@ -335,6 +338,7 @@ class RunCore:
 
     def finish_step(self) -> None:
         """All tasks of the step ended: apply their writes and queue the next checkpoint."""
+        self.finished_tasks = []
         pending = [t for t in self.tasks if t.pending_interrupt is not None]
         if pending:
             self.interrupted = True

@@ -5,25 +5,29 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
 from ..graph.spec import NodeSpec
-from .context import TaskContext, enter, leave
+from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
 
 Emit = Callable[[str, Any], None]
 
 
-def _context(core: RunCore, task: Task, config: RunnableConfig, emit: Emit) -> TaskContext:
+def _context(
+    task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
+) -> TaskContext:
     return TaskContext(
         task_id=task.id,
         node=task.name,
         config=config,
         answers=list(task.answers),
+        interrupts=list(task.interrupts),
         emit=lambda chunk: emit("custom", chunk),
+        parent=parent,
     )
 
 
@@ -47,20 +51,56 @@ def _no_sync(what: str) -> ThreadlineError:
     return ThreadlineError(f"{what} is async; run the graph with ainvoke()/astream()")
 
 
-def run_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emit) -> None:
+def _child_input(node: NodeSpec, state: Any) -> Any:
+    """A subgraph node gets the parent's state, limited to the keys its own schema has."""
+    channels = node.subgraph.schema.channels
+    if isinstance(state, Mapping) and channels:
+        return {k: v for k, v in state.items() if k in channels}
+    return state
+
+
+def _child_changes(state: Any, output: Any) -> dict[str, Any]:
+    """What a subgraph changed, as writes: appended tails of lists, other changed values."""
+    before = dict(state) if isinstance(state, Mapping) else dict(getattr(state, "__dict__", {}))
+    after = dict(output) if isinstance(output, Mapping) else dict(getattr(output, "__dict__", {}))
+    after.pop("__interrupt__", None)
+    writes: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key, _ABSENT)
+        if old is _ABSENT:
+            writes[key] = value
+        elif type(old) is list and type(value) is list and value[: len(old)] == old:
+            if len(value) > len(old):
+                writes[key] = value[len(old) :]
+        elif old is not value and old != value:
+            writes[key] = value
+    return writes
+
+
+_ABSENT: Any = object()
+
+
+def _record_interrupt(task: Task, exc: GraphInterrupt) -> None:
+    task.interrupts = [*task.interrupts[: len(task.answers)], *exc.interrupts]
+
+
+def run_task(
+    core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
+) -> None:
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
     node = core.spec.nodes[task.name]
-    ctx = _context(core, task, config, emit)
+    ctx = _context(task, config, emit, parent)
     token = enter(ctx)
     try:
         attempt = 0
         while True:
             attempt += 1
-            ctx.calls = 0
+            ctx.calls = ctx.child_calls = 0
             state = core.task_input(task)
             try:
                 if node.subgraph is not None:
-                    returned = node.subgraph.invoke(state, _child_config(config, task))
+                    child_in = _child_input(node, state)
+                    returned = _child_changes(child_in, node.subgraph.invoke(child_in, config))
                 else:
                     if node.is_async:
                         raise _no_sync(f"node {task.name!r}")
@@ -81,8 +121,8 @@ def run_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emit) -> N
                     task.routes += branch.resolve(result)
                 task.done = True
                 return
-            except GraphInterrupt:
-                task.interrupts = [*task.interrupts[: len(task.answers)], *ctx.raised[-1:]]
+            except GraphInterrupt as exc:
+                _record_interrupt(task, exc)
                 return
             except Exception as exc:
                 delay = _retry_delay(node, attempt, exc)
@@ -94,26 +134,31 @@ def run_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emit) -> N
         leave(token)
 
 
-async def arun_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emit) -> None:
+async def arun_task(
+    core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
+) -> None:
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
     node = core.spec.nodes[task.name]
-    ctx = _context(core, task, config, emit)
+    ctx = _context(task, config, emit, parent)
     token = enter(ctx)
     try:
         attempt = 0
         while True:
             attempt += 1
-            ctx.calls = 0
+            ctx.calls = ctx.child_calls = 0
             state = core.task_input(task)
             try:
                 if node.subgraph is not None:
-                    returned = await node.subgraph.ainvoke(state, _child_config(config, task))
+                    child_in = _child_input(node, state)
+                    output = await node.subgraph.ainvoke(child_in, config)
+                    returned = _child_changes(child_in, output)
                 else:
                     args, kwargs = _call_args(node, state, ctx)
                     if node.is_async:
                         returned = await node.fn(*args, **kwargs)
                     else:
-                        returned = await _in_thread(node.fn, *args, **kwargs)
+                        # to_thread copies the context: interrupt() and the writer work there.
+                        returned = await asyncio.to_thread(node.fn, *args, **kwargs)
                         if inspect.isawaitable(returned):
                             returned = await returned
                 core.node_result(task, node, returned, state)
@@ -127,8 +172,8 @@ async def arun_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emi
                     task.routes += branch.resolve(result)
                 task.done = True
                 return
-            except GraphInterrupt:
-                task.interrupts = [*task.interrupts[: len(task.answers)], *ctx.raised[-1:]]
+            except GraphInterrupt as exc:
+                _record_interrupt(task, exc)
                 return
             except Exception as exc:
                 delay = _retry_delay(node, attempt, exc)
@@ -140,21 +185,7 @@ async def arun_task(core: RunCore, task: Task, config: RunnableConfig, emit: Emi
         leave(token)
 
 
-async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    # to_thread copies the context, so interrupt() and the stream writer work in sync nodes.
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 def _close(awaitable: Any) -> None:
     close = getattr(awaitable, "close", None)
     if close is not None:
         close()
-
-
-def _child_config(config: RunnableConfig, task: Task) -> RunnableConfig:
-    configurable = dict(config.get("configurable") or {})
-    parent_ns = configurable.get("checkpoint_ns") or ""
-    child = f"{task.name}:{task.id}"
-    configurable["checkpoint_ns"] = f"{parent_ns}|{child}" if parent_ns else child
-    configurable.pop("checkpoint_id", None)
-    return {**config, "configurable": configurable}

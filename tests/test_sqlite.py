@@ -8,6 +8,7 @@ processes on one file, schema setup and migrations, corrupt rows and encryption 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 import sqlite3
@@ -42,9 +43,7 @@ def cfg(thread_id: str = T, checkpoint_id: str | None = None) -> dict[str, Any]:
     return {"configurable": configurable}
 
 
-def draft(
-    changes: dict[str, Any], parent: Checkpoint | None = None, **kw: Any
-) -> CheckpointDraft:
+def draft(changes: dict[str, Any], parent: Checkpoint | None = None, **kw: Any) -> CheckpointDraft:
     return CheckpointDraft(
         step=kw.pop("step", 0 if parent is None else parent.step + 1),
         source=kw.pop("source", "loop"),
@@ -137,9 +136,7 @@ def test_data_persists_across_close_and_reopen(path: str) -> None:
         assert got.checkpoint.id == c2.id
         assert got.checkpoint.seq == 2
         assert got.checkpoint.values == {"items": ["a", "b"], "n": 1}
-        assert [(w.task_id, w.channel, w.value) for w in got.pending_writes] == [
-            ("task-1", "n", 2)
-        ]
+        assert [(w.task_id, w.channel, w.value) for w in got.pending_writes] == [("task-1", "n", 2)]
         assert [t.checkpoint.id for t in saver.list(cfg())] == [c2.id, c1.id]
         first = saver.get_tuple(cfg(T, c1.id))
         assert first is not None
@@ -229,9 +226,13 @@ def test_racing_threads_on_separate_connections(path: str) -> None:
     try:
         head = savers[0].put(T, "", draft({"n": 0}), expected_head=None)
         for step in range(1, 11):
-            barrier = threading.Barrier(len(savers))
 
-            def attempt(s: SqliteSaver, step: int = step, parent: Checkpoint = head) -> Any:
+            def attempt(
+                s: SqliteSaver,
+                step: int = step,
+                parent: Checkpoint = head,
+                barrier: threading.Barrier = threading.Barrier(len(savers)),
+            ) -> Any:
                 barrier.wait(timeout=30)
                 try:
                     return s.put(T, "", draft({"n": step}, parent), expected_head=parent.id)
@@ -308,7 +309,7 @@ def test_processes_racing_on_one_file_exactly_one_winner_per_step(path: str) -> 
         chain = list(reversed(history))
         assert [t.checkpoint.seq for t in chain] == list(range(1, steps + 1))
         assert chain[0].checkpoint.parent_id is None
-        for prev, cur in zip(chain, chain[1:]):
+        for prev, cur in itertools.pairwise(chain):
             assert cur.checkpoint.parent_id == prev.checkpoint.id
         assert history[0].checkpoint.values["items"] == [
             [winners_by_step[s][0], s] for s in range(steps)
@@ -375,9 +376,9 @@ def test_a_newer_schema_version_says_to_upgrade(path: str) -> None:
     raw(path, "INSERT INTO threadline_migrations VALUES (?, 0)", (_sql.SCHEMA_VERSION + 1,))
     for options in ({}, {"auto_setup": False}):
         with SqliteSaver.from_conn_string(path, **options) as saver:
-            with pytest.raises(CorruptCheckpointError, match="[Uu]pgrade threadline"):
+            with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
                 saver.get_tuple(cfg())
-            with pytest.raises(CorruptCheckpointError, match="[Uu]pgrade threadline"):
+            with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
                 saver.setup()
 
 
@@ -385,7 +386,7 @@ def test_migrations_are_an_ordered_list() -> None:
     versions = [v for v, _ in _sql.MIGRATIONS]
     assert versions == sorted(set(versions))
     assert versions[0] == 1
-    assert _sql.SCHEMA_VERSION == versions[-1]
+    assert versions[-1] == _sql.SCHEMA_VERSION
 
 
 def test_failed_commit_rolls_back_everything(
@@ -408,9 +409,7 @@ def test_failed_commit_rolls_back_everything(
 
 
 def test_corrupt_rows_name_thread_and_checkpoint(saver: SqliteSaver, path: str) -> None:
-    c1 = saver.put(
-        T, "", draft({"a": 1}), expected_head=None, thread_metadata={"owner": "ann"}
-    )
+    c1 = saver.put(T, "", draft({"a": 1}), expected_head=None, thread_metadata={"owner": "ann"})
     c2 = saver.put(T, "", draft({"a": 2}, c1), expected_head=c1.id)
 
     raw(path, "UPDATE versions SET data = ? WHERE writer = ?", (BAD, c1.id))
@@ -445,9 +444,7 @@ SECRET = "top-secret-plaintext-marker"
 
 
 def _file_bytes(path: str) -> bytes:
-    return b"".join(
-        Path(p).read_bytes() for p in (path, path + "-wal") if os.path.exists(p)
-    )
+    return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if os.path.exists(p))
 
 
 def _store_secret(path: str, serde: MsgpackSerializer) -> str:
@@ -491,9 +488,11 @@ def test_encrypted_values_are_not_stored_in_plaintext(tmp_path: Path) -> None:
             s.get_tuple(cfg())
         assert T in str(info.value) and head in str(info.value)
     wrong = MsgpackSerializer(encryption_key=os.urandom(32))
-    with SqliteSaver.from_conn_string(path, serde=wrong) as s:
-        with pytest.raises(CorruptCheckpointError):
-            s.get_tuple(cfg())
+    with (
+        SqliteSaver.from_conn_string(path, serde=wrong) as s,
+        pytest.raises(CorruptCheckpointError),
+    ):
+        s.get_tuple(cfg())
 
 
 # ---------------------------------------------------------------------- flavours
@@ -574,7 +573,7 @@ async def test_async_auto_setup_false_and_newer_schema(path: str) -> None:
     finally:
         await saver.aclose()
     raw(path, "INSERT INTO threadline_migrations VALUES (?, 0)", (_sql.SCHEMA_VERSION + 1,))
-    with pytest.raises(CorruptCheckpointError, match="[Uu]pgrade threadline"):
+    with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
         async with AsyncSqliteSaver.from_conn_string(path):
             pass
 

@@ -289,7 +289,10 @@ class CompiledStateGraph:
         saver = self._saver("aget_state()")
         thread_id, ns, checkpoint_id = parse_config(config)
         found = await saver.aload(thread_id, ns, checkpoint_id, shared=False)
-        return self._snapshot(found, thread_id, ns)
+        snapshot = self._snapshot(found, thread_id, ns)
+        if subgraphs and found is not None:
+            snapshot = await self._awith_subgraph_states(snapshot, found, saver)
+        return snapshot
 
     def get_state_history(
         self,
@@ -393,7 +396,8 @@ class CompiledStateGraph:
                 interrupts=(),
             )
         tasks, _ = tasks_of(found)
-        pending = [t for t in tasks if not t.done]
+        # Finished tasks are not "next", unless all finished and the step awaits applying.
+        pending = [t for t in tasks if not t.done] or tasks
         interrupts = tuple(t.pending_interrupt for t in pending if t.pending_interrupt)
         c = found.checkpoint
         return StateSnapshot(
@@ -441,6 +445,32 @@ class CompiledStateGraph:
             return None
         snapshot = self._snapshot(found, thread_id, ns)
         return self._with_subgraph_states(snapshot, found, saver)
+
+    async def _awith_subgraph_states(
+        self, snapshot: StateSnapshot, found: CheckpointTuple, saver: BaseCheckpointSaver
+    ) -> StateSnapshot:
+        """Async :meth:`_with_subgraph_states`."""
+        c = found.checkpoint
+        tasks = []
+        for task in snapshot.tasks:
+            node = self.spec.nodes.get(task.name)
+            if node is None or node.subgraph is None or task.result is not None:
+                tasks.append(task)
+                continue
+            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            child = await node.subgraph.aget_state_in(saver, c.thread_id, child_ns)
+            tasks.append(task._replace(state=child))
+        return snapshot._replace(tasks=tuple(tasks))
+
+    async def aget_state_in(
+        self, saver: BaseCheckpointSaver, thread_id: str, ns: str
+    ) -> StateSnapshot | None:
+        """Async :meth:`get_state_in`."""
+        found = await saver.aload(thread_id, ns, None, shared=False)
+        if found is None:
+            return None
+        snapshot = self._snapshot(found, thread_id, ns)
+        return await self._awith_subgraph_states(snapshot, found, saver)
 
 
 def _state_task(task: Task) -> StateTask:
@@ -666,7 +696,7 @@ class _SyncRun(_RunBase):
             while True:
                 todo = self.core.runnable()
                 self._save(persister)
-                if not todo:
+                if not todo and not self.core.step_complete():
                     break
                 yield from self._execute(todo, persister)
                 self.core.finish_step()
@@ -690,6 +720,8 @@ class _SyncRun(_RunBase):
             persister.submit(ops)
 
     def _execute(self, todo: list[Task], persister: Persister | None) -> Iterator[Any]:
+        if not todo:
+            return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
         live = "custom" in self.opts.modes or "debug" in self.opts.modes
         if alone and not live:
@@ -752,7 +784,7 @@ class _AsyncRun(_RunBase):
             while True:
                 todo = self.core.runnable()
                 await self._save(persister)
-                if not todo:
+                if not todo and not self.core.step_complete():
                     break
                 async for chunk in self._execute(todo, persister):
                     yield chunk
@@ -781,6 +813,8 @@ class _AsyncRun(_RunBase):
     async def _execute(
         self, todo: list[Task], persister: AsyncPersister | None
     ) -> AsyncIterator[Any]:
+        if not todo:
+            return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:

@@ -368,9 +368,10 @@ class RunCore:
         if self._hits(self.interrupt_after, finished) and self.tasks:
             self.interrupted = True
 
-    @property
-    def done(self) -> bool:
-        return not self.interrupted and all(t.done for t in self.tasks)
+    def step_complete(self) -> bool:
+        """Every task of the current step finished (their results came from pending writes,
+        e.g. after a crash right before the step's checkpoint): the step only needs applying."""
+        return not self.interrupted and bool(self.tasks) and all(t.done for t in self.tasks)
 
     def failed_task(self) -> Task | None:
         return next((t for t in self.tasks if t.error is not None), None)
@@ -401,7 +402,9 @@ class RunCore:
             else self.schema.updates_from(values, who="update_state")
         )
         keep_tasks = as_node is None and any(not t.done for t in self.tasks)
-        writer = as_node or self._last_node() or START
+        # With pending tasks kept, the writer's name only labels the write: no need to pick
+        # one of several nodes of the last step.
+        writer = as_node or self._last_node(strict=not keep_tasks) or START
         self._apply([(writer, list(updates.items()))])
         self.step += 1
         if keep_tasks:
@@ -430,16 +433,19 @@ class RunCore:
             self._checkpoint(source, [])
         self._last_writer = writer
 
-    def _last_node(self) -> str | None:
-        return getattr(self, "_ran_last", None)
-
-    def set_last_node(self, names: Sequence[str]) -> None:
-        if len(set(names)) > 1:
+    def _last_node(self, *, strict: bool = True) -> str | None:
+        names: list[str] = getattr(self, "_ran_last", [])
+        if len(names) > 1:
+            if not strict:
+                return None
             raise InvalidUpdateError(
-                f"the last step ran several nodes ({', '.join(sorted(set(names)))}); say which"
+                f"the last step ran several nodes ({', '.join(names)}); say which"
                 " one the update comes from with update_state(config, values, as_node=...)"
             )
-        self._ran_last = names[0] if names else None
+        return names[0] if names else None
+
+    def set_last_node(self, names: Sequence[str]) -> None:
+        self._ran_last = sorted(set(names))
 
     # ------------------------------------------------------------------ internals
 

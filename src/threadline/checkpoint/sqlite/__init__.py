@@ -161,6 +161,9 @@ class SqliteSaver(BaseCheckpointSaver):
     def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return self._run(_sql.read_writes(thread_id, ns, checkpoint_id))
 
+    def _locate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
+        return self._run(_sql.locate_checkpoint(checkpoint_id))
+
     def _iter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None
     ) -> Iterator[list[CheckpointRow]]:

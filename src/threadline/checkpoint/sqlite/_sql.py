@@ -130,6 +130,8 @@ _V1 = (
     )""",
     "CREATE UNIQUE INDEX checkpoints_by_seq ON checkpoints (thread_id, seq)",
     "CREATE INDEX checkpoints_by_ns_seq ON checkpoints (thread_id, ns, seq)",
+    # Which thread holds a checkpoint id (forking from another thread's checkpoint).
+    "CREATE INDEX checkpoints_by_id ON checkpoints (checkpoint_id)",
     # Immutable channel versions: a snapshot (base NULL) or a delta on (channel, base).
     # data last, so reading base never touches a large value's overflow pages.
     """CREATE TABLE versions (
@@ -356,6 +358,16 @@ def read_writes(thread_id: str, ns: str, checkpoint_id: str) -> Proc[list[WriteR
     return [WriteRow(r[0], r[1], r[2], r[3]) for r in rows]
 
 
+# Ids are unique except for copy_thread's copies: prefer the first stored (the original).
+_LOCATE = """
+SELECT thread_id, ns FROM checkpoints WHERE checkpoint_id = ? ORDER BY rowid LIMIT 1"""
+
+
+def locate_checkpoint(checkpoint_id: str) -> Proc[tuple[str, str] | None]:
+    rows = yield Step(_LOCATE, (checkpoint_id,))
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
 _PAGE_NS = f"""
 SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
 WHERE c.thread_id = ? AND c.ns = ? AND c.seq < ? ORDER BY c.seq DESC LIMIT {PAGE}"""
@@ -455,7 +467,9 @@ _WRITES_GUARD = """
 SELECT
     (SELECT checkpoint_id FROM heads WHERE thread_id = ?1 AND ns = ?2),
     EXISTS (SELECT 1 FROM threads WHERE thread_id = ?1),
-    EXISTS (SELECT 1 FROM checkpoints WHERE thread_id = ?1 AND checkpoint_id = ?3)"""
+    EXISTS (
+        SELECT 1 FROM checkpoints WHERE thread_id = ?1 AND checkpoint_id = ?3 AND ns = ?2
+    )"""
 
 _INSERT_WRITE = """
 INSERT OR IGNORE INTO writes (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
@@ -474,7 +488,7 @@ def commit_writes(
     head, thread_exists, checkpoint_exists = found[0]
     if not thread_exists or head != expected_head:
         raise conflict_error(thread_id, expected_head, head)
-    if not checkpoint_exists:
+    if not checkpoint_exists:  # a checkpoint of another namespace is not found either
         raise BaseCheckpointSaver._not_found(thread_id, ns, checkpoint_id)
     if rows:
         yield Step(

@@ -33,14 +33,17 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
     thread: one hop per call, and a transaction is never left open by a cancelled task nor
     interleaved with other work on the connection.
 
-    ``AsyncSqliteSaver.from_conn_string("checkpoints.db")`` returns the saver at once; its
-    connection is opened on first use. Use it either as ``async with
-    AsyncSqliteSaver.from_conn_string(...) as saver:`` (opens on entry, and sets the schema up
-    unless ``auto_setup=False``; closes on exit), or as a plain call: ``saver = AsyncSqliteSaver.from_conn_string(...)``, then use it
-    (optionally ``await saver.asetup()`` first to open it and fail early) and finally ``await
-    saver.aclose()``. ``AsyncSqliteSaver(conn)`` uses your open ``aiosqlite.Connection`` and
-    never closes it; keep it to the saver, which runs its own ``BEGIN IMMEDIATE``
-    transactions on it.
+    ``AsyncSqliteSaver.from_conn_string("checkpoints.db")`` returns the saver itself at once
+    (not a coroutine); its connection opens on first use. Two ways to use it:
+
+    - ``async with AsyncSqliteSaver.from_conn_string(path) as saver:`` opens the connection on
+      entry (and sets the schema up, unless ``auto_setup=False``) and closes it on exit;
+    - ``saver = AsyncSqliteSaver.from_conn_string(path)``, then use it directly (optionally
+      ``await saver.asetup()`` first, to open it and fail early), and ``await saver.aclose()``
+      when done: aiosqlite's worker thread keeps the process alive until then.
+
+    ``AsyncSqliteSaver(conn)`` uses your open (awaited) ``aiosqlite.Connection`` and never
+    closes it; keep it to the saver, which runs its own ``BEGIN IMMEDIATE`` transactions on it.
     """
 
     sync_twin = "SqliteSaver"
@@ -92,11 +95,15 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         return saver
 
     async def __aenter__(self: _Self) -> _Self:
-        if self._settings.auto_setup:
-            await self._aprepare(force_setup=False)  # open, set up, fail early
-        else:
-            async with self._open_lock:
-                await self._aopen()  # the schema is checked on first use
+        try:
+            if self._settings.auto_setup:
+                await self._aprepare(force_setup=False)  # open, set up, fail early
+            else:
+                async with self._open_lock:
+                    await self._aopen()  # the schema is checked on first use
+        except BaseException:
+            await self.aclose()  # __aexit__ will not run
+            raise
         return self
 
     async def __aexit__(
@@ -168,6 +175,9 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
 
     async def _aread_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return await self._arun(_sql.read_writes(thread_id, ns, checkpoint_id))
+
+    async def _alocate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
+        return await self._arun(_sql.locate_checkpoint(checkpoint_id))
 
     async def _aiter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None

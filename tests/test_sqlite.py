@@ -615,3 +615,77 @@ async def test_async_cancelled_commit_leaves_the_connection_usable(path: str) ->
         final = await saver.aput(T, "", draft({"n": -1}, head), expected_head=head.id)
         assert await saver.aget(cfg()) == {"n": -1}
         assert final.seq == len([t async for t in saver.alist(cfg())])
+
+
+# ---------------------------------------------------------------------- SQL details
+
+
+def test_history_pages_across_namespaces(saver: SqliteSaver) -> None:
+    heads: dict[str, Checkpoint | None] = {"": None, "child:1": None}
+    for i in range(230):
+        ns = "child:1" if i % 3 == 0 else ""
+        parent = heads[ns]
+        heads[ns] = saver.put(
+            T, ns, draft({"n": i}, parent), expected_head=None if parent is None else parent.id
+        )
+    batches = list(saver._iter_checkpoints(T, None, None))
+    assert [len(b) for b in batches] == [100, 100, 30]
+    seqs = [row.seq for b in batches for row in b]
+    assert seqs == list(range(230, 0, -1))
+    assert {row.ns for b in batches for row in b} == {"", "child:1"}
+    older = [row.seq for b in saver._iter_checkpoints(T, None, 120) for row in b]
+    assert older == list(range(119, 0, -1))
+    child = [row.seq for b in saver._iter_checkpoints(T, "child:1", None) for row in b]
+    assert child == [s for s in range(230, 0, -1) if (s - 1) % 3 == 0]
+
+
+def test_list_threads_filters_across_pages(
+    saver: SqliteSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sql, "THREAD_PAGE", 3)
+    for i in range(11):
+        saver.put(
+            f"t{i:02d}", "", draft({"a": i}), expected_head=None, thread_metadata={"odd": i % 2}
+        )
+    odd = [t.thread_id for t in saver.list_threads(filter={"odd": 1})]
+    assert odd == ["t09", "t07", "t05", "t03", "t01"]
+    page = saver.list_threads(filter={"odd": 1}, offset=1, limit=3)
+    assert [t.thread_id for t in page] == ["t07", "t05", "t03"]
+    assert [t.thread_id for t in saver.list_threads(offset=9)] == ["t01", "t00"]
+    assert saver.list_threads(filter={"odd": 1}, limit=0) == []
+
+
+def _count(path: str, table: str, thread_id: str) -> int:
+    rows = raw(path, f"SELECT count(*) FROM {table} WHERE thread_id = ?", (thread_id,))
+    return int(rows[0][0])
+
+
+TABLES = ("threads", "heads", "checkpoints", "versions", "writes")
+
+
+def test_prune_and_delete_remove_rows(saver: SqliteSaver, path: str) -> None:
+    head: Checkpoint | None = None
+    items: list[int] = []
+    for i in range(40):
+        head = append(saver, head, items, i)
+        items.append(i)
+        saver.put_writes(T, "", head.id, "task", [("items", i)], expected_head=head.id)
+    saver.copy_thread(T, "copy")
+    assert [_count(path, t, "copy") for t in TABLES] == [_count(path, t, T) for t in TABLES]
+    assert saver._locate_checkpoint(head.id) == (T, "")
+
+    before = _count(path, "versions", T)
+    assert saver.prune([T], keep_last=2) == 38
+    assert _count(path, "checkpoints", T) == 2
+    assert _count(path, "writes", T) == 2
+    kept = _count(path, "versions", T)
+    assert 2 <= kept < before  # the two kept checkpoints' chains back to their snapshot
+    for t in saver.list(cfg()):
+        assert t.checkpoint.values["items"] == items[: t.checkpoint.step + 1]
+    assert saver.get(cfg("copy")) == {"items": items}  # other threads untouched
+
+    saver.delete_thread(T)
+    assert [_count(path, t, T) for t in TABLES] == [0] * 5
+    assert saver._locate_checkpoint(head.id) == ("copy", "")
+    saver.delete_thread("copy")
+    assert [raw(path, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES] == [0] * 5

@@ -179,6 +179,83 @@ def test_interrupt_in_a_subgraph_pauses_the_run_and_resumes_inside(
     assert app.get_state(config).next == ()
 
 
+@pytest.mark.parametrize("as_function", [False, True], ids=["node", "function"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_subgraph_interrupt_before_after_pauses_the_parent(
+    saver: BaseCheckpointSaver, as_function: bool, where: str
+) -> None:
+    calls = Calls()
+    builder = StateGraph(State)
+    builder.add_node("inner_a", _node(calls, "inner_a"))
+    builder.add_node("inner_b", _node(calls, "inner_b"))
+    builder.add_edge(START, "inner_a")
+    builder.add_edge("inner_a", "inner_b")
+    option = {
+        "before": {"interrupt_before": ["inner_b"]},
+        "after": {"interrupt_after": ["inner_a"]},
+    }
+    inner = builder.compile(**option[where])  # type: ignore[arg-type]
+    app = _outer(calls, inner, as_function=as_function).compile(checkpointer=saver)
+    config = _config()
+    result = app.invoke({"messages": []}, config)
+    # The whole run stops inside the subgraph: "sub" has not finished, "after" has not run.
+    assert "__interrupt__" not in result
+    assert result["messages"] == ["before"]
+    assert (calls["inner_b"], calls["after"]) == (0, 0)
+    state = app.get_state(config, subgraphs=True)
+    assert state.next == ("sub",)
+    assert state.interrupts == ()
+    if not as_function:
+        assert state.tasks[0].state.next == ("inner_b",)
+    result = app.invoke(None, config)
+    assert result["messages"] == ["before", "inner_a", "inner_b", "after"]
+    assert [calls[n] for n in ("before", "inner_a", "inner_b", "after")] == [1, 1, 1, 1]
+
+
+def test_subgraph_asks_twice(saver: BaseCheckpointSaver) -> None:
+    calls = Calls()
+
+    def first(state: State) -> dict[str, Any]:
+        calls.hit("first")
+        return {"messages": [f"first={interrupt('one?')}"]}
+
+    def second(state: State) -> dict[str, Any]:
+        calls.hit("second")
+        return {"messages": [f"second={interrupt('two?')}"]}
+
+    inner_builder = StateGraph(State)
+    inner_builder.add_sequence([first, second])
+    inner_builder.add_edge(START, "first")
+    app = _outer(calls, inner_builder.compile()).compile(checkpointer=saver)
+    config = _config()
+    assert [i.value for i in app.invoke({"messages": []}, config)["__interrupt__"]] == ["one?"]
+    assert [i.value for i in app.invoke(Command(resume=1), config)["__interrupt__"]] == ["two?"]
+    result = app.invoke(Command(resume=2), config)
+    assert result["messages"] == ["before", "first=1", "second=2", "after"]
+    assert (calls["before"], calls["first"], calls["second"]) == (1, 2, 2)
+
+
+def test_parallel_subgraph_and_node_interrupts(saver: BaseCheckpointSaver) -> None:
+    calls = Calls()
+
+    def local(state: State) -> dict[str, Any]:
+        calls.hit("local")
+        return {"messages": [f"local={interrupt('local?')}"]}
+
+    builder = StateGraph(State)
+    builder.add_node("sub", _inner(calls, ask=True))
+    builder.add_node("local", local)
+    builder.add_edge(START, "sub")
+    builder.add_edge(START, "local")
+    app = builder.compile(checkpointer=saver)
+    config = _config()
+    pending = {i.value: i.id for i in app.invoke({"messages": []}, config)["__interrupt__"]}
+    assert set(pending) == {"name?", "local?"}
+    result = app.invoke(Command(resume={pending["name?"]: "Ada", pending["local?"]: "yes"}), config)
+    assert sorted(result["messages"]) == sorted(["inner_a", "name=Ada", "inner_b", "local=yes"])
+    assert calls["inner_a"] == 1
+
+
 def test_get_state_with_subgraphs(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True)).compile(checkpointer=saver)
@@ -331,10 +408,7 @@ def test_stream_subgraphs_yields_namespaced_events(saver: BaseCheckpointSaver) -
     (child_ns,) = {ns for ns, _ in child}
     assert len(child_ns) == 1 and child_ns[0].startswith("sub:")
     sub_task = next(
-        t
-        for found in saver.list(config)
-        for t in found.checkpoint.tasks
-        if t["name"] == "sub"
+        t for found in saver.list(config) for t in found.checkpoint.tasks if t["name"] == "sub"
     )
     assert child_ns == (f"sub:{sub_task['id']}",)
     # Child events come between the parent's "before" and "sub" updates.

@@ -191,11 +191,13 @@ def callable_info(fn: Callable[..., Any]) -> tuple[bool, bool, bool]:
     names = {p.name for p in params}
     # A second positional parameter is the config only when it has no default: one with a
     # default (``lambda s, name=name: ...``) is the caller's own and must keep its value.
+    # ``writer`` is passed by keyword, so ``def node(state, writer)`` takes no config.
     positional = [
         p
         for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         and (p.default is inspect.Parameter.empty or p.name == "config")
+        and p.name != "writer"
     ]
     takes_config = "config" in names or len(positional) >= 2
     return is_async, takes_config, "writer" in names

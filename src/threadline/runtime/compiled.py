@@ -278,7 +278,8 @@ class CompiledStateGraph:
         """The thread's state at its head (or at the checkpoint ``config`` names)."""
         saver = self._saver("get_state()")
         thread_id, ns, checkpoint_id = parse_config(config)
-        found = saver.load(thread_id, ns, checkpoint_id, shared=False)
+        # Cached values are shared; _snapshot hands out private (copy-on-read) ones.
+        found = saver.load(thread_id, ns, checkpoint_id, shared=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
             snapshot = self._with_subgraph_states(snapshot, found, saver)
@@ -288,7 +289,7 @@ class CompiledStateGraph:
         """Async :meth:`get_state`."""
         saver = self._saver("aget_state()")
         thread_id, ns, checkpoint_id = parse_config(config)
-        found = await saver.aload(thread_id, ns, checkpoint_id, shared=False)
+        found = await saver.aload(thread_id, ns, checkpoint_id, shared=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
             snapshot = await self._awith_subgraph_states(snapshot, found, saver)
@@ -416,7 +417,7 @@ class CompiledStateGraph:
         if self.schema.kind != "dict":
             keep = {k: v for k, v in keep.items() if k in self.schema.channels}
         try:
-            return self.schema.instance(keep)
+            return self.schema.output(keep)
         except Exception:
             return keep  # a dataclass state without its required fields yet
 
@@ -651,8 +652,9 @@ class _RunBase:
 
     def finish(self) -> None:
         core = self.core
-        if self.child is not None and core.interrupts:
-            raise GraphInterrupt(list(core.interrupts))  # pauses the parent task too
+        if self.child is not None and (core.interrupts or core.interrupted):
+            # Paused by interrupt() or by interrupt_before/after: the parent task pauses too.
+            raise GraphInterrupt(list(core.interrupts))
         out = core.output()
         if core.interrupts and isinstance(out, dict):
             out["__interrupt__"] = list(core.interrupts)

@@ -57,6 +57,7 @@ class Task:
     interrupts: list[Interrupt] = field(default_factory=list)
     answers: list[Any] = field(default_factory=list)
     write_count: int = 0  # pending writes already stored for this task (next free idx)
+    paused: bool = False  # a subgraph it ran paused without a question (interrupt_before/after)
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name}
@@ -340,7 +341,7 @@ class RunCore:
         """All tasks of the step ended: apply their writes and queue the next checkpoint."""
         self.finished_tasks = []
         pending = [t for t in self.tasks if t.pending_interrupt is not None]
-        if pending:
+        if pending or any(t.paused and not t.done for t in self.tasks):
             self.interrupted = True
             self.interrupts = [t.pending_interrupt for t in pending if t.pending_interrupt]
             if self.durability == "exit":

@@ -82,6 +82,9 @@ _ABSENT: Any = object()
 
 def _record_interrupt(task: Task, exc: GraphInterrupt) -> None:
     task.interrupts = [*task.interrupts[: len(task.answers)], *exc.interrupts]
+    # A subgraph that paused before/after one of its nodes raises without a question: the
+    # task is unfinished, and invoke(None, config) on the parent goes on inside the subgraph.
+    task.paused = not exc.interrupts
 
 
 def run_task(

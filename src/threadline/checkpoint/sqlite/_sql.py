@@ -58,10 +58,10 @@ def drive(conn: sqlite3.Connection, proc: Proc[T], write: bool) -> T:
     Used by both savers (the async one runs it in aiosqlite's thread). Rolls back on any error.
     """
     cur = conn.cursor()
-    cur.row_factory = None
-    if write:
-        cur.execute("BEGIN IMMEDIATE")
+    cur.row_factory = None  # plain tuples, whatever the connection's row_factory
     try:
+        if write:
+            cur.execute("BEGIN IMMEDIATE")  # the write lock, before reading what we compare
         rows: Any = None
         while True:
             try:
@@ -114,6 +114,9 @@ _V1 = (
         PRIMARY KEY (thread_id, ns)
     ) WITHOUT ROWID""",
     # refs: JSON {channel: [writer, snapshot_bytes, chain_bytes]}, readable by SQL (prune).
+    # Two b-trees besides the table, to keep a commit's page writes few: the key starts with
+    # checkpoint_id so it also finds the thread holding an id (forks across threads); the
+    # index serves history pages per namespace, and every by-thread scan or delete.
     """CREATE TABLE checkpoints (
         thread_id TEXT NOT NULL,
         checkpoint_id TEXT NOT NULL,
@@ -126,12 +129,9 @@ _V1 = (
         refs TEXT NOT NULL,
         metadata BLOB NOT NULL,
         tasks BLOB NOT NULL,
-        PRIMARY KEY (thread_id, checkpoint_id)
+        PRIMARY KEY (checkpoint_id, thread_id)
     )""",
-    "CREATE UNIQUE INDEX checkpoints_by_seq ON checkpoints (thread_id, seq)",
-    "CREATE INDEX checkpoints_by_ns_seq ON checkpoints (thread_id, ns, seq)",
-    # Which thread holds a checkpoint id (forking from another thread's checkpoint).
-    "CREATE INDEX checkpoints_by_id ON checkpoints (checkpoint_id)",
+    "CREATE INDEX checkpoints_by_seq ON checkpoints (thread_id, ns, seq)",
     # Immutable channel versions: a snapshot (base NULL) or a delta on (channel, base).
     # data last, so reading base never touches a large value's overflow pages.
     """CREATE TABLE versions (
@@ -372,6 +372,7 @@ _PAGE_NS = f"""
 SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
 WHERE c.thread_id = ? AND c.ns = ? AND c.seq < ? ORDER BY c.seq DESC LIMIT {PAGE}"""
 
+# All namespaces (no caller needs it today): sorts the thread's rows for each page.
 _PAGE_ALL = f"""
 SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints c
 WHERE c.thread_id = ? AND c.seq < ? ORDER BY c.seq DESC LIMIT {PAGE}"""
@@ -553,11 +554,11 @@ SELECT t.thread_id, h.checkpoint_id, t.metadata, t.created_at, t.updated_at, t.e
 FROM threads t LEFT JOIN heads h ON h.thread_id = t.thread_id AND h.ns = ''
 ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ? OFFSET ?"""
 
-_LIST_THREADS_AFTER = f"""
+_LIST_THREADS_AFTER = """
 SELECT t.thread_id, h.checkpoint_id, t.metadata, t.created_at, t.updated_at, t.expires_at
 FROM threads t LEFT JOIN heads h ON h.thread_id = t.thread_id AND h.ns = ''
 WHERE (t.updated_at, t.thread_id) < (?, ?)
-ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT {THREAD_PAGE}"""
+ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ?"""
 
 LoadMetadata = Callable[[bytes, str], Any]
 
@@ -592,7 +593,7 @@ def list_threads(
     skip = max(offset, 0)
     after: tuple[float, str] = (float("inf"), "")
     while limit is None or len(out) < limit:
-        rows = yield Step(_LIST_THREADS_AFTER, after)
+        rows = yield Step(_LIST_THREADS_AFTER, (*after, THREAD_PAGE))
         for r in rows:
             meta = _thread_metadata(r, loads)
             if not metadata_matches(meta, wanted):

@@ -1,0 +1,279 @@
+"""Storage benchmark: a 300-turn conversation on memory, SQLite and PostgreSQL, beside LangGraph.
+
+Each turn appends a 1 KB user message and runs 2 nodes that each append a 1 KB message of
+random text (900 messages, about 0.9 MB of payload). For each backend and library it prints the
+median per-turn time over turns 1-10 and 291-300, bytes stored after the last turn, the time to
+read the full history, the median time of get_state, and the ratios. Then 50 threads at once on
+the async Postgres saver with a pool: steps (checkpoints) per second.
+
+Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`.
+PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import string
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import engine  # the graphs are the same as in bench/engine.py
+
+PG_URL = os.environ.get("THREADLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MSG = 1024
+
+
+def text(rng: random.Random) -> str:
+    return "".join(rng.choices(string.ascii_letters + " ", k=MSG))
+
+
+# ---------------------------------------------------------------------- backends per library
+
+
+@contextlib.contextmanager
+def threadline_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[], int]]]:
+    from threadline.checkpoint.memory import MemorySaver
+
+    if kind == "memory":
+        saver = MemorySaver()
+        yield saver, saver.stored_bytes
+        return
+    if kind == "sqlite":
+        from threadline.checkpoint.sqlite import SqliteSaver
+
+        path = os.path.join(workdir, "threadline.db")
+        with SqliteSaver.from_conn_string(path) as saver:
+            yield saver, lambda: sqlite_bytes(path)
+        return
+    from threadline.checkpoint.postgres import PostgresSaver
+
+    schema = f"bench_tl_{uuid.uuid4().hex[:8]}"
+    try:
+        with PostgresSaver.from_conn_string(PG_URL, schema=schema) as saver:
+            yield saver, lambda: pg_bytes(schema)
+    finally:
+        drop_schema(schema)
+
+
+@contextlib.contextmanager
+def langgraph_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[], int]]]:
+    if kind == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        saver = InMemorySaver()
+        yield saver, lambda: langgraph_memory_bytes(saver)
+        return
+    if kind == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = os.path.join(workdir, "langgraph.db")
+        with SqliteSaver.from_conn_string(path) as saver:
+            saver.setup()
+            yield saver, lambda: sqlite_bytes(path)
+        return
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    schema = f"bench_lg_{uuid.uuid4().hex[:8]}"
+    create_schema(schema)
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    try:
+        with PostgresSaver.from_conn_string(url) as saver:
+            saver.setup()
+            yield saver, lambda: pg_bytes(schema)
+    finally:
+        drop_schema(schema)
+
+
+def sqlite_bytes(path: str) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+
+
+def pg_bytes(schema: str) -> int:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def create_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def langgraph_memory_bytes(saver: Any) -> int:
+    """Bytes LangGraph's InMemorySaver holds in serialized form (checkpoints, blobs, writes)."""
+
+    def size(obj: Any) -> int:
+        if isinstance(obj, (bytes, bytearray)):
+            return len(obj)
+        if isinstance(obj, dict):
+            return sum(size(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(size(v) for v in obj)
+        return 0
+
+    return size(saver.storage) + size(saver.writes) + size(saver.blobs)
+
+
+# ---------------------------------------------------------------------- the workload
+
+
+def conversation(lib: dict[str, Any], saver: Any, turns: int) -> dict[str, float]:
+    rng = random.Random(7)
+    app = engine.chat_graph(lib, saver, rng)
+    config = {"configurable": {"thread_id": "bench"}}
+    times = []
+    for _ in range(turns):
+        message = {"role": "user", "content": text(rng)}
+        start = time.perf_counter()
+        app.invoke({"messages": [message]}, config)
+        times.append((time.perf_counter() - start) * 1e3)
+    start = time.perf_counter()
+    history = list(app.get_state_history(config))
+    history_ms = (time.perf_counter() - start) * 1e3
+    get_times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        state = app.get_state(config)
+        get_times.append((time.perf_counter() - start) * 1e3)
+    assert len(state.values["messages"]) == 3 * turns
+    return {
+        "first_ms": statistics.median(times[:10]),
+        "last_ms": statistics.median(times[-10:]),
+        "history_ms": history_ms,
+        "get_state_ms": statistics.median(get_times),
+        "checkpoints": float(len(history)),
+    }
+
+
+async def concurrent_steps(lib_name: str, threads: int, turns: int) -> float:
+    """Checkpoints per second with ``threads`` threads running at once through one pool."""
+    rng = random.Random(11)
+    libs = engine.libraries()
+    lib = libs[lib_name]
+    schema = f"bench_cc_{uuid.uuid4().hex[:8]}"
+    if lib_name == "threadline":
+        from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        cm: Any = AsyncPostgresSaver.from_conn_string(
+            PG_URL, schema=schema, pool_min_size=10, pool_max_size=20
+        )
+    else:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver as LGAsync
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        create_schema(schema)
+        pool = AsyncConnectionPool(
+            f"{PG_URL}?options=-csearch_path%3D{schema}",
+            min_size=10,
+            max_size=20,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=False,
+        )
+        await pool.open()
+        cm = contextlib.nullcontext(LGAsync(pool))  # type: ignore[arg-type]
+    try:
+        async with cm as saver:
+            if lib_name == "threadline":
+                await saver.asetup()
+            else:
+                await saver.setup()
+            app = engine.chat_graph(lib, saver, rng)
+
+            async def one(i: int) -> None:
+                config = {"configurable": {"thread_id": f"t{i}"}}
+                for _ in range(turns):
+                    msg = {"role": "user", "content": "x" * MSG}
+                    await app.ainvoke({"messages": [msg]}, config)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(threads)))
+            elapsed = time.perf_counter() - start
+    finally:
+        if lib_name != "threadline":
+            await pool.close()
+        drop_schema(schema)
+    return threads * turns * 3 / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--only", default="memory,sqlite,postgres")
+    parser.add_argument("--threads", type=int, default=50)
+    parser.add_argument("--thread-turns", type=int, default=10)
+    args = parser.parse_args()
+    libs = engine.libraries()
+    payload = 3 * args.turns * MSG
+    print(f"workload: one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
+    print(f"payload: {payload / 1e6:.2f} MB\n")
+    header = (
+        f"{'backend':<9}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
+        f"{'stored':>11}{'x payload':>10}{'history':>11}{'get_state':>11}{'checkpoints':>13}"
+    )
+    print(header)
+    print(f"{'':<21}{'ms/turn':>11}{'ms/turn':>10}{'':>8}{'MB':>11}{'':>10}{'ms':>11}{'ms':>11}")
+    print("-" * len(header))
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for kind in args.only.split(","):
+        for name in libs:
+            factory = threadline_saver if name == "threadline" else langgraph_saver
+            with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, size):
+                r = conversation(libs[name], saver, args.turns)
+                r["bytes"] = float(size())
+            results[(kind, name)] = r
+            print(
+                f"{kind:<9}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
+                f"{r['last_ms'] / r['first_ms']:>7.2f}x{r['bytes'] / 1e6:>11.2f}"
+                f"{r['bytes'] / payload:>9.2f}x{r['history_ms']:>11.1f}{r['get_state_ms']:>11.3f}"
+                f"{int(r['checkpoints']):>13}"
+            )
+        if (kind, "langgraph") in results:
+            t, lg = results[(kind, "threadline")], results[(kind, "langgraph")]
+            print(
+                f"{'':<9}{'ratio':<12}{lg['first_ms'] / t['first_ms']:>10.1f}x"
+                f"{lg['last_ms'] / t['last_ms']:>9.1f}x{'':>8}{lg['bytes'] / t['bytes']:>10.1f}x"
+                f"{'':>10}{lg['history_ms'] / t['history_ms']:>10.1f}x"
+                f"{lg['get_state_ms'] / t['get_state_ms']:>10.1f}x"
+            )
+    print("ratio = langgraph / threadline (higher is better for threadline)\n")
+    if "postgres" in args.only:
+        print(
+            f"{args.threads} threads at once, {args.thread_turns} turns each, async Postgres"
+            " saver with a pool of 20:"
+        )
+        for name in libs:
+            rate = asyncio.run(concurrent_steps(name, args.threads, args.thread_turns))
+            print(f"  {name:<12}{rate:>10.0f} steps/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,8 @@ demo: venv
 	$(PY) examples/quickstart.py
 
 test: venv
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests examples bench

@@ -121,6 +121,24 @@ def terminate(url: str, app_name: str) -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
+def in_processes(target: Any, args: tuple[Any, ...], n: int, n_results: int) -> list[Any]:
+    """Run ``target(*args, barrier, results)`` in ``n`` fresh processes; collect ``n_results``."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(n)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        return [results.get(timeout=120) for _ in range(n_results)]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -273,18 +291,8 @@ def _setup_worker(url: str, schema: str, barrier: Any, results: Any) -> None:
 
 
 def test_setup_from_several_processes_at_once(url: str, schema: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
     n = 4
-    barrier = ctx.Barrier(n)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_setup_worker, args=(url, schema, barrier, results)) for _ in range(n)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=90) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    outcomes = in_processes(_setup_worker, (url, schema), n, n)
     assert outcomes == ["ok"] * n
     versions = query(url, sql.SQL("SELECT version FROM {}").format(table(schema, "migrations")))
     assert versions == [(1,)]
@@ -486,18 +494,7 @@ def test_two_processes_racing_on_one_thread_exactly_one_wins_each_step(
 ) -> None:
     saver.setup()
     steps = 15
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_race_worker, args=(url, schema, steps, barrier, results))
-        for _ in range(2)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in range(2 * steps)]
-    for p in procs:
-        p.join(timeout=30)
+    outcomes = in_processes(_race_worker, (url, schema, steps), 2, 2 * steps)
     assert not [o for o in outcomes if o[0] < 0], outcomes
     by_step: dict[int, list[str]] = {}
     for step, _, result in outcomes:

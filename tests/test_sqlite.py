@@ -670,6 +670,7 @@ def test_prune_and_delete_remove_rows(saver: SqliteSaver, path: str) -> None:
         head = append(saver, head, items, i)
         items.append(i)
         saver.put_writes(T, "", head.id, "task", [("items", i)], expected_head=head.id)
+    assert head is not None
     saver.copy_thread(T, "copy")
     assert [_count(path, t, "copy") for t in TABLES] == [_count(path, t, T) for t in TABLES]
     assert saver._locate_checkpoint(head.id) == (T, "")

@@ -14,7 +14,7 @@ from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
 from ..errors import EmptyInputError, GraphInterrupt, NoCheckpointerError
 from ..graph.spec import GraphSpec
 from ..graph.state import StateSchema
-from ..types import Command, Interrupt, StateSnapshot, StateTask
+from ..types import Command, StateSnapshot, StateTask
 from .context import ParentLink, running_task
 from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task

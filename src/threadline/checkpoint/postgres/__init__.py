@@ -26,19 +26,11 @@ from psycopg_pool import ConnectionPool
 from typing_extensions import Self
 
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
-from ._core import Call, PostgresCore, Proc, as_id_list, drive, is_broken
+from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken
 
 __all__ = ["PostgresSaver"]
 
 T = TypeVar("T")
-
-
-class _Broken(Exception):
-    """The pooled connection died under an operation (carries the original error)."""
-
-    def __init__(self, error: psycopg.OperationalError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def connection_kwargs(prepare: bool) -> dict[str, Any]:

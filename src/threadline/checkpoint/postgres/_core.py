@@ -88,6 +88,14 @@ class Call(Generic[T]):
     recover: Callable[[], Proc[T | None]] | None = None
 
 
+class _Broken(Exception):
+    """The pooled connection died under an operation (carries the original error)."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def drive(conn: psycopg.Connection[Any], proc: Proc[T], prepare: bool | None) -> T:
     """Run ``proc`` on ``conn``: the blocking driver (the async one mirrors it line by line)."""
     cur = conn.cursor(row_factory=tuple_row)
@@ -489,8 +497,8 @@ class PostgresCore(BaseCheckpointSaver):
             if not (yield Op(q.lock_thread, (thread_id,))):
                 return 0
             kept: set[tuple[str, str]] = set()
-            for (refs,) in (yield Op(q.kept_refs, (thread_id, keep_last))):
-                for name, ref in _unpack_refs(refs, thread_id, "(pruning)").items():
+            for checkpoint_id, refs in (yield Op(q.kept_refs, (thread_id, keep_last))):
+                for name, ref in _unpack_refs(refs, thread_id, checkpoint_id).items():
                     kept.add((name, ref.writer))
             params = {
                 "tid": thread_id,

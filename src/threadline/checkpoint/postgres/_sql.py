@@ -421,8 +421,8 @@ LIMIT %s
 LOCK_THREAD = "SELECT FROM {threads} WHERE thread_id = %s FOR UPDATE"
 
 KEPT_REFS = """
-SELECT refs FROM (
-    SELECT refs, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
+SELECT id, refs FROM (
+    SELECT id, refs, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
     FROM {checkpoints} WHERE thread_id = %s
 ) k WHERE rn <= %s
 """

@@ -33,17 +33,20 @@ from typing_extensions import Self
 
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import connection_kwargs
-from ._core import Call, PostgresCore, Proc, as_id_list, has_rows, is_broken, translate
+from ._core import (
+    Call,
+    PostgresCore,
+    Proc,
+    _Broken,
+    as_id_list,
+    has_rows,
+    is_broken,
+    translate,
+)
 
 __all__ = ["AsyncPostgresSaver"]
 
 T = TypeVar("T")
-
-
-class _Broken(Exception):
-    def __init__(self, error: psycopg.OperationalError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 async def adrive(conn: psycopg.AsyncConnection[Any], proc: Proc[T], prepare: bool | None) -> T:

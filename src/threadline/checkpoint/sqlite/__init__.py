@@ -11,8 +11,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
+
+from typing_extensions import Self
 
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
 from ..serde import Serializer
@@ -22,7 +23,6 @@ from . import _sql
 __all__ = ["SqliteSaver"]
 
 T = TypeVar("T")
-_Self = TypeVar("_Self", bound="SqliteSaver")
 
 
 def connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
@@ -45,9 +45,10 @@ class SqliteSaver(BaseCheckpointSaver):
     result directly and ``close()`` it, or as ``with SqliteSaver.from_conn_string(...) as
     saver:``, which closes it on exit. ``SqliteSaver(conn)`` uses your ``sqlite3.Connection``
     and never closes it: open it with ``check_same_thread=False`` if the saver may be called
-    from other threads (the engine runs sync nodes on a thread pool), leave ``row_factory`` /
-    ``text_factory`` alone or not (the saver's cursors ignore ``row_factory``), and keep it to
-    the saver: the saver runs its own ``BEGIN IMMEDIATE`` transactions on it.
+    from other threads (the engine runs sync nodes on a thread pool), leave its
+    ``text_factory`` at ``str`` (any ``row_factory`` is fine: the saver's cursors return
+    tuples), and keep it to the saver, which runs its own ``BEGIN IMMEDIATE`` transactions on
+    it.
 
     Calls from several threads are serialized by a lock. Several processes may share one file:
     every commit runs in ``BEGIN IMMEDIATE``, so the compare-and-swap of a thread's head is
@@ -101,9 +102,7 @@ class SqliteSaver(BaseCheckpointSaver):
         self._owns_conn = False
 
     @classmethod
-    def from_conn_string(
-        cls: type[_Self], conn_string: str | os.PathLike[str], **options: Any
-    ) -> _Self:
+    def from_conn_string(cls, conn_string: str | os.PathLike[str], **options: Any) -> Self:
         """Open ``conn_string`` (a file path, ``":memory:"`` or a ``file:`` URI).
 
         The result is the saver: use it directly and ``close()`` it, or in a ``with`` block
@@ -117,17 +116,6 @@ class SqliteSaver(BaseCheckpointSaver):
             raise
         saver._owns_conn = True
         return saver
-
-    def __enter__(self: _Self) -> _Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection if the saver opened it (``from_conn_string``)."""

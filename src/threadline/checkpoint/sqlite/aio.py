@@ -7,10 +7,10 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 import aiosqlite
+from typing_extensions import Self
 
 from ...errors import ThreadlineError
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
@@ -21,7 +21,6 @@ from . import _sql
 __all__ = ["AsyncSqliteSaver"]
 
 T = TypeVar("T")
-_Self = TypeVar("_Self", bound="AsyncSqliteSaver")
 
 
 class AsyncSqliteSaver(BaseCheckpointSaver):
@@ -74,9 +73,7 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         self._open_lock = asyncio.Lock()
 
     @classmethod
-    def from_conn_string(
-        cls: type[_Self], conn_string: str | os.PathLike[str], **options: Any
-    ) -> _Self:
+    def from_conn_string(cls, conn_string: str | os.PathLike[str], **options: Any) -> Self:
         """A saver over ``conn_string`` (a file path, ``":memory:"`` or a ``file:`` URI).
 
         Nothing is opened until first use, ``asetup()`` or ``async with``; close it with
@@ -94,7 +91,7 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         saver._owns_conn = True
         return saver
 
-    async def __aenter__(self: _Self) -> _Self:
+    async def __aenter__(self) -> Self:
         try:
             if self._settings.auto_setup:
                 await self._aprepare(force_setup=False)  # open, set up, fail early
@@ -105,14 +102,6 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
             await self.aclose()  # __aexit__ will not run
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection if the saver opened it (``from_conn_string``)."""

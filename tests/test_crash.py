@@ -8,6 +8,7 @@ Kills per backend: ``THREADLINE_CRASH_KILLS`` (default 100).
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -18,12 +19,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import crash_graph
 import psycopg
 import pytest
+from backends import postgres_url_or_skip
 from psycopg import sql
 
-import crash_graph
-from backends import postgres_url_or_skip
 from threadline.checkpoint import from_url
 from threadline.checkpoint.memory import MemorySaver
 
@@ -92,7 +93,7 @@ def _check(url: str, thread_id: str, options: dict[str, str]) -> None:
         assert history[-1].metadata["source"] == "input"
         # One unbroken chain, oldest to newest: every parent is the one before, no branch.
         chain = list(reversed(history))
-        for older, newer in zip(chain, chain[1:]):
+        for older, newer in itertools.pairwise(chain):
             assert newer.parent_config is not None
             parent = newer.parent_config["configurable"]["checkpoint_id"]
             assert parent == older.config["configurable"]["checkpoint_id"]

@@ -801,3 +801,20 @@ def test_list_threads_filters_across_pages(
         "t03",
     ]
     assert [t.thread_id for t in saver.list_threads(limit=2, offset=1)] == ["t09", "t08"]
+
+
+def test_synchronous_commit_option_reaches_the_connections() -> None:
+    url = postgres_url_or_skip()
+    schema = f"tl_sc_{uuid.uuid4().hex[:8]}"
+    try:
+        with PostgresSaver.from_conn_string(url, schema=schema, synchronous_commit="off") as saver:
+            pool = saver._pool
+            assert pool is not None
+            with pool.connection() as conn:
+                row = conn.execute("SHOW synchronous_commit").fetchone()
+            assert row is not None and row[0] == "off"
+        with pytest.raises(ValueError, match="synchronous_commit"):
+            PostgresSaver.from_conn_string(url, schema=schema, synchronous_commit="sometimes")
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -536,6 +536,8 @@ async def test_async_from_conn_string_as_plain_call(path: str) -> None:
     assert await saver.aget(cfg()) == {"a": 1}
     await saver.aclose()
     await saver.aclose()  # twice is fine
+    with pytest.raises(ThreadlineError, match="closed"):
+        await saver.aget(cfg())
 
     saver = AsyncSqliteSaver.from_conn_string(path, auto_setup=False)
     await saver.asetup()

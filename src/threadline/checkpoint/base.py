@@ -165,6 +165,12 @@ class BaseCheckpointSaver:
         """``(thread_id, ns)`` of the checkpoint with this id in any thread, or None."""
         raise self._no_sync()
 
+    def _read_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], builtins.list[WriteRow]]:
+        """Pending writes of many ``(ns, checkpoint_id)`` at once (SQL backends: one query)."""
+        return {key: self._read_writes(thread_id, *key) for key in keys}
+
     def _iter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None
     ) -> Iterator[list[CheckpointRow]]:
@@ -212,6 +218,11 @@ class BaseCheckpointSaver:
 
     async def _alocate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
         raise self._no_async()
+
+    async def _aread_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], builtins.list[WriteRow]]:
+        return {key: await self._aread_writes(thread_id, *key) for key in keys}
 
     def _aiter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None
@@ -443,10 +454,12 @@ class BaseCheckpointSaver:
                 missing |= decoder.missing(row.refs)
             if missing:
                 decoder.add_rows(self._read_versions(thread_id, missing))
+            keys = [(row.ns, row.id) for row, c in selected if c.tasks]
+            writes = self._read_writes_many(thread_id, keys) if keys else {}
             for row, checkpoint in selected:
                 checkpoint.values = decoder.values(row.refs, where=_where(row))
-                writes = self._read_writes(thread_id, row.ns, row.id) if checkpoint.tasks else []
-                yield CheckpointTuple(checkpoint, self._pending(row, writes))
+                found = writes.get((row.ns, row.id), [])
+                yield CheckpointTuple(checkpoint, self._pending(row, found))
                 count += 1
                 if limit is not None and count >= limit:
                     return
@@ -665,12 +678,12 @@ class BaseCheckpointSaver:
                 missing |= decoder.missing(row.refs)
             if missing:
                 decoder.add_rows(await self._aread_versions(thread_id, missing))
+            keys = [(row.ns, row.id) for row, c in selected if c.tasks]
+            writes = await self._aread_writes_many(thread_id, keys) if keys else {}
             for row, checkpoint in selected:
                 checkpoint.values = decoder.values(row.refs, where=_where(row))
-                writes = (
-                    await self._aread_writes(thread_id, row.ns, row.id) if checkpoint.tasks else []
-                )
-                yield CheckpointTuple(checkpoint, self._pending(row, writes))
+                found = writes.get((row.ns, row.id), [])
+                yield CheckpointTuple(checkpoint, self._pending(row, found))
                 count += 1
                 if limit is not None and count >= limit:
                     return

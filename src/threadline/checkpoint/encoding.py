@@ -11,6 +11,7 @@ storage by 2.33x the payload (about 1.5-2x typically) while keeping cold reads s
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -146,6 +147,7 @@ class ValueCache:
         self._entries: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
         self._max_bytes = max_bytes
         self._bytes = 0
+        self._lock = threading.Lock()  # savers are shared by threads (sync nodes run on a pool)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
@@ -154,28 +156,31 @@ class ValueCache:
         return len(self._entries)
 
     def get(self, key: tuple[str, str], default: Any = None) -> Any:
-        entry = self._entries.get(key)
-        if entry is None:
-            return default
-        if self._max_bytes is not None:
-            self._entries.move_to_end(key)
-        return entry[0]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return default
+            if self._max_bytes is not None:
+                self._entries.move_to_end(key)
+            return entry[0]
 
     def size_of(self, key: tuple[str, str]) -> int:
         entry = self._entries.get(key)
         return 0 if entry is None else entry[1]
 
     def put(self, key: tuple[str, str], value: Any, nbytes: int) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
-        self._entries[key] = (value, nbytes)
-        self._bytes += nbytes
-        if self._max_bytes is not None:
-            while self._bytes > self._max_bytes and len(self._entries) > 1:
-                _, (_, size) = self._entries.popitem(last=False)
-                self._bytes -= size
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (value, nbytes)
+            self._bytes += nbytes
+            if self._max_bytes is not None:
+                while self._bytes > self._max_bytes and len(self._entries) > 1:
+                    _, (_, size) = self._entries.popitem(last=False)
+                    self._bytes -= size
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0

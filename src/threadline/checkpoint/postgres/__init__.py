@@ -33,9 +33,25 @@ __all__ = ["PostgresSaver"]
 T = TypeVar("T")
 
 
-def connection_kwargs(prepare: bool) -> dict[str, Any]:
-    """Connection options the savers' own pools use."""
-    return {"autocommit": True, "prepare_threshold": 5 if prepare else None}
+SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
+
+
+def connection_kwargs(prepare: bool, synchronous_commit: str | None = None) -> dict[str, Any]:
+    """Connection options the savers' own pools use.
+
+    ``synchronous_commit="off"`` makes each commit return before its WAL reaches disk: an
+    application crash loses nothing committed, a database server crash may lose the last few
+    hundred milliseconds of commits (never part of one). None keeps the server's setting.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 5 if prepare else None}
+    if synchronous_commit is not None:
+        if synchronous_commit not in SYNCHRONOUS_COMMIT:
+            raise ValueError(
+                f"synchronous_commit must be None or one of {', '.join(SYNCHRONOUS_COMMIT)},"
+                f" got {synchronous_commit!r}"
+            )
+        kwargs["options"] = f"-c synchronous_commit={synchronous_commit}"
+    return kwargs
 
 
 class PostgresSaver(PostgresCore):
@@ -92,20 +108,22 @@ class PostgresSaver(PostgresCore):
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        synchronous_commit: str | None = None,
         **options: Any,
     ) -> Self:
         """A saver over a new connection pool to ``conn_string``, closed with the saver.
 
         Use it as a context manager (``with PostgresSaver.from_conn_string(url) as saver``) or
-        keep the result and call :meth:`close` when done. Other keyword arguments are the
-        saver's options.
+        keep the result and call :meth:`close` when done. ``synchronous_commit`` sets that
+        PostgreSQL option on the pool's connections (see :func:`connection_kwargs`). Other
+        keyword arguments are the saver's options.
         """
         pool: ConnectionPool[Any] = ConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
             timeout=pool_timeout,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline",
         )
@@ -212,6 +230,11 @@ class PostgresSaver(PostgresCore):
 
     def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return self._run(self._c_read_writes(thread_id, ns, checkpoint_id))
+
+    def _read_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[WriteRow]]:
+        return self._run(self._c_read_writes_many(thread_id, keys))
 
     def _iter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None

@@ -313,6 +313,25 @@ class PostgresCore(BaseCheckpointSaver):
 
         return Call(proc)
 
+    def _c_read_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> Call[dict[tuple[str, str], list[WriteRow]]]:
+        """Pending writes of a page of checkpoints, in one query."""
+        q = self._q
+        wanted = set(keys)
+        namespaces = sorted({ns for ns, _ in keys})
+        ids = sorted({checkpoint_id for _, checkpoint_id in keys})
+
+        def proc() -> Proc[dict[tuple[str, str], list[WriteRow]]]:
+            rows = yield Op(q.read_writes_many, (thread_id, namespaces, ids))
+            out: dict[tuple[str, str], list[WriteRow]] = {key: [] for key in keys}
+            for ns, checkpoint_id, t, i, c, d in rows:
+                if (ns, checkpoint_id) in wanted:
+                    out[(ns, checkpoint_id)].append(WriteRow(t, i, c, d))
+            return out
+
+        return Call(proc)
+
     def _c_page(
         self, thread_id: str, ns: str | None, before_seq: int | None
     ) -> Call[list[CheckpointRow]]:

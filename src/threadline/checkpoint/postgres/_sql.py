@@ -335,6 +335,11 @@ SELECT task_id, idx, channel, data FROM {writes}
 WHERE thread_id = %s AND ns = %s AND checkpoint_id = %s
 """
 
+READ_WRITES_MANY = """
+SELECT ns, checkpoint_id, task_id, idx, channel, data FROM {writes}
+WHERE thread_id = %s AND ns = ANY(%s) AND checkpoint_id = ANY(%s)
+"""
+
 PAGE_NS = f"""
 SELECT {_CKPT_COLS} FROM {{checkpoints}} c
 WHERE c.thread_id = %s AND c.ns = %s AND c.seq < %s
@@ -509,6 +514,7 @@ class Statements:
         self.read_checkpoint = r(READ_CHECKPOINT)
         self.read_versions = r(READ_VERSIONS)
         self.read_writes = r(READ_WRITES)
+        self.read_writes_many = r(READ_WRITES_MANY)
         self.page_ns = r(PAGE_NS)
         self.page_all = r(PAGE_ALL)
         self.lock_heads = r(LOCK_HEADS)

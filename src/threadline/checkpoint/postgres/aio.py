@@ -120,20 +120,22 @@ class AsyncPostgresSaver(PostgresCore):
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        synchronous_commit: str | None = None,
         **options: Any,
     ) -> Self:
         """A saver over a new connection pool to ``conn_string``, closed with the saver.
 
         Not a coroutine: use ``async with AsyncPostgresSaver.from_conn_string(url) as saver``,
         or keep the result (the pool opens on first use) and ``await saver.aclose()`` when done.
-        Other keyword arguments are the saver's options.
+        ``synchronous_commit`` as for :meth:`PostgresSaver.from_conn_string`. Other keyword
+        arguments are the saver's options.
         """
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
             timeout=pool_timeout,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline",
         )
@@ -244,6 +246,11 @@ class AsyncPostgresSaver(PostgresCore):
 
     async def _aread_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return await self._run(self._c_read_writes(thread_id, ns, checkpoint_id))
+
+    async def _aread_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[WriteRow]]:
+        return await self._run(self._c_read_writes_many(thread_id, keys))
 
     async def _aiter_checkpoints(
         self, thread_id: str, ns: str | None, before_seq: int | None

@@ -70,6 +70,7 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         self._ready = False
         self._owns_conn = False
         self._opened = False
+        self._closed = False
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -105,10 +106,11 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
 
     async def aclose(self) -> None:
         """Close the connection if the saver opened it (``from_conn_string``)."""
-        if self._owns_conn and self._opened:
-            self._opened = False
+        if self._owns_conn and not self._closed:
+            self._closed = True
             self._ready = False
-            await self.conn.close()
+            if self._opened:
+                await self.conn.close()
 
     async def asetup(self) -> None:
         """Create or migrate the schema. Idempotent; safe when several processes call it."""
@@ -129,6 +131,10 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
             self._ready = True
 
     async def _aopen(self) -> None:
+        if self._closed:
+            raise ThreadlineError(
+                "this AsyncSqliteSaver was closed; create a new one with from_conn_string()"
+            )
         if self._owns_conn and not self._opened:
             await self.conn
             self._opened = True

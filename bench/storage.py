@@ -56,8 +56,11 @@ def threadline_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[]
     from threadline.checkpoint.postgres import PostgresSaver
 
     schema = f"bench_tl_{uuid.uuid4().hex[:8]}"
+    sync = "off" if kind == "postgres-nosync" else None
     try:
-        with PostgresSaver.from_conn_string(PG_URL, schema=schema) as saver:
+        with PostgresSaver.from_conn_string(
+            PG_URL, schema=schema, synchronous_commit=sync
+        ) as saver:
             yield saver, lambda: pg_bytes(schema)
     finally:
         drop_schema(schema)
@@ -84,6 +87,8 @@ def langgraph_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[],
     schema = f"bench_lg_{uuid.uuid4().hex[:8]}"
     create_schema(schema)
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    if kind == "postgres-nosync":
+        url += "%20-csynchronous_commit%3Doff"
     try:
         with PostgresSaver.from_conn_string(url) as saver:
             saver.setup()
@@ -173,7 +178,7 @@ def conversation(lib: dict[str, Any], saver: Any, turns: int) -> dict[str, float
     }
 
 
-async def concurrent_steps(lib_name: str, threads: int, turns: int) -> float:
+async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | None) -> float:
     """Checkpoints per second with ``threads`` threads running at once through one pool."""
     rng = random.Random(11)
     libs = engine.libraries()
@@ -183,7 +188,7 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int) -> float:
         from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
 
         cm: Any = AsyncPostgresSaver.from_conn_string(
-            PG_URL, schema=schema, pool_min_size=10, pool_max_size=20
+            PG_URL, schema=schema, pool_min_size=10, pool_max_size=20, synchronous_commit=sync
         )
     else:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver as LGAsync
@@ -191,8 +196,9 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int) -> float:
         from psycopg_pool import AsyncConnectionPool
 
         create_schema(schema)
+        extra = "%20-csynchronous_commit%3Doff" if sync == "off" else ""
         pool = AsyncConnectionPool(
-            f"{PG_URL}?options=-csearch_path%3D{schema}",
+            f"{PG_URL}?options=-csearch_path%3D{schema}{extra}",
             min_size=10,
             max_size=20,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
@@ -227,7 +233,7 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=300)
-    parser.add_argument("--only", default="memory,sqlite,postgres")
+    parser.add_argument("--only", default="memory,sqlite,postgres,postgres-nosync")
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--thread-turns", type=int, default=10)
     args = parser.parse_args()
@@ -236,11 +242,11 @@ def main() -> None:
     print(f"workload: one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
     print(f"payload: {payload / 1e6:.2f} MB\n")
     header = (
-        f"{'backend':<9}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
+        f"{'backend':<16}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
         f"{'stored':>11}{'x payload':>10}{'history':>11}{'get_state':>11}{'checkpoints':>13}"
     )
     print(header)
-    print(f"{'':<21}{'ms/turn':>11}{'ms/turn':>10}{'':>8}{'MB':>11}{'':>10}{'ms':>11}{'ms':>11}")
+    print(f"{'':<28}{'ms/turn':>11}{'ms/turn':>10}{'':>8}{'MB':>11}{'':>10}{'ms':>11}{'ms':>11}")
     print("-" * len(header))
     results: dict[tuple[str, str], dict[str, float]] = {}
     for kind in args.only.split(","):
@@ -251,7 +257,7 @@ def main() -> None:
                 r["bytes"] = float(size())
             results[(kind, name)] = r
             print(
-                f"{kind:<9}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
+                f"{kind:<16}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
                 f"{r['last_ms'] / r['first_ms']:>7.2f}x{r['bytes'] / 1e6:>11.2f}"
                 f"{r['bytes'] / payload:>9.2f}x{r['history_ms']:>11.1f}{r['get_state_ms']:>11.3f}"
                 f"{int(r['checkpoints']):>13}"
@@ -259,7 +265,7 @@ def main() -> None:
         if (kind, "langgraph") in results:
             t, lg = results[(kind, "threadline")], results[(kind, "langgraph")]
             print(
-                f"{'':<9}{'ratio':<12}{lg['first_ms'] / t['first_ms']:>10.1f}x"
+                f"{'':<16}{'ratio':<12}{lg['first_ms'] / t['first_ms']:>10.1f}x"
                 f"{lg['last_ms'] / t['last_ms']:>9.1f}x{'':>8}{lg['bytes'] / t['bytes']:>10.1f}x"
                 f"{'':>10}{lg['history_ms'] / t['history_ms']:>10.1f}x"
                 f"{lg['get_state_ms'] / t['get_state_ms']:>10.1f}x"
@@ -270,9 +276,11 @@ def main() -> None:
             f"{args.threads} threads at once, {args.thread_turns} turns each, async Postgres"
             " saver with a pool of 20:"
         )
-        for name in libs:
-            rate = asyncio.run(concurrent_steps(name, args.threads, args.thread_turns))
-            print(f"  {name:<12}{rate:>10.0f} steps/s")
+        for sync in (None, "off"):
+            label = "synchronous_commit=" + (sync or "on")
+            for name in libs:
+                rate = asyncio.run(concurrent_steps(name, args.threads, args.thread_turns, sync))
+                print(f"  {label:<24}{name:<12}{rate:>10.0f} steps/s")
 
 
 if __name__ == "__main__":

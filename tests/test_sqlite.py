@@ -254,29 +254,34 @@ def test_racing_threads_on_separate_connections(path: str) -> None:
 def _race_process(path: str, barrier: Any, steps: int, index: int, out: Any) -> None:
     wins: list[int] = []
     conflicts = 0
-    with SqliteSaver.from_conn_string(path) as saver:
-        for step in range(steps):
-            barrier.wait(timeout=60)
-            got = saver.load(T, "", None, shared=True)
-            barrier.wait(timeout=60)
-            head = None if got is None else got.checkpoint
-            items = [] if got is None else got.checkpoint.values["items"]
-            new = [index, step]
-            try:
-                saver.put(
-                    T,
-                    "",
-                    draft(
-                        {"items": ChannelChange([*items, new], appended=[new])},
-                        head,
-                        step=step,
-                        metadata={"writer": index},
-                    ),
-                    expected_head=None if head is None else head.id,
-                )
-                wins.append(step)
-            except CheckpointConflictError:
-                conflicts += 1
+    try:
+        with SqliteSaver.from_conn_string(path) as saver:
+            for step in range(steps):
+                barrier.wait(timeout=60)
+                got = saver.load(T, "", None, shared=True)
+                barrier.wait(timeout=60)  # every process read the same head
+                head = None if got is None else got.checkpoint
+                items = [] if got is None else got.checkpoint.values["items"]
+                new = [index, step]
+                try:
+                    saver.put(
+                        T,
+                        "",
+                        draft(
+                            {"items": ChannelChange([*items, new], appended=[new])},
+                            head,
+                            step=step,
+                            metadata={"writer": index},
+                        ),
+                        expected_head=None if head is None else head.id,
+                    )
+                    wins.append(step)
+                except CheckpointConflictError:
+                    conflicts += 1
+    except BaseException as exc:  # report, and release the others, instead of hanging
+        barrier.abort()
+        out.put((index, repr(exc), 0))
+        return
     out.put((index, wins, conflicts))
 
 
@@ -295,6 +300,7 @@ def test_processes_racing_on_one_file_exactly_one_winner_per_step(path: str) -> 
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    assert not [r for r in results if isinstance(r[1], str)], results
     winners_by_step: dict[int, list[int]] = {}
     for index, wins, conflicts in results:
         assert len(wins) + conflicts == steps

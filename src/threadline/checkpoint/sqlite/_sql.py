@@ -181,10 +181,31 @@ class Settings:
 
 
 def _configure(settings: Settings) -> Proc[None]:
-    # busy_timeout first, so switching to WAL waits for other connections instead of failing.
     yield Step(f"PRAGMA busy_timeout = {settings.busy_timeout_ms}")
-    yield Step("PRAGMA journal_mode = WAL")
+    rows = yield Step("PRAGMA journal_mode")
+    if rows[0][0].lower() not in ("wal", "memory"):
+        yield Step("PRAGMA journal_mode = WAL")  # persistent: once per database file
     yield Step(f"PRAGMA synchronous = {settings.synchronous}")
+
+
+def _configure_patiently(conn: sqlite3.Connection, settings: Settings) -> None:
+    """Run :func:`_configure`, retrying "database is locked" until ``busy_timeout``.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite reports a competing
+    switch (several processes opening a new file at once) as busy without calling the busy
+    handler; so wait here instead.
+    """
+    deadline = time.monotonic() + settings.busy_timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            drive(conn, _configure(settings), write=False)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _schema_version() -> Proc[int | None]:
@@ -239,7 +260,7 @@ def prepare(conn: sqlite3.Connection, settings: Settings, force_setup: bool) -> 
             "the SQLite connection given to the saver has an open transaction; commit it"
             " first, and give the saver a connection of its own"
         )
-    drive(conn, _configure(settings), write=False)
+    _configure_patiently(conn, settings)
     if not force_setup:
         version = drive(conn, _schema_version(), write=False)
         if version == SCHEMA_VERSION:

@@ -818,6 +818,13 @@ class _AsyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
+        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        if alone and not live:  # one task: await it here, no task object or polling
+            task = todo[0]
+            await arun_task(self.core, task, self.task_config(task), self.emit, self.link)
+            self.core.finish_task(task, alone=True)
+            await self._save(persister)
+            return
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:
             self.debug("task", task)

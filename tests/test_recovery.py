@@ -93,3 +93,30 @@ def test_step_whose_tasks_all_finished_is_applied_on_resume_without_rerunning() 
     result = app.invoke(None, config)
     assert result["log"] == ["start", "left", "right", "finish"]
     assert calls == {"start": 1, "left": 1, "right": 1, "finish": 1}
+
+
+def test_history_shows_pending_writes_of_a_failed_parallel_step(saver: Any) -> None:
+    """History reads pending writes for a whole page at once; they must land on the right
+    checkpoints (the finished sibling's result, the failed task's error)."""
+
+    def boom(state: State) -> dict[str, Any]:
+        raise RuntimeError("right failed")
+
+    builder = StateGraph(State)
+    builder.add_node("start", lambda s: {"log": ["start"]})
+    builder.add_node("left", lambda s: {"log": ["left"]})
+    builder.add_node("right", boom)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "left")
+    builder.add_edge("start", "right")
+    app = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "history-writes"}}
+    with pytest.raises(RuntimeError, match="right failed"):
+        app.invoke({"log": []}, config)
+    history = list(app.get_state_history(config))
+    newest = history[0]
+    assert newest.next == ("right",)
+    by_name = {t.name: t for t in newest.tasks}
+    assert by_name["left"].result == {"log": ["left"]}
+    assert by_name["right"].error is not None and "right failed" in str(by_name["right"].error)
+    assert all(t.error is None for h in history[1:] for t in h.tasks)

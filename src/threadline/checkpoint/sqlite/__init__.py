@@ -149,6 +149,11 @@ class SqliteSaver(BaseCheckpointSaver):
     def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return self._run(_sql.read_writes(thread_id, ns, checkpoint_id))
 
+    def _read_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[WriteRow]]:
+        return self._run(_sql.read_writes_many(thread_id, keys))
+
     def _locate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
         return self._run(_sql.locate_checkpoint(checkpoint_id))
 

@@ -379,6 +379,24 @@ def read_writes(thread_id: str, ns: str, checkpoint_id: str) -> Proc[list[WriteR
     return [WriteRow(r[0], r[1], r[2], r[3]) for r in rows]
 
 
+_READ_WRITES_MANY = """
+SELECT w.ns, w.checkpoint_id, w.task_id, w.idx, w.channel, w.data
+FROM json_each(?) AS k
+JOIN writes w ON w.thread_id = ?
+ AND w.ns = json_extract(k.value, '$[0]') AND w.checkpoint_id = json_extract(k.value, '$[1]')"""
+
+
+def read_writes_many(
+    thread_id: str, keys: Sequence[tuple[str, str]]
+) -> Proc[dict[tuple[str, str], list[WriteRow]]]:
+    """Pending writes of a page of checkpoints, in one query."""
+    rows = yield Step(_READ_WRITES_MANY, (json.dumps([list(k) for k in keys]), thread_id))
+    out: dict[tuple[str, str], list[WriteRow]] = {(ns, cid): [] for ns, cid in keys}
+    for ns, checkpoint_id, task_id, idx, channel, data in rows:
+        out[(ns, checkpoint_id)].append(WriteRow(task_id, idx, channel, data))
+    return out
+
+
 # Ids are unique except for copy_thread's copies: prefer the first stored (the original).
 _LOCATE = """
 SELECT thread_id, ns FROM checkpoints WHERE checkpoint_id = ? ORDER BY rowid LIMIT 1"""

@@ -171,6 +171,11 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
     async def _aread_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
         return await self._arun(_sql.read_writes(thread_id, ns, checkpoint_id))
 
+    async def _aread_writes_many(
+        self, thread_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[WriteRow]]:
+        return await self._arun(_sql.read_writes_many(thread_id, keys))
+
     async def _alocate_checkpoint(self, checkpoint_id: str) -> tuple[str, str] | None:
         return await self._arun(_sql.locate_checkpoint(checkpoint_id))
 

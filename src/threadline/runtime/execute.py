@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Literal
 
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
-from ..graph.spec import NodeSpec
+from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
 
@@ -87,52 +87,104 @@ def _record_interrupt(task: Task, exc: GraphInterrupt) -> None:
     task.paused = not exc.interrupts
 
 
+# One task's life, written once: a generator that yields what must be done (call the node,
+# call a router, sleep before a retry) and receives the results. run_task and arun_task are
+# the sync and async drivers.
+_CallNode = tuple[Literal["node"], NodeSpec, Any, TaskContext]
+_CallRouter = tuple[Literal["router"], Branch, Any, RunnableConfig]
+_Sleep = tuple[Literal["sleep"], float]
+_Action = _CallNode | _CallRouter | _Sleep
+
+
+def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
+    node = core.spec.nodes[task.name]
+    attempt = 0
+    while True:
+        attempt += 1
+        ctx.calls = ctx.child_calls = 0
+        state = core.task_input(task)
+        try:
+            if node.subgraph is not None:
+                child_in = _child_input(node, state)
+                output = yield ("node", node, child_in, ctx)
+                returned = _child_changes(child_in, output)
+            else:
+                returned = yield ("node", node, state, ctx)
+            core.node_result(task, node, returned, state)
+            for branch in core.spec.branches.get(task.name, []):
+                result = yield ("router", branch, core.branch_view(task), ctx.config)
+                task.routes += branch.resolve(result)
+            task.done = True
+            return
+        except GraphInterrupt as exc:
+            _record_interrupt(task, exc)
+            return
+        except Exception as exc:
+            delay = _retry_delay(node, attempt, exc)
+            if delay is None:
+                task.error = exc
+                return
+            yield ("sleep", delay)
+
+
+def _call_node(action: _CallNode) -> Any:
+    _, node, state, ctx = action
+    if node.subgraph is not None:
+        return node.subgraph.invoke(state, ctx.config)
+    if node.is_async:
+        raise _no_sync(f"node {ctx.node!r}")
+    args, kwargs = _call_args(node, state, ctx)
+    returned = node.fn(*args, **kwargs)
+    if inspect.isawaitable(returned):
+        _close(returned)
+        raise _no_sync(f"node {ctx.node!r}")
+    return returned
+
+
+async def _acall_node(action: _CallNode) -> Any:
+    _, node, state, ctx = action
+    if node.subgraph is not None:
+        return await node.subgraph.ainvoke(state, ctx.config)
+    args, kwargs = _call_args(node, state, ctx)
+    if node.is_async:
+        return await node.fn(*args, **kwargs)
+    # to_thread copies the context: interrupt() and the stream writer work in sync nodes.
+    returned = await asyncio.to_thread(node.fn, *args, **kwargs)
+    return await returned if inspect.isawaitable(returned) else returned
+
+
+def _call_router(action: _CallRouter) -> Any:
+    _, branch, view, config = action
+    return branch.router(view, config) if branch.takes_config else branch.router(view)
+
+
 def run_task(
     core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
 ) -> None:
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
-    node = core.spec.nodes[task.name]
     ctx = _context(task, config, emit, parent)
+    steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
-        attempt = 0
+        action = next(steps)
         while True:
-            attempt += 1
-            ctx.calls = ctx.child_calls = 0
-            state = core.task_input(task)
             try:
-                if node.subgraph is not None:
-                    child_in = _child_input(node, state)
-                    returned = _child_changes(child_in, node.subgraph.invoke(child_in, config))
-                else:
-                    if node.is_async:
-                        raise _no_sync(f"node {task.name!r}")
-                    args, kwargs = _call_args(node, state, ctx)
-                    returned = node.fn(*args, **kwargs)
-                    if inspect.isawaitable(returned):
-                        _close(returned)
-                        raise _no_sync(f"node {task.name!r}")
-                core.node_result(task, node, returned, state)
-                for branch in core.spec.branches.get(task.name, []):
-                    view = core.branch_view(task)
-                    result = (
-                        branch.router(view, config) if branch.takes_config else branch.router(view)
-                    )
+                if action[0] == "node":
+                    result = _call_node(action)
+                elif action[0] == "router":
+                    result = _call_router(action)
                     if inspect.isawaitable(result):
                         _close(result)
                         raise _no_sync(f"the router after {task.name!r}")
-                    task.routes += branch.resolve(result)
-                task.done = True
-                return
-            except GraphInterrupt as exc:
-                _record_interrupt(task, exc)
-                return
+                else:
+                    time.sleep(action[1])
+                    result = None
             except Exception as exc:
-                delay = _retry_delay(node, attempt, exc)
-                if delay is None:
-                    task.error = exc
-                    return
-                time.sleep(delay)
+                action = steps.throw(exc)
+            else:
+                action = steps.send(result)
+    except StopIteration:
+        pass
     finally:
         leave(token)
 
@@ -141,49 +193,28 @@ async def arun_task(
     core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
 ) -> None:
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
-    node = core.spec.nodes[task.name]
     ctx = _context(task, config, emit, parent)
+    steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
-        attempt = 0
+        action = next(steps)
         while True:
-            attempt += 1
-            ctx.calls = ctx.child_calls = 0
-            state = core.task_input(task)
             try:
-                if node.subgraph is not None:
-                    child_in = _child_input(node, state)
-                    output = await node.subgraph.ainvoke(child_in, config)
-                    returned = _child_changes(child_in, output)
-                else:
-                    args, kwargs = _call_args(node, state, ctx)
-                    if node.is_async:
-                        returned = await node.fn(*args, **kwargs)
-                    else:
-                        # to_thread copies the context: interrupt() and the writer work there.
-                        returned = await asyncio.to_thread(node.fn, *args, **kwargs)
-                        if inspect.isawaitable(returned):
-                            returned = await returned
-                core.node_result(task, node, returned, state)
-                for branch in core.spec.branches.get(task.name, []):
-                    view = core.branch_view(task)
-                    result = (
-                        branch.router(view, config) if branch.takes_config else branch.router(view)
-                    )
+                if action[0] == "node":
+                    result = await _acall_node(action)
+                elif action[0] == "router":
+                    result = _call_router(action)
                     if inspect.isawaitable(result):
                         result = await result
-                    task.routes += branch.resolve(result)
-                task.done = True
-                return
-            except GraphInterrupt as exc:
-                _record_interrupt(task, exc)
-                return
+                else:
+                    await asyncio.sleep(action[1])
+                    result = None
             except Exception as exc:
-                delay = _retry_delay(node, attempt, exc)
-                if delay is None:
-                    task.error = exc
-                    return
-                await asyncio.sleep(delay)
+                action = steps.throw(exc)
+            else:
+                action = steps.send(result)
+    except StopIteration:
+        pass
     finally:
         leave(token)
 

@@ -20,6 +20,7 @@ from ..errors import CheckpointConflictError, CheckpointNotFoundError, Threadlin
 from .encoding import DEFAULT_SNAPSHOT_RATIO, ChainDecoder, ValueCache, encode_changes
 from .serde import MsgpackSerializer, Serializer
 from .types import (
+    ChannelChange,
     Checkpoint,
     CheckpointDraft,
     CheckpointRow,
@@ -541,18 +542,12 @@ class BaseCheckpointSaver:
             raise CheckpointNotFoundError(
                 f"cannot fork {source!r}: the thread has no checkpoint to copy"
             )
-        draft, _ = _fork_draft(src, metadata)
+        draft, pending = _fork_plan(src, metadata)
         saved = self.put(thread_id, src.checkpoint.ns, draft, expected_head=None)
-        self._copy_pending(thread_id, src, saved)
+        for task_id, writes in pending.items():
+            self.put_writes(thread_id, saved.ns, saved.id, task_id, writes, expected_head=saved.id)
         saved.values = src.checkpoint.values
         return saved
-
-    def _copy_pending(self, thread_id: str, src: CheckpointTuple, saved: Checkpoint) -> None:
-        by_task: dict[str, builtins.list[tuple[str, Any]]] = {}
-        for w in src.pending_writes:
-            by_task.setdefault(w.task_id, []).append((w.channel, w.value))
-        for task_id, writes in by_task.items():
-            self.put_writes(thread_id, saved.ns, saved.id, task_id, writes, expected_head=saved.id)
 
     # Thread operations: backends implement these directly.
 
@@ -752,12 +747,9 @@ class BaseCheckpointSaver:
             raise CheckpointNotFoundError(
                 f"cannot fork {source!r}: the thread has no checkpoint to copy"
             )
-        draft, _ = _fork_draft(src, metadata)
+        draft, pending = _fork_plan(src, metadata)
         saved = await self.aput(thread_id, src.checkpoint.ns, draft, expected_head=None)
-        by_task: dict[str, builtins.list[tuple[str, Any]]] = {}
-        for w in src.pending_writes:
-            by_task.setdefault(w.task_id, []).append((w.channel, w.value))
-        for task_id, writes in by_task.items():
+        for task_id, writes in pending.items():
             await self.aput_writes(
                 thread_id, saved.ns, saved.id, task_id, writes, expected_head=saved.id
             )
@@ -797,11 +789,10 @@ class BaseCheckpointSaver:
         """Async :meth:`close`."""
 
 
-def _fork_draft(
+def _fork_plan(
     src: CheckpointTuple, metadata: dict[str, Any] | None
-) -> tuple[CheckpointDraft, dict[str, Any]]:
-    from .types import ChannelChange
-
+) -> tuple[CheckpointDraft, dict[str, list[tuple[str, Any]]]]:
+    """What forking ``src`` writes: a checkpoint of full snapshots, and its pending writes."""
     c = src.checkpoint
     meta = {
         **c.metadata,
@@ -818,7 +809,10 @@ def _fork_draft(
         parent_id=None,
         base_refs={},
     )
-    return draft, meta
+    pending: dict[str, list[tuple[str, Any]]] = {}
+    for w in src.pending_writes:
+        pending.setdefault(w.task_id, []).append((w.channel, w.value))
+    return draft, pending
 
 
 def _where(row: CheckpointRow) -> str:

@@ -38,7 +38,6 @@ class StateGraph:
     def __init__(self, state_schema: Any) -> None:
         self.schema = StateSchema(state_schema)
         self.spec = GraphSpec()
-        self._compiled = False
 
     # ------------------------------------------------------------------ nodes
 

@@ -23,7 +23,6 @@ from ..checkpoint.types import (
     CheckpointTuple,
     PendingWrite,
     RunnableConfig,
-    VersionRef,
     make_config,
     new_checkpoint_id,
 )
@@ -168,9 +167,7 @@ class RunCore:
         self.checkpointing = checkpointing
         self.values: dict[str, Any] = {}
         self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
-        self.refs: Mapping[str, VersionRef] = {}
         self.dirty: dict[str, list[Any] | None] = {}
-        self.removed: set[str] = set()
         self.checkpoint_id: str | None = None  # the checkpoint the current tasks belong to
         self.saved_id: str | None = None  # the last checkpoint queued for saving
         self.step = -1
@@ -191,7 +188,6 @@ class RunCore:
             return
         c = loaded.checkpoint
         self.values = dict(c.values)
-        self.refs = c.refs
         self.checkpoint_id = self.saved_id = c.id
         self.step = c.step
         # Pending writes belong to the head: replaying an older checkpoint reruns its tasks.
@@ -432,7 +428,6 @@ class RunCore:
             joined = self._ready_joins()
             self.tasks = self._make_tasks([(writer, routes), ("__join__", joined)])
             self._checkpoint(source, [])
-        self._last_writer = writer
 
     def _last_node(self, *, strict: bool = True) -> str | None:
         names: list[str] = getattr(self, "_ran_last", [])
@@ -547,7 +542,6 @@ class RunCore:
             self.dirty[key] = None if prior is None or appended is None else prior + appended
         else:
             self.dirty[key] = appended
-        self.removed.discard(key)
 
     def _advance_joins(self, finished: Sequence[Task]) -> None:
         if not self.spec.joins:
@@ -639,6 +633,7 @@ class RunCore:
         if isinstance(user_meta, Mapping):
             metadata = {**user_meta, **metadata}
         changes = {k: ChannelChange(self.values[k], appended) for k, appended in self.dirty.items()}
+        # base_refs are left to whoever saves it: the refs of the checkpoint saved before.
         draft = CheckpointDraft(
             step=self.step,
             source=source,
@@ -646,12 +641,9 @@ class RunCore:
             tasks=[t.record() for t in self.tasks],
             changes=changes,
             parent_id=self.saved_id,
-            base_refs=self.refs,
-            removed=frozenset(self.removed),
             id=checkpoint_id,
         )
         self.dirty = {}
-        self.removed = set()
         self.saved_id = checkpoint_id
         return draft
 
@@ -676,9 +668,6 @@ class RunCore:
     def take_outbox(self) -> list[SaveOp]:
         ops, self.outbox = self.outbox, []
         return ops
-
-    def refs_saved(self, refs: Mapping[str, VersionRef]) -> None:
-        self.refs = refs
 
     def current_config(self) -> RunnableConfig:
         assert self.thread_id is not None

@@ -393,10 +393,18 @@ class BaseCheckpointSaver:
         return self.load(thread_id, ns, checkpoint_id, shared=False)
 
     def load(
-        self, thread_id: str, ns: str = "", checkpoint_id: str | None = None, *, shared: bool
+        self,
+        thread_id: str,
+        ns: str = "",
+        checkpoint_id: str | None = None,
+        *,
+        shared: bool,
+        task_writes_only: bool = False,
     ) -> CheckpointTuple | None:
         """Like :meth:`get_tuple`. With ``shared=True`` values may be shared with the cache and
-        must not be mutated (the runtime's fast path)."""
+        must not be mutated (the runtime's fast path). With ``task_writes_only=True`` a
+        checkpoint without tasks is returned without its pending writes (saves a query when
+        only the tasks' writes matter, as for the runtime)."""
         row = self._read_checkpoint(thread_id, ns, checkpoint_id)
         if row is None:
             if checkpoint_id is not None:
@@ -406,9 +414,10 @@ class BaseCheckpointSaver:
         missing = decoder.missing(row.refs)
         if missing:
             decoder.add_rows(self._read_versions(thread_id, missing))
-        values = decoder.values(row.refs)
-        writes = self._read_writes(thread_id, ns, row.id)
-        return CheckpointTuple(self._checkpoint(row, values), self._pending(row, writes))
+        checkpoint = self._checkpoint(row, decoder.values(row.refs))
+        skip = task_writes_only and not checkpoint.tasks
+        writes = [] if skip else self._read_writes(thread_id, ns, row.id)
+        return CheckpointTuple(checkpoint, self._pending(row, writes))
 
     def head_id(self, thread_id: str, ns: str = "") -> str | None:
         """The id of the checkpoint the thread's head points to, or None."""
@@ -616,7 +625,13 @@ class BaseCheckpointSaver:
         return await self.aload(thread_id, ns, checkpoint_id, shared=False)
 
     async def aload(
-        self, thread_id: str, ns: str = "", checkpoint_id: str | None = None, *, shared: bool
+        self,
+        thread_id: str,
+        ns: str = "",
+        checkpoint_id: str | None = None,
+        *,
+        shared: bool,
+        task_writes_only: bool = False,
     ) -> CheckpointTuple | None:
         """Async :meth:`load`."""
         row = await self._aread_checkpoint(thread_id, ns, checkpoint_id)
@@ -628,9 +643,10 @@ class BaseCheckpointSaver:
         missing = decoder.missing(row.refs)
         if missing:
             decoder.add_rows(await self._aread_versions(thread_id, missing))
-        values = decoder.values(row.refs)
-        writes = await self._aread_writes(thread_id, ns, row.id)
-        return CheckpointTuple(self._checkpoint(row, values), self._pending(row, writes))
+        checkpoint = self._checkpoint(row, decoder.values(row.refs))
+        skip = task_writes_only and not checkpoint.tasks
+        writes = [] if skip else await self._aread_writes(thread_id, ns, row.id)
+        return CheckpointTuple(checkpoint, self._pending(row, writes))
 
     async def ahead_id(self, thread_id: str, ns: str = "") -> str | None:
         """Async :meth:`head_id`."""

@@ -279,7 +279,7 @@ class CompiledStateGraph:
         saver = self._saver("get_state()")
         thread_id, ns, checkpoint_id = parse_config(config)
         # Cached values are shared; _snapshot hands out private (copy-on-read) ones.
-        found = saver.load(thread_id, ns, checkpoint_id, shared=True)
+        found = saver.load(thread_id, ns, checkpoint_id, shared=True, task_writes_only=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
             snapshot = self._with_subgraph_states(snapshot, found, saver)
@@ -289,7 +289,7 @@ class CompiledStateGraph:
         """Async :meth:`get_state`."""
         saver = self._saver("aget_state()")
         thread_id, ns, checkpoint_id = parse_config(config)
-        found = await saver.aload(thread_id, ns, checkpoint_id, shared=True)
+        found = await saver.aload(thread_id, ns, checkpoint_id, shared=True, task_writes_only=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
             snapshot = await self._awith_subgraph_states(snapshot, found, saver)

@@ -68,20 +68,24 @@ def open_thread(thread_id: str, ns: str, checkpoint_id: str | None) -> Procedure
     when the thread was already forked from it, the thread's head is used.
     """
     if checkpoint_id is None:
-        head = yield ("load", (thread_id, ns, None), {"shared": True})
+        head = yield ("load", (thread_id, ns, None), {"shared": True, "task_writes_only": True})
         return Opened(head, None if head is None else head.checkpoint.id, True)
     try:
-        loaded = yield ("load", (thread_id, ns, checkpoint_id), {"shared": True})
+        loaded = yield (
+            "load",
+            (thread_id, ns, checkpoint_id),
+            {"shared": True, "task_writes_only": True},
+        )
     except CheckpointNotFoundError:
         located = yield ("locate", (checkpoint_id,), {})
         if located is None:
             raise
         src_thread, src_ns = located
-        head = yield ("load", (thread_id, ns, None), {"shared": True})
+        head = yield ("load", (thread_id, ns, None), {"shared": True, "task_writes_only": True})
         if head is None:
             source = make_config(src_thread, src_ns, checkpoint_id)
             yield ("fork", (source, thread_id), {})
-            head = yield ("load", (thread_id, ns, None), {"shared": True})
+            head = yield ("load", (thread_id, ns, None), {"shared": True, "task_writes_only": True})
             return Opened(head, head.checkpoint.id, True)
         forked = yield (
             "list_first",

@@ -279,6 +279,43 @@ def test_get_state_with_subgraphs(saver: BaseCheckpointSaver) -> None:
     assert all(t.state is None for t in app.get_state(config, subgraphs=True).tasks)
 
 
+def test_get_state_with_subgraphs_called_inside_a_node(saver: BaseCheckpointSaver) -> None:
+    """A graph invoked from a node function is shown too, with its values as a dict."""
+    calls = Calls()
+    app = _outer(calls, _inner(calls, ask=True), as_function=True).compile(checkpointer=saver)
+    config = _config()
+    app.invoke({"messages": []}, config)
+
+    (task,) = app.get_state(config, subgraphs=True).tasks
+    child = task.state
+    assert isinstance(child, StateSnapshot)
+    assert child.next == ("ask",)
+    assert child.values == {"messages": ["inner_a"], "topic": ""}
+    assert [i.value for i in child.interrupts] == ["name?"]
+    assert child.config["configurable"]["checkpoint_ns"] == f"sub:{task.id}"
+
+
+async def test_aget_state_with_subgraphs_called_inside_a_node(
+    asaver: BaseCheckpointSaver,
+) -> None:
+    calls = Calls()
+    inner = _inner(calls, ask=True)
+
+    async def sub(state: State) -> dict[str, Any]:
+        out = await inner.ainvoke({"messages": [], "topic": ""})
+        return {"messages": out["messages"]}
+
+    builder = StateGraph(State)
+    builder.add_node("sub", sub)
+    builder.add_edge(START, "sub")
+    app = builder.compile(checkpointer=asaver)
+    config = _config()
+    await app.ainvoke({"messages": []}, config)
+    (task,) = (await app.aget_state(config, subgraphs=True)).tasks
+    assert task.state is not None and task.state.next == ("ask",)
+    assert task.state.values == {"messages": ["inner_a"], "topic": ""}
+
+
 def test_two_levels_of_subgraphs(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     inner = _inner(calls, ask=True)

@@ -282,7 +282,7 @@ class CompiledStateGraph:
         found = saver.load(thread_id, ns, checkpoint_id, shared=True, task_writes_only=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
-            snapshot = self._with_subgraph_states(snapshot, found, saver)
+            snapshot = drive(self._subgraph_states(snapshot, found), saver)
         return snapshot
 
     async def aget_state(self, config: RunnableConfig, *, subgraphs: bool = False) -> StateSnapshot:
@@ -292,7 +292,7 @@ class CompiledStateGraph:
         found = await saver.aload(thread_id, ns, checkpoint_id, shared=True, task_writes_only=True)
         snapshot = self._snapshot(found, thread_id, ns)
         if subgraphs and found is not None:
-            snapshot = await self._awith_subgraph_states(snapshot, found, saver)
+            snapshot = await adrive(self._subgraph_states(snapshot, found), saver)
         return snapshot
 
     def get_state_history(
@@ -385,93 +385,84 @@ class CompiledStateGraph:
     # ------------------------------------------------------------------ snapshots
 
     def _snapshot(self, found: CheckpointTuple | None, thread_id: str, ns: str) -> StateSnapshot:
-        if found is None:
-            return StateSnapshot(
-                values=self._values_out({}),
-                next=(),
-                config=make_config(thread_id, ns, ""),
-                metadata=None,
-                created_at=None,
-                parent_config=None,
-                tasks=(),
-                interrupts=(),
+        return _snapshot_of(self.schema, found, thread_id, ns)
+
+    def _subgraph_states(
+        self, snapshot: StateSnapshot, found: CheckpointTuple
+    ) -> Procedure[StateSnapshot]:
+        """Fill ``task.state`` of pending tasks that run a subgraph with its own snapshot.
+
+        A subgraph added as a node is shown in its own state schema; a graph invoked inside a
+        node function (which this graph cannot see) is shown with its values as a dict.
+        """
+        c = found.checkpoint
+        tasks = []
+        for task in snapshot.tasks:
+            if task.result is not None:
+                tasks.append(task)
+                continue
+            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            child_found = yield (
+                "load",
+                (c.thread_id, child_ns, None),
+                {"shared": True, "task_writes_only": True},
             )
-        tasks, _ = tasks_of(found)
-        # Finished tasks are not "next", unless all finished and the step awaits applying.
-        pending = [t for t in tasks if not t.done] or tasks
-        interrupts = tuple(t.pending_interrupt for t in pending if t.pending_interrupt)
-        c = found.checkpoint
+            if child_found is None:
+                tasks.append(task)
+                continue
+            node = self.spec.nodes.get(task.name)
+            graph = node.subgraph if node is not None and node.subgraph is not None else None
+            if graph is None:
+                child = _snapshot_of(_ANY_STATE, child_found, c.thread_id, child_ns)
+            else:
+                child = graph._snapshot(child_found, c.thread_id, child_ns)
+                child = yield from graph._subgraph_states(child, child_found)
+            tasks.append(task._replace(state=child))
+        return snapshot._replace(tasks=tuple(tasks))
+
+
+def _snapshot_of(
+    schema: StateSchema, found: CheckpointTuple | None, thread_id: str, ns: str
+) -> StateSnapshot:
+    if found is None:
         return StateSnapshot(
-            values=self._values_out(c.values),
-            next=tuple(t.name for t in pending),
-            config=found.config,
-            metadata=c.metadata,
-            created_at=c.created_at.isoformat(),
-            parent_config=found.parent_config,
-            tasks=tuple(_state_task(t) for t in tasks),
-            interrupts=interrupts,
+            values=_values_out(schema, {}),
+            next=(),
+            config=make_config(thread_id, ns, ""),
+            metadata=None,
+            created_at=None,
+            parent_config=None,
+            tasks=(),
+            interrupts=(),
         )
+    tasks, _ = tasks_of(found)
+    # Finished tasks are not "next", unless all finished and the step awaits applying.
+    pending = [t for t in tasks if not t.done] or tasks
+    interrupts = tuple(t.pending_interrupt for t in pending if t.pending_interrupt)
+    c = found.checkpoint
+    return StateSnapshot(
+        values=_values_out(schema, c.values),
+        next=tuple(t.name for t in pending),
+        config=found.config,
+        metadata=c.metadata,
+        created_at=c.created_at.isoformat(),
+        parent_config=found.parent_config,
+        tasks=tuple(_state_task(t) for t in tasks),
+        interrupts=interrupts,
+    )
 
-    def _values_out(self, values: Mapping[str, Any]) -> Any:
-        keep = {k: v for k, v in values.items() if k != JOINS}
-        if self.schema.kind != "dict":
-            keep = {k: v for k, v in keep.items() if k in self.schema.channels}
-        try:
-            return self.schema.output(keep)
-        except Exception:
-            return keep  # a dataclass state without its required fields yet
 
-    def _with_subgraph_states(
-        self, snapshot: StateSnapshot, found: CheckpointTuple, saver: BaseCheckpointSaver
-    ) -> StateSnapshot:
-        """Fill ``task.state`` of pending subgraph tasks with the subgraph's own snapshot."""
-        c = found.checkpoint
-        tasks = []
-        for task in snapshot.tasks:
-            node = self.spec.nodes.get(task.name)
-            if node is None or node.subgraph is None or task.result is not None:
-                tasks.append(task)
-                continue
-            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
-            child = node.subgraph.get_state_in(saver, c.thread_id, child_ns)
-            tasks.append(task._replace(state=child))
-        return snapshot._replace(tasks=tuple(tasks))
+def _values_out(schema: StateSchema, values: Mapping[str, Any]) -> Any:
+    keep = {k: v for k, v in values.items() if k != JOINS}
+    if schema.kind != "dict":
+        keep = {k: v for k, v in keep.items() if k in schema.channels}
+    try:
+        return schema.output(keep)
+    except Exception:
+        return keep  # a dataclass state without its required fields yet
 
-    def get_state_in(
-        self, saver: BaseCheckpointSaver, thread_id: str, ns: str
-    ) -> StateSnapshot | None:
-        """This graph's state as a subgraph stored under ``ns`` (None if it never ran)."""
-        found = saver.load(thread_id, ns, None, shared=False)
-        if found is None:
-            return None
-        snapshot = self._snapshot(found, thread_id, ns)
-        return self._with_subgraph_states(snapshot, found, saver)
 
-    async def _awith_subgraph_states(
-        self, snapshot: StateSnapshot, found: CheckpointTuple, saver: BaseCheckpointSaver
-    ) -> StateSnapshot:
-        """Async :meth:`_with_subgraph_states`."""
-        c = found.checkpoint
-        tasks = []
-        for task in snapshot.tasks:
-            node = self.spec.nodes.get(task.name)
-            if node is None or node.subgraph is None or task.result is not None:
-                tasks.append(task)
-                continue
-            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
-            child = await node.subgraph.aget_state_in(saver, c.thread_id, child_ns)
-            tasks.append(task._replace(state=child))
-        return snapshot._replace(tasks=tuple(tasks))
-
-    async def aget_state_in(
-        self, saver: BaseCheckpointSaver, thread_id: str, ns: str
-    ) -> StateSnapshot | None:
-        """Async :meth:`get_state_in`."""
-        found = await saver.aload(thread_id, ns, None, shared=False)
-        if found is None:
-            return None
-        snapshot = self._snapshot(found, thread_id, ns)
-        return await self._awith_subgraph_states(snapshot, found, saver)
+_ANY_STATE = StateSchema(dict)  # for a graph we only know from storage
 
 
 def _state_task(task: Task) -> StateTask:

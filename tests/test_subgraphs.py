@@ -517,3 +517,59 @@ async def test_async_failure_in_a_subgraph_resumes_inside_it(
     result = await app.ainvoke(None, config)
     assert result["messages"] == ["before", "inner_a", "inner_b", "after"]
     assert (calls["before"], calls["inner_a"], calls["inner_b"]) == (1, 1, 2)
+
+
+def test_many_parallel_subgraphs_with_parallel_steps_do_not_deadlock(
+    saver: BaseCheckpointSaver,
+) -> None:
+    """More Send tasks than the shared worker pool has threads each run a subgraph whose step
+    runs two nodes that must meet at a barrier: nested steps need workers of their own."""
+    from threadline.runtime.compiled import _POOL
+    from threadline.types import Send
+
+    workers = _POOL._max_workers
+    count = workers + 8
+    barriers: dict[int, threading.Barrier] = {}
+    # The first `workers` parents wait for each other, so every shared worker is taken before
+    # any subgraph starts: without workers of their own, the subgraphs' tasks would starve.
+    all_busy = threading.Barrier(workers, timeout=30)
+
+    class Inner(TypedDict):
+        key: int
+        messages: Annotated[list[str], operator.add]
+
+    def meet(name: str) -> Any:
+        def node(state: Inner) -> dict[str, Any]:
+            barriers[state["key"]].wait()  # both nodes of this subgraph run at once
+            return {"messages": [name]}
+
+        return node
+
+    inner = StateGraph(Inner)
+    inner.add_node("left", meet("left"))
+    inner.add_node("right", meet("right"))
+    inner.add_edge(START, "left")
+    inner.add_edge(START, "right")
+    sub = inner.compile()
+
+    class Outer(TypedDict):
+        items: list[int]
+        messages: Annotated[list[str], operator.add]
+
+    def work(arg: dict[str, int]) -> dict[str, Any]:
+        barriers[arg["i"]] = threading.Barrier(2, timeout=30)
+        if arg["i"] < workers:
+            all_busy.wait()
+        out = sub.invoke({"key": arg["i"], "messages": []})
+        return {"messages": [f"{arg['i']}:{'+'.join(sorted(out['messages']))}"]}
+
+    outer = StateGraph(Outer)
+    outer.add_node("plan", lambda s: {})
+    outer.add_node("work", work)
+    outer.add_edge(START, "plan")
+    outer.add_conditional_edges(
+        "plan", lambda s: [Send("work", {"i": i}) for i in s["items"]], ["work"]
+    )
+    app = outer.compile(checkpointer=saver)
+    result = app.invoke({"items": list(range(count)), "messages": []}, _config())
+    assert sorted(result["messages"]) == sorted(f"{i}:left+right" for i in range(count))

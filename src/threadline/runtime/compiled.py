@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import queue
+import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,12 @@ __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 25
 STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="threadline")
+_POOL_PREFIX = "threadline"
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
+
+
+def _nested_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix=f"{_POOL_PREFIX}-nested")
 
 
 @dataclass
@@ -723,11 +729,15 @@ class _SyncRun(_RunBase):
             self.core.finish_task(task, alone=True)
             self._save(persister)
             return
+        # A step of a run nested in one of our workers (a subgraph called by a parallel task)
+        # gets workers of its own: queueing behind its parent on the shared pool can deadlock.
+        nested = threading.current_thread().name.startswith(_POOL_PREFIX)
+        pool = _nested_pool(len(todo)) if nested else _POOL
         futures = {}
         for task in todo:
             self.debug("task", task)
             futures[
-                _POOL.submit(
+                pool.submit(
                     _in_context,
                     run_task,
                     self.core,
@@ -738,17 +748,21 @@ class _SyncRun(_RunBase):
                 )
             ] = task
         pending = set(futures)
-        while pending:
-            done, pending = concurrent.futures.wait(
-                pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            for f in done:
-                f.result()
-                task = futures[f]
-                self.core.finish_task(task, alone=alone)
-                self.debug("task_result", task)
-                self._save(persister)
-            yield from self.drain()
+        try:
+            while pending:
+                done, pending = concurrent.futures.wait(
+                    pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for f in done:
+                    f.result()
+                    task = futures[f]
+                    self.core.finish_task(task, alone=alone)
+                    self.debug("task_result", task)
+                    self._save(persister)
+                yield from self.drain()
+        finally:
+            if pool is not _POOL:
+                pool.shutdown(wait=False)
 
 
 def _in_context(fn: Any, *args: Any) -> Any:

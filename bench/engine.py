@@ -107,6 +107,25 @@ def chat_graph(lib: dict[str, Any], checkpointer: Any, rng: random.Random) -> An
     return builder.compile(checkpointer=checkpointer)
 
 
+def async_chat_graph(lib: dict[str, Any], checkpointer: Any, rng: random.Random) -> Any:
+    """The chat graph with async nodes, as an async server would write it."""
+    builder = lib["StateGraph"](ChatState)
+    texts = [text(1024, rng) for _ in range(256)]
+
+    async def assistant(state: ChatState) -> dict[str, list[dict[str, str]]]:
+        return {"messages": [{"role": "assistant", "content": rng.choice(texts)}]}
+
+    async def critic(state: ChatState) -> dict[str, list[dict[str, str]]]:
+        return {"messages": [{"role": "critic", "content": rng.choice(texts)}]}
+
+    builder.add_node("assistant", assistant)
+    builder.add_node("critic", critic)
+    builder.add_edge(lib["START"], "assistant")
+    builder.add_edge("assistant", "critic")
+    builder.add_edge("critic", lib["END"])
+    return builder.compile(checkpointer=checkpointer)
+
+
 def conversation_ms(lib: dict[str, Any], turns: int) -> tuple[float, float]:
     """Median ms per turn over turns 1-10 and over the last 10 turns of one long thread."""
     rng = random.Random(7)

@@ -4,7 +4,7 @@ Each turn appends a 1 KB user message and runs 2 nodes that each append a 1 KB m
 random text (900 messages, about 0.9 MB of payload). For each backend and library it prints the
 median per-turn time over turns 1-10 and 291-300, bytes stored after the last turn, the time to
 read the full history, the median time of get_state, and the ratios. Then 50 threads at once on
-the async Postgres saver with a pool: steps (checkpoints) per second.
+the async Postgres saver with a pool (async nodes): steps (checkpoints) per second.
 
 Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -212,7 +212,7 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | 
                 await saver.asetup()
             else:
                 await saver.setup()
-            app = engine.chat_graph(lib, saver, rng)
+            app = engine.async_chat_graph(lib, saver, rng)
 
             async def one(i: int) -> None:
                 config = {"configurable": {"thread_id": f"t{i}"}}

@@ -124,4 +124,3 @@ async def test_postgres_url_async() -> None:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-

@@ -178,6 +178,7 @@ class RunCore:
         self.interrupted = False
         self.interrupts: list[Interrupt] = []
         self.finished_tasks: list[Task] = []
+        self._ran_last: list[str] = []  # nodes of the step before (update_state's default)
         self._node_order = {name: i for i, name in enumerate(spec.nodes)}
 
     # ------------------------------------------------------------------ starting
@@ -205,7 +206,7 @@ class RunCore:
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
         routes = [*self.spec.edges.get(START, []), *gotos]
-        routes += self._route_branches(START, self.values, updates)
+        routes += self._route_branches(START, self.values)
         self.tasks = self._make_tasks([(START, routes)])
         self.paused_here = False
         self._checkpoint("input", [])
@@ -407,21 +408,19 @@ class RunCore:
         if keep_tasks:
             # Same pending tasks (same ids, so interrupts and answers still match); finished
             # siblings keep their results, failed ones run again.
-            carried = [t for t in self.tasks]
-            for t in carried:
+            for t in self.tasks:
                 t.error = None
-            self.tasks = carried
             self._checkpoint(source, [], carry=True)
             if self.paused_here and self.checkpointing and self.checkpoint_id is not None:
                 # Paused before these tasks (interrupt_before): the new checkpoint keeps the
                 # mark, so invoke(None, config) runs them instead of pausing again.
-                names = sorted({t.name for t in carried if not t.done})
+                names = sorted({t.name for t in self.tasks if not t.done})
                 self.outbox.append(
                     SaveWrites(self.checkpoint_id, PAUSED, [(PAUSED_BEFORE, names)], 0)
                 )
         else:
             routes = [*self.spec.edges.get(writer, [])]
-            routes += self._route_branches(writer, self.values, updates)
+            routes += self._route_branches(writer, self.values)
             if isinstance(values, Command):
                 routes += _as_targets(values.goto)
             self._advance_joins([Task(id="", name=writer)])
@@ -430,7 +429,7 @@ class RunCore:
             self._checkpoint(source, [])
 
     def _last_node(self, *, strict: bool = True) -> str | None:
-        names: list[str] = getattr(self, "_ran_last", [])
+        names = self._ran_last
         if len(names) > 1:
             if not strict:
                 return None
@@ -453,7 +452,7 @@ class RunCore:
             update = dict(update)
         return self.schema.updates_from(update, who=who)
 
-    def _route_branches(self, source: str, values: Mapping[str, Any], _: Any) -> list[Any]:
+    def _route_branches(self, source: str, values: Mapping[str, Any]) -> list[Any]:
         """Evaluate sync routers of ``source`` (used for START and update_state)."""
         out: list[Any] = []
         branches = self.spec.branches.get(source, [])

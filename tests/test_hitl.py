@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import itertools
 import operator
-import threading
 import uuid
-from collections import Counter
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from counting import Calls, fresh_config
 
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.errors import ThreadlineError
@@ -22,26 +21,6 @@ class State(TypedDict, total=False):
     log: Annotated[list[str], operator.add]
     draft: str
     topic: str
-
-
-class Calls:
-    """A thread-safe execution counter."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def hit(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
-
-    def __getitem__(self, name: str) -> int:
-        with self._lock:
-            return self.counts[name]
-
-
-def _config() -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
 
 
 def _chain(names: list[str], calls: Calls) -> StateGraph:
@@ -96,7 +75,7 @@ def _history(app: Any, config: dict[str, Any]) -> list[Any]:
 def test_interrupt_before_at_compile(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver, interrupt_before=["b"])
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"log": []}, config)
     assert result == {"log": ["a"]}
     assert calls["b"] == 0
@@ -111,7 +90,7 @@ def test_interrupt_before_at_compile(saver: BaseCheckpointSaver) -> None:
 def test_interrupt_after_at_compile(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver, interrupt_after=["a"])
-    config = _config()
+    config = fresh_config()
     assert app.invoke({"log": []}, config) == {"log": ["a"]}
     assert app.get_state(config).next == ("b",)
     assert calls["b"] == 0
@@ -122,7 +101,7 @@ def test_interrupt_after_at_compile(saver: BaseCheckpointSaver) -> None:
 def test_continue_does_not_pause_again_at_the_same_place(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver, interrupt_before=["b", "c"])
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": []}, config)
     assert app.get_state(config).next == ("b",)
     # Continuing runs b, then stops before c (the next place), not before b again.
@@ -146,7 +125,7 @@ def test_interrupt_before_a_node_that_runs_again_in_a_loop(saver: BaseCheckpoint
         "work", lambda s: "work" if len(s["log"]) < 2 else END, ["work", END]
     )
     app = builder.compile(checkpointer=saver, interrupt_before=["work"])
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": []}, config)
     assert calls["work"] == 0
     app.invoke(None, config)  # runs work once, then pauses before its second visit
@@ -159,7 +138,7 @@ def test_interrupt_before_a_node_that_runs_again_in_a_loop(saver: BaseCheckpoint
 def test_interrupt_star_pauses_before_every_node(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b"], calls).compile(checkpointer=saver, interrupt_before="*")
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": []}, config)
     assert app.get_state(config).next == ("a",)
     app.invoke(None, config)
@@ -170,27 +149,27 @@ def test_interrupt_star_pauses_before_every_node(saver: BaseCheckpointSaver) -> 
 def test_interrupt_before_and_after_per_invoke(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     assert app.invoke({"log": []}, config, interrupt_before=["b"]) == {"log": ["a"]}
     assert app.get_state(config).next == ("b",)
     assert app.invoke(None, config, interrupt_after=["b"]) == {"log": ["a", "b"]}
     assert app.get_state(config).next == ("c",)
     assert app.invoke(None, config) == {"log": ["a", "b", "c"]}
     # Per-call options do not stick to the compiled graph.
-    assert app.invoke({"log": []}, _config())["log"] == ["a", "b", "c"]
+    assert app.invoke({"log": []}, fresh_config())["log"] == ["a", "b", "c"]
 
 
 def test_per_call_interrupt_overrides_compile_time(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b"], calls).compile(checkpointer=saver, interrupt_before=["b"])
-    config = _config()
+    config = fresh_config()
     assert app.invoke({"log": []}, config, interrupt_before=[]) == {"log": ["a", "b"]}
 
 
 def test_interrupt_before_and_after_in_stream(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     chunks = list(app.stream({"log": []}, config, stream_mode="updates", interrupt_after=["a"]))
     assert chunks == [{"a": {"log": ["a"]}}]
     assert app.get_state(config).next == ("b",)
@@ -208,7 +187,7 @@ def test_interrupt_before_and_after_in_stream(saver: BaseCheckpointSaver) -> Non
 def test_interrupt_value_reaches_the_caller(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"topic": "otters", "log": []}, config)
     (pending,) = result["__interrupt__"]
     assert isinstance(pending, Interrupt)
@@ -226,7 +205,7 @@ def test_interrupt_value_reaches_the_caller(saver: BaseCheckpointSaver) -> None:
 
 def test_interrupt_arrives_as_a_stream_event(saver: BaseCheckpointSaver) -> None:
     app = _review_graph(Calls()).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     chunks = list(app.stream({"topic": "otters", "log": []}, config, stream_mode="updates"))
     assert chunks[0] == {"write": {"draft": "about otters", "log": ["write"]}}
     last = chunks[-1]
@@ -241,7 +220,7 @@ def test_resume_reruns_the_node_and_interrupt_returns_the_answer(
 ) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"topic": "otters", "log": []}, config)
     result = app.invoke(Command(resume="approve"), config)
     assert result == {
@@ -260,7 +239,7 @@ def test_resume_reruns_the_node_and_interrupt_returns_the_answer(
 
 def test_resume_with_an_edit(saver: BaseCheckpointSaver) -> None:
     app = _review_graph(Calls()).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"topic": "otters", "log": []}, config)
     result = app.invoke(Command(resume="Eleven facts"), config)
     assert result["draft"] == "Eleven facts"
@@ -284,7 +263,7 @@ def test_several_interrupts_in_one_node_are_answered_in_order(
     builder.add_node("form", form)
     builder.add_edge(START, "form")
     app = builder.compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
 
     first = app.invoke({"log": []}, config)["__interrupt__"]
     assert [i.value for i in first] == ["name?"]
@@ -323,7 +302,7 @@ def _two_askers(calls: Calls) -> StateGraph:
 def test_parallel_interrupts_are_answered_together(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _two_askers(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"log": []}, config)
     pending = {i.value: i for i in result["__interrupt__"]}
     assert set(pending) == {"question a", "question b"}
@@ -338,7 +317,7 @@ def test_parallel_interrupts_are_answered_together(saver: BaseCheckpointSaver) -
 def test_parallel_interrupts_answered_one_at_a_time(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _two_askers(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     pending = {i.value: i for i in app.invoke({"log": []}, config)["__interrupt__"]}
     result = app.invoke(Command(resume={pending["question a"].id: "yes"}), config)
     # Still paused on b, with the same interrupt id; a's answer is kept.
@@ -357,7 +336,7 @@ def test_parallel_interrupts_answered_one_at_a_time(saver: BaseCheckpointSaver) 
 def test_update_state_while_paused_keeps_the_question(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     pending = app.invoke({"topic": "otters", "log": []}, config)["__interrupt__"]
     app.update_state(config, {"draft": "A better draft"})
     state = app.get_state(config)
@@ -376,7 +355,7 @@ def test_update_state_while_paused_keeps_the_question(saver: BaseCheckpointSaver
 def test_update_state_while_paused_before_a_node(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver, interrupt_before=["publish"])
-    config = _config()
+    config = fresh_config()
     app.invoke({"topic": "otters", "log": []}, config)
     app.invoke(Command(resume="approve"), config)
     assert app.get_state(config).next == ("publish",)
@@ -390,7 +369,7 @@ def test_update_state_while_paused_before_a_node(saver: BaseCheckpointSaver) -> 
 def test_resume_and_update_at_once(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"topic": "otters", "log": []}, config)
     result = app.invoke(Command(resume="approve", update={"draft": "edited first"}), config)
     assert result["draft"] == "edited first"
@@ -412,13 +391,13 @@ def test_resume_and_update_after_a_parallel_step(saver: BaseCheckpointSaver) -> 
     builder.add_edge(START, "y")
     builder.add_edge(["x", "y"], "review")
     app = builder.compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": [], "draft": "v1"}, config)
     assert app.get_state(config).next == ("review",)
     result = app.invoke(Command(resume="yes", update={"draft": "v2"}), config)
     assert result["log"] == ["x", "y", "yes:v2"]
     app2 = builder.compile(checkpointer=saver)
-    config2 = _config()
+    config2 = fresh_config()
     app2.invoke({"log": [], "draft": "v1"}, config2)
     app2.update_state(config2, {"draft": "v3"})
     assert app2.invoke(Command(resume="ok"), config2)["log"] == ["x", "y", "ok:v3"]
@@ -443,7 +422,7 @@ def _snapshot(app: Any, config: dict[str, Any]) -> tuple[int, Any, Any]:
 def test_resume_a_thread_that_is_not_paused(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _chain(["a", "b"], calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": []}, config)
     before = _snapshot(app, config)
     with pytest.raises(ThreadlineError, match="not paused"):
@@ -459,7 +438,7 @@ def test_resume_a_thread_paused_before_a_node_is_not_an_answer(
 ) -> None:
     calls = Calls()
     app = _chain(["a", "b"], calls).compile(checkpointer=saver, interrupt_before=["b"])
-    config = _config()
+    config = fresh_config()
     app.invoke({"log": []}, config)
     before = _snapshot(app, config)
     with pytest.raises(ThreadlineError, match="invoke\\(None, config\\)"):
@@ -470,7 +449,7 @@ def test_resume_a_thread_paused_before_a_node_is_not_an_answer(
 
 def test_resume_a_thread_that_does_not_exist(saver: BaseCheckpointSaver) -> None:
     app = _review_graph(Calls()).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     with pytest.raises(ThreadlineError, match="nothing to resume"):
         app.invoke(Command(resume="approve"), config)
     assert _history(app, config) == []
@@ -479,7 +458,7 @@ def test_resume_a_thread_that_does_not_exist(saver: BaseCheckpointSaver) -> None
 def test_answer_to_an_unknown_interrupt_id(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     (pending,) = app.invoke({"topic": "otters", "log": []}, config)["__interrupt__"]
     before = _snapshot(app, config)
     bogus = uuid.uuid4().hex
@@ -498,7 +477,7 @@ def test_answer_to_an_unknown_interrupt_id(saver: BaseCheckpointSaver) -> None:
 def test_bare_answer_to_several_interrupts(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _two_askers(calls).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     pending = app.invoke({"log": []}, config)["__interrupt__"]
     before = _snapshot(app, config)
     with pytest.raises(ThreadlineError) as info:
@@ -529,7 +508,7 @@ async def test_async_interrupt_and_resume(asaver: BaseCheckpointSaver) -> None:
     builder.add_edge(START, "review")
     builder.add_edge("review", "publish")
     app = builder.compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     result = await app.ainvoke({"log": []}, config)
     (pending,) = result["__interrupt__"]
     assert pending.value == {"ask": "approve?"}
@@ -544,7 +523,7 @@ async def test_async_interrupt_and_resume(asaver: BaseCheckpointSaver) -> None:
 async def test_async_interrupt_before_and_parallel_answers(asaver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _two_askers(calls).compile(checkpointer=asaver, interrupt_before=["done"])
-    config = _config()
+    config = fresh_config()
     pending = (await app.ainvoke({"log": []}, config))["__interrupt__"]
     assert len(pending) == 2
     with pytest.raises(ThreadlineError, match="2 pending interrupts"):
@@ -559,7 +538,7 @@ async def test_async_interrupt_before_and_parallel_answers(asaver: BaseCheckpoin
 async def test_async_update_state_while_paused(asaver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _review_graph(calls).compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     await app.ainvoke({"topic": "otters", "log": []}, config)
     await app.aupdate_state(config, {"draft": "async draft"})
     assert (await app.aget_state(config)).next == ("review",)

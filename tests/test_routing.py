@@ -6,11 +6,10 @@ from __future__ import annotations
 import operator
 import threading
 import time
-import uuid
-from collections import Counter
 from typing import Annotated, Any, Literal, TypedDict
 
 import pytest
+from counting import Calls, fresh_config
 
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.errors import InvalidUpdateError
@@ -24,26 +23,6 @@ class State(TypedDict, total=False):
     vip: bool
     seen: bool
     results: Annotated[list[str], operator.add]
-
-
-class Calls:
-    """A thread-safe execution counter."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def hit(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
-
-    def __getitem__(self, name: str) -> int:
-        with self._lock:
-            return self.counts[name]
-
-
-def _config() -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
 
 
 # ---------------------------------------------------------------------- Command(goto=...)
@@ -68,12 +47,12 @@ def _triage_graph() -> StateGraph:
 
 def test_command_goto_routes_and_writes_state(saver: BaseCheckpointSaver) -> None:
     app = _triage_graph().compile(checkpointer=saver)
-    assert app.invoke({"vip": True, "log": []}, _config()) == {
+    assert app.invoke({"vip": True, "log": []}, fresh_config()) == {
         "vip": True,
         "seen": True,
         "log": ["triage", "urgent seen=True"],
     }
-    config = _config()
+    config = fresh_config()
     assert app.invoke({"vip": False, "log": []}, config)["log"] == ["triage", "later seen=True"]
     # The route is part of the checkpoint after triage.
     history = list(app.get_state_history(config))
@@ -100,7 +79,7 @@ def test_command_goto_a_list_runs_them_in_one_step(saver: BaseCheckpointSaver) -
     builder.add_node("b", make("b"))
     builder.add_edge(START, "fan")
     app = builder.compile(checkpointer=saver)
-    assert app.invoke({"log": []}, _config())["log"] == ["fan", "a", "b"]
+    assert app.invoke({"log": []}, fresh_config())["log"] == ["fan", "a", "b"]
 
 
 def test_command_goto_send(saver: BaseCheckpointSaver) -> None:
@@ -114,7 +93,7 @@ def test_command_goto_send(saver: BaseCheckpointSaver) -> None:
     builder.add_node("work", lambda arg: {"results": [arg["item"].upper()]})
     builder.add_edge(START, "plan")
     app = builder.compile(checkpointer=saver)
-    result = app.invoke({"items": ["x", "y"], "log": []}, _config())
+    result = app.invoke({"items": ["x", "y"], "log": []}, fresh_config())
     assert result["results"] == ["X", "Y"]
     assert result["log"] == ["plan"]
 
@@ -125,13 +104,13 @@ def test_command_goto_unknown_node_is_an_error(saver: BaseCheckpointSaver) -> No
     builder.add_edge(START, "go")
     app = builder.compile(checkpointer=saver)
     with pytest.raises(InvalidUpdateError, match="nowhere"):
-        app.invoke({"log": []}, _config())
+        app.invoke({"log": []}, fresh_config())
 
 
 def test_command_as_input_routes(saver: BaseCheckpointSaver) -> None:
     app = _triage_graph().compile(checkpointer=saver)
     result = app.invoke(
-        Command(update={"vip": False, "seen": True, "log": []}, goto="urgent"), _config()
+        Command(update={"vip": False, "seen": True, "log": []}, goto="urgent"), fresh_config()
     )
     # The input's goto runs alongside the entry node.
     assert "urgent seen=True" in result["log"]
@@ -209,7 +188,7 @@ def test_send_runs_once_per_send_with_its_own_input(saver: BaseCheckpointSaver) 
         return {"results": [arg["item"].upper()]}
 
     app = _map_reduce(calls, work).compile(checkpointer=saver)
-    result = app.invoke({"items": ["a", "b", "a"], "log": []}, _config())
+    result = app.invoke({"items": ["a", "b", "a"], "log": []}, fresh_config())
     assert sorted(seen, key=str) == [{"item": "a"}, {"item": "a"}, {"item": "b"}]
     assert result["results"] == ["A", "B", "A"]
     assert result["log"] == ["plan", "reduce A,B,A"]
@@ -224,7 +203,7 @@ def test_sends_run_in_the_same_step(saver: BaseCheckpointSaver) -> None:
         return {"results": [arg["item"]]}
 
     app = _map_reduce(Calls(), work).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"items": ["a", "b", "c"], "log": []}, config)
     history = list(app.get_state_history(config))
     work_steps = [s for s in history if "work" in (s.metadata or {}).get("nodes", [])]
@@ -242,7 +221,7 @@ def test_send_results_merge_in_send_order(saver: BaseCheckpointSaver) -> None:
 
     app = _map_reduce(Calls(), work).compile(checkpointer=saver)
     for _ in range(2):
-        result = app.invoke({"items": ["a", "b", "c"], "log": []}, _config())
+        result = app.invoke({"items": ["a", "b", "c"], "log": []}, fresh_config())
         assert result["results"] == ["a", "b", "c"]
 
 
@@ -257,14 +236,14 @@ def test_send_and_plain_edge_in_one_step(saver: BaseCheckpointSaver) -> None:
         "plan", lambda s: [Send("work", "w1"), Send("work", "w2")], ["work"]
     )
     app = builder.compile(checkpointer=saver)
-    result = app.invoke({"log": []}, _config())
+    result = app.invoke({"log": []}, fresh_config())
     assert result == {"log": ["plan", "side"], "results": ["w1", "w2"]}
 
 
 def test_pending_sends_survive_interrupt_before(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _map_reduce(calls).compile(checkpointer=saver, interrupt_before=["work"])
-    config = _config()
+    config = fresh_config()
     app.invoke({"items": ["a", "b", "c"], "log": []}, config)
     state = app.get_state(config)
     assert state.next == ("work", "work", "work")
@@ -288,7 +267,7 @@ def test_failed_send_reruns_alone(saver: BaseCheckpointSaver) -> None:
         return {"results": [arg["item"].upper()]}
 
     app = _map_reduce(calls, work).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     with pytest.raises(KeyError, match="cannot do b"):
         app.invoke({"items": ["a", "b", "c", "d"], "log": []}, config)
     state = app.get_state(config)
@@ -325,7 +304,7 @@ def test_failed_send_via_command_reruns_alone(saver: BaseCheckpointSaver) -> Non
     builder.add_node("work", work)
     builder.add_edge(START, "plan")
     app = builder.compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     with pytest.raises(ConnectionError):
         app.invoke({"items": ["x", "y", "z"]}, config)
     broken.clear()
@@ -347,7 +326,7 @@ async def test_async_map_reduce_and_failed_send(asaver: BaseCheckpointSaver) -> 
         return {"results": [arg["item"].upper()]}
 
     app = _map_reduce(calls, work).compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     with pytest.raises(KeyError):
         await app.ainvoke({"items": ["a", "b", "c"], "log": []}, config)
     broken.clear()
@@ -358,7 +337,7 @@ async def test_async_map_reduce_and_failed_send(asaver: BaseCheckpointSaver) -> 
 
 async def test_async_command_goto(asaver: BaseCheckpointSaver) -> None:
     app = _triage_graph().compile(checkpointer=asaver, interrupt_before=["urgent"])
-    config = _config()
+    config = fresh_config()
     await app.ainvoke({"vip": True, "log": []}, config)
     assert (await app.aget_state(config)).next == ("urgent",)
     assert (await app.ainvoke(None, config))["log"] == ["triage", "urgent seen=True"]
@@ -367,7 +346,7 @@ async def test_async_command_goto(asaver: BaseCheckpointSaver) -> None:
 async def test_async_pending_sends_survive_interrupt_before(asaver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _map_reduce(calls).compile(checkpointer=asaver, interrupt_before=["work"])
-    config = _config()
+    config = fresh_config()
     await app.ainvoke({"items": ["a", "b"], "log": []}, config)
     assert (await app.aget_state(config)).next == ("work", "work")
     assert (await app.ainvoke(None, config))["results"] == ["A", "B"]

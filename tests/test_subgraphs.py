@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import operator
 import threading
-import uuid
-from collections import Counter
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from counting import Calls, fresh_config
 
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.graph import END, START, StateGraph
@@ -19,26 +18,6 @@ from threadline.types import Command, StateSnapshot, interrupt
 class State(TypedDict, total=False):
     messages: Annotated[list[str], operator.add]
     topic: str
-
-
-class Calls:
-    """A thread-safe execution counter."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def hit(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
-
-    def __getitem__(self, name: str) -> int:
-        with self._lock:
-            return self.counts[name]
-
-
-def _config() -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
 
 
 def _node(calls: Calls, name: str) -> Any:
@@ -124,7 +103,7 @@ def test_subgraph_runs_and_checkpoints_under_a_child_namespace(
 ) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls), as_function=as_function).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"messages": []}, config)
     assert result["messages"] == ["before", "inner_a", "inner_b", "after"]
     (ns,) = _child_namespaces(saver, config, "sub")
@@ -160,7 +139,7 @@ def test_interrupt_in_a_subgraph_pauses_the_run_and_resumes_inside(
     app = _outer(calls, _inner(calls, ask=True), as_function=as_function).compile(
         checkpointer=saver
     )
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"messages": []}, config)
     (pending,) = result["__interrupt__"]
     assert pending.value == "name?"
@@ -196,7 +175,7 @@ def test_subgraph_interrupt_before_after_pauses_the_parent(
     }
     inner = builder.compile(**option[where])  # type: ignore[arg-type]
     app = _outer(calls, inner, as_function=as_function).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"messages": []}, config)
     # The whole run stops inside the subgraph: "sub" has not finished, "after" has not run.
     assert "__interrupt__" not in result
@@ -227,7 +206,7 @@ def test_subgraph_asks_twice(saver: BaseCheckpointSaver) -> None:
     inner_builder.add_sequence([first, second])
     inner_builder.add_edge(START, "first")
     app = _outer(calls, inner_builder.compile()).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     assert [i.value for i in app.invoke({"messages": []}, config)["__interrupt__"]] == ["one?"]
     assert [i.value for i in app.invoke(Command(resume=1), config)["__interrupt__"]] == ["two?"]
     result = app.invoke(Command(resume=2), config)
@@ -248,7 +227,7 @@ def test_parallel_subgraph_and_node_interrupts(saver: BaseCheckpointSaver) -> No
     builder.add_edge(START, "sub")
     builder.add_edge(START, "local")
     app = builder.compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     pending = {i.value: i.id for i in app.invoke({"messages": []}, config)["__interrupt__"]}
     assert set(pending) == {"name?", "local?"}
     result = app.invoke(Command(resume={pending["name?"]: "Ada", pending["local?"]: "yes"}), config)
@@ -259,7 +238,7 @@ def test_parallel_subgraph_and_node_interrupts(saver: BaseCheckpointSaver) -> No
 def test_get_state_with_subgraphs(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True)).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"messages": []}, config)
 
     plain = app.get_state(config)
@@ -283,7 +262,7 @@ def test_get_state_with_subgraphs_called_inside_a_node(saver: BaseCheckpointSave
     """A graph invoked from a node function is shown too, with its values as a dict."""
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True), as_function=True).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"messages": []}, config)
 
     (task,) = app.get_state(config, subgraphs=True).tasks
@@ -309,7 +288,7 @@ async def test_aget_state_with_subgraphs_called_inside_a_node(
     builder.add_node("sub", sub)
     builder.add_edge(START, "sub")
     app = builder.compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     await app.ainvoke({"messages": []}, config)
     (task,) = (await app.aget_state(config, subgraphs=True)).tasks
     assert task.state is not None and task.state.next == ("ask",)
@@ -326,7 +305,7 @@ def test_two_levels_of_subgraphs(saver: BaseCheckpointSaver) -> None:
     middle_builder.add_edge("m_first", "inner")
     middle = middle_builder.compile()
     app = _outer(calls, middle).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     (pending,) = app.invoke({"messages": []}, config)["__interrupt__"]
     assert pending.value == "name?"
     state = app.get_state(config, subgraphs=True)
@@ -345,7 +324,7 @@ def test_two_levels_of_subgraphs(saver: BaseCheckpointSaver) -> None:
 def test_update_state_on_a_parent_paused_in_a_subgraph(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True)).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     app.invoke({"messages": []}, config)
     app.update_state(config, {"topic": "edited"})
     assert app.get_state(config).next == ("sub",)
@@ -367,7 +346,7 @@ def test_failure_in_a_subgraph_resumes_inside_it(
     app = _outer(calls, _inner(calls, fail=fail), as_function=as_function).compile(
         checkpointer=saver
     )
-    config = _config()
+    config = fresh_config()
     with pytest.raises(ConnectionError, match="inner_b is down"):
         app.invoke({"messages": []}, config)
     state = app.get_state(config, subgraphs=True)
@@ -422,7 +401,7 @@ def test_subgraph_with_another_schema_passes_only_shared_keys(
     builder.add_node("child", child)
     builder.add_edge(START, "child")
     app = builder.compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     result = app.invoke({"shared": ["in"], "parent_only": "mine"}, config)
     assert seen == [{"shared": ["in"]}]
     assert result == {"shared": ["in", "from child"], "parent_only": "mine"}
@@ -435,7 +414,7 @@ def test_subgraph_with_another_schema_passes_only_shared_keys(
 def test_stream_subgraphs_yields_namespaced_events(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls)).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     chunks = list(app.stream({"messages": []}, config, stream_mode="updates", subgraphs=True))
     assert all(isinstance(c, tuple) and len(c) == 2 for c in chunks)
     parent = [chunk for ns, chunk in chunks if ns == ()]
@@ -456,14 +435,14 @@ def test_stream_subgraphs_yields_namespaced_events(saver: BaseCheckpointSaver) -
 def test_stream_without_subgraphs_hides_child_events(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls)).compile(checkpointer=saver)
-    chunks = list(app.stream({"messages": []}, _config(), stream_mode="updates"))
+    chunks = list(app.stream({"messages": []}, fresh_config(), stream_mode="updates"))
     assert [next(iter(c)) for c in chunks] == ["before", "sub", "after"]
 
 
 def test_stream_subgraphs_with_several_modes(saver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True)).compile(checkpointer=saver)
-    config = _config()
+    config = fresh_config()
     chunks = list(
         app.stream({"messages": []}, config, stream_mode=["updates", "values"], subgraphs=True)
     )
@@ -480,7 +459,7 @@ def test_stream_subgraphs_with_several_modes(saver: BaseCheckpointSaver) -> None
 async def test_async_subgraph_interrupt_and_resume(asaver: BaseCheckpointSaver) -> None:
     calls = Calls()
     app = _outer(calls, _inner(calls, ask=True)).compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     (pending,) = (await app.ainvoke({"messages": []}, config))["__interrupt__"]
     assert pending.value == "name?"
     state = await app.aget_state(config, subgraphs=True)
@@ -510,7 +489,7 @@ async def test_async_failure_in_a_subgraph_resumes_inside_it(
     calls = Calls()
     fail = {"inner_b": True}
     app = _outer(calls, _inner(calls, fail=fail), as_function=False).compile(checkpointer=asaver)
-    config = _config()
+    config = fresh_config()
     with pytest.raises(ConnectionError):
         await app.ainvoke({"messages": []}, config)
     fail.clear()
@@ -571,5 +550,5 @@ def test_many_parallel_subgraphs_with_parallel_steps_do_not_deadlock(
         "plan", lambda s: [Send("work", {"i": i}) for i in s["items"]], ["work"]
     )
     app = outer.compile(checkpointer=saver)
-    result = app.invoke({"items": list(range(count)), "messages": []}, _config())
+    result = app.invoke({"items": list(range(count)), "messages": []}, fresh_config())
     assert sorted(result["messages"]) == sorted(f"{i}:left+right" for i in range(count))

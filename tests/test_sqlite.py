@@ -698,3 +698,21 @@ def test_prune_and_delete_remove_rows(saver: SqliteSaver, path: str) -> None:
     assert saver._locate_checkpoint(head.id) == ("copy", "")
     saver.delete_thread("copy")
     assert [raw(path, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES] == [0] * 5
+
+
+def test_new_files_get_8k_pages_and_existing_ones_keep_theirs(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    with SqliteSaver.from_conn_string(str(fresh)) as saver:
+        saver.setup()
+    with sqlite3.connect(fresh) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 8192
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE existing (x)")
+    with SqliteSaver.from_conn_string(str(old)) as saver:
+        saver.setup()
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

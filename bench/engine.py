@@ -2,16 +2,25 @@
 
 Run: `make bench` or `.venv/bin/python bench/engine.py [--quick]` (LangGraph comes with the
 bench extra: `pip install -e '.[bench]'`). Prints medians of several repetitions and ratios.
+
+Each library is measured in its own fresh interpreter (a `--worker` subprocess that prints JSON):
+importing LangGraph leaves ~90k objects for the garbage collector, so a shared process would make
+every full collection cost ~60 ms to whichever library happened to be running.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
+import json
 import operator
 import random
+import shlex
 import statistics
 import string
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
@@ -29,28 +38,67 @@ def text(n: int, rng: random.Random) -> str:
     return "".join(rng.choices(string.ascii_letters + " ", k=n))
 
 
-def libraries() -> dict[str, dict[str, Any]]:
-    from threadline.checkpoint.memory import MemorySaver
-    from threadline.graph import END, START, StateGraph
+NO_LANGGRAPH = "langgraph is not installed (pip install -e '.[bench]'): threadline figures only\n"
 
-    libs: dict[str, dict[str, Any]] = {
-        "threadline": {"StateGraph": StateGraph, "START": START, "END": END, "memory": MemorySaver}
-    }
-    try:
-        from langgraph.checkpoint.memory import InMemorySaver
-        from langgraph.graph import END as LG_END
-        from langgraph.graph import START as LG_START
-        from langgraph.graph import StateGraph as LGStateGraph
 
-        libs["langgraph"] = {
-            "StateGraph": LGStateGraph,
-            "START": LG_START,
-            "END": LG_END,
-            "memory": InMemorySaver,
+def libraries(only: str | None = None) -> dict[str, dict[str, Any]]:
+    """The graph API of each library; ``only`` names one, so that the other is never imported."""
+    libs: dict[str, dict[str, Any]] = {}
+    if only in (None, "threadline"):
+        from threadline.checkpoint.memory import MemorySaver
+        from threadline.graph import END, START, StateGraph
+
+        libs["threadline"] = {
+            "StateGraph": StateGraph,
+            "START": START,
+            "END": END,
+            "memory": MemorySaver,
         }
-    except ImportError:
-        print("langgraph is not installed (pip install -e '.[bench]'): threadline figures only\n")
+    if only in (None, "langgraph"):
+        try:
+            from langgraph.checkpoint.memory import InMemorySaver
+            from langgraph.graph import END as LG_END
+            from langgraph.graph import START as LG_START
+            from langgraph.graph import StateGraph as LGStateGraph
+        except ImportError:
+            if only:
+                raise
+            print(NO_LANGGRAPH)
+        else:
+            libs["langgraph"] = {
+                "StateGraph": LGStateGraph,
+                "START": LG_START,
+                "END": LG_END,
+                "memory": InMemorySaver,
+            }
     return libs
+
+
+def library_names() -> list[str]:
+    """The libraries to measure, found without importing them (the workers import them)."""
+    if importlib.util.find_spec("langgraph") is None:
+        print(NO_LANGGRAPH)
+        return ["threadline"]
+    return ["threadline", "langgraph"]
+
+
+def run_worker(script: str, *args: str) -> dict[str, float]:
+    """Run ``script --worker *args`` in a fresh interpreter; return the JSON line it prints last.
+
+    The worker's stderr passes through; a failing worker ends the benchmark with its command line.
+    """
+    cmd = [sys.executable, script, "--worker", *args]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker failed (exit {proc.returncode}): {shlex.join(cmd)}")
+    *other, last = proc.stdout.splitlines() or [""]
+    for line in other:  # anything else the worker printed
+        print(line)
+    try:
+        result: dict[str, float] = json.loads(last)
+    except ValueError:
+        raise SystemExit(f"benchmark worker printed no JSON result: {shlex.join(cmd)}") from None
+    return result
 
 
 def chain_graph(lib: dict[str, Any], length: int, checkpointer: Any) -> Any:
@@ -140,22 +188,29 @@ def conversation_ms(lib: dict[str, Any], turns: int) -> tuple[float, float]:
     return statistics.median(times[:10]), statistics.median(times[-10:])
 
 
+def measure(lib: dict[str, Any], turns: int, runs: int) -> dict[str, float]:
+    first, last = conversation_ms(lib, turns)
+    return {
+        "step_us_no_saver": per_step_us(lib, False, runs),
+        "step_us_memory": per_step_us(lib, True, runs),
+        "turn_first_ms": first,
+        "turn_last_ms": last,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--worker", choices=["threadline", "langgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     runs = 3 if args.quick else 7
-    libs = libraries()
-    rows: dict[str, dict[str, float]] = {}
-    for name, lib in libs.items():
-        first, last = conversation_ms(lib, args.turns)
-        rows[name] = {
-            "step_us_no_saver": per_step_us(lib, False, runs),
-            "step_us_memory": per_step_us(lib, True, runs),
-            "turn_first_ms": first,
-            "turn_last_ms": last,
-        }
+    if args.worker:
+        lib = libraries(only=args.worker)[args.worker]
+        print(json.dumps(measure(lib, args.turns, runs)))
+        return
+    options = ["--turns", str(args.turns)] + (["--quick"] if args.quick else [])
+    rows = {name: run_worker(__file__, name, *options) for name in library_names()}
     labels = {
         "step_us_no_saver": "engine overhead per step, no checkpointer (us)",
         "step_us_memory": "engine overhead per step, memory saver (us)",

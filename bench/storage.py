@@ -8,6 +8,11 @@ the async Postgres saver with a pool (async nodes): steps (checkpoints) per seco
 
 Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
+
+Each measurement runs in a fresh interpreter that imports only one library (a `--worker`
+subprocess that sets up and tears down its own saver and prints JSON): importing LangGraph leaves
+~90k objects for the garbage collector, so in a shared process a full collection during a timed
+read would cost threadline ~60 ms that its users never pay.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import statistics
@@ -29,6 +35,7 @@ import engine  # the graphs are the same as in bench/engine.py
 
 PG_URL = os.environ.get("THREADLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MSG = 1024
+KINDS = ("memory", "sqlite", "postgres", "postgres-nosync")
 
 
 def text(rng: random.Random) -> str:
@@ -181,8 +188,7 @@ def conversation(lib: dict[str, Any], saver: Any, turns: int) -> dict[str, float
 async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | None) -> float:
     """Checkpoints per second with ``threads`` threads running at once through one pool."""
     rng = random.Random(11)
-    libs = engine.libraries()
-    lib = libs[lib_name]
+    lib = engine.libraries(only=lib_name)[lib_name]
     schema = f"bench_cc_{uuid.uuid4().hex[:8]}"
     if lib_name == "threadline":
         from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -230,14 +236,46 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | 
     return threads * turns * 3 / elapsed
 
 
+def conversation_worker(kind: str, name: str, turns: int) -> dict[str, float]:
+    factory = threadline_saver if name == "threadline" else langgraph_saver
+    with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, size):
+        r = conversation(engine.libraries(only=name)[name], saver, turns)
+        r["bytes"] = float(size())
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=300)
-    parser.add_argument("--only", default="memory,sqlite,postgres,postgres-nosync")
+    parser.add_argument("--only", default=",".join(KINDS))
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--thread-turns", type=int, default=10)
+    # One measurement in this fresh process, printed as JSON: --worker conversation|concurrent
+    # --kind KIND --library LIB (concurrent: --kind postgres or postgres-nosync).
+    parser.add_argument("--worker", choices=["conversation", "concurrent"], help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--library", choices=["threadline", "langgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    libs = engine.libraries()
+    if args.worker == "conversation":
+        print(json.dumps(conversation_worker(args.kind, args.library, args.turns)))
+        return
+    if args.worker == "concurrent":
+        sync = "off" if args.kind == "postgres-nosync" else None
+        rate = asyncio.run(concurrent_steps(args.library, args.threads, args.thread_turns, sync))
+        print(json.dumps({"steps_per_s": rate}))
+        return
+    if unknown := set(args.only.split(",")) - set(KINDS):
+        parser.error(f"--only: unknown backends {', '.join(sorted(unknown))}")
+
+    def worker(*options: str) -> dict[str, float]:
+        return engine.run_worker(
+            __file__,
+            *options,
+            *("--turns", str(args.turns), "--threads", str(args.threads)),
+            *("--thread-turns", str(args.thread_turns)),
+        )
+
+    libs = engine.library_names()
     payload = 3 * args.turns * MSG
     print(f"workload: one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
     print(f"payload: {payload / 1e6:.2f} MB\n")
@@ -251,16 +289,14 @@ def main() -> None:
     results: dict[tuple[str, str], dict[str, float]] = {}
     for kind in args.only.split(","):
         for name in libs:
-            factory = threadline_saver if name == "threadline" else langgraph_saver
-            with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, size):
-                r = conversation(libs[name], saver, args.turns)
-                r["bytes"] = float(size())
+            r = worker("conversation", "--kind", kind, "--library", name)
             results[(kind, name)] = r
             print(
                 f"{kind:<16}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
                 f"{r['last_ms'] / r['first_ms']:>7.2f}x{r['bytes'] / 1e6:>11.2f}"
                 f"{r['bytes'] / payload:>9.2f}x{r['history_ms']:>11.1f}{r['get_state_ms']:>11.3f}"
-                f"{int(r['checkpoints']):>13}"
+                f"{int(r['checkpoints']):>13}",
+                flush=True,
             )
         if (kind, "langgraph") in results:
             t, lg = results[(kind, "threadline")], results[(kind, "langgraph")]
@@ -276,11 +312,11 @@ def main() -> None:
             f"{args.threads} threads at once, {args.thread_turns} turns each, async Postgres"
             " saver with a pool of 20:"
         )
-        for sync in (None, "off"):
-            label = "synchronous_commit=" + (sync or "on")
+        for kind in KINDS[2:]:
+            label = "synchronous_commit=" + ("off" if kind == "postgres-nosync" else "on")
             for name in libs:
-                rate = asyncio.run(concurrent_steps(name, args.threads, args.thread_turns, sync))
-                print(f"  {label:<24}{name:<12}{rate:>10.0f} steps/s")
+                rate = worker("concurrent", "--kind", kind, "--library", name)["steps_per_s"]
+                print(f"  {label:<24}{name:<12}{rate:>10.0f} steps/s", flush=True)
 
 
 if __name__ == "__main__":

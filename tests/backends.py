@@ -198,18 +198,23 @@ async def _aiosqlite(**options: Any) -> AsyncIterator[AsyncSqliteSaver]:
             yield saver
 
 
+# The SQLite savers store checkpoint ids as a UUID's 16 bytes.
 _CORRUPT_VERSION = "UPDATE versions SET data = ? WHERE thread_id = ? AND channel = ? AND writer = ?"
 
 
 def _corrupt_sqlite(saver: SqliteSaver, thread_id: str, channel: str, writer: str) -> None:
     with saver._lock:
-        saver.conn.execute(_CORRUPT_VERSION, (CORRUPT_BYTES, thread_id, channel, writer))
+        saver.conn.execute(
+            _CORRUPT_VERSION, (CORRUPT_BYTES, thread_id, channel, uuid.UUID(writer).bytes)
+        )
 
 
 async def _acorrupt_sqlite(
     saver: AsyncSqliteSaver, thread_id: str, channel: str, writer: str
 ) -> None:
-    await saver.conn.execute(_CORRUPT_VERSION, (CORRUPT_BYTES, thread_id, channel, writer))
+    await saver.conn.execute(
+        _CORRUPT_VERSION, (CORRUPT_BYTES, thread_id, channel, uuid.UUID(writer).bytes)
+    )
 
 
 BACKENDS += [

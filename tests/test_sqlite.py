@@ -13,10 +13,11 @@ import multiprocessing
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import aiosqlite
 import pytest
@@ -27,10 +28,12 @@ from threadline.checkpoint.sqlite.aio import AsyncSqliteSaver
 from threadline.checkpoint.types import ChannelChange, Checkpoint, CheckpointDraft
 from threadline.errors import (
     CheckpointConflictError,
+    CheckpointNotFoundError,
     CorruptCheckpointError,
     SchemaMissingError,
     ThreadlineError,
 )
+from threadline.graph import END, START, StateGraph
 
 T = "thread-1"
 BAD = b"\xc1\xc1 not a value \xc1"
@@ -418,18 +421,19 @@ def test_corrupt_rows_name_thread_and_checkpoint(saver: SqliteSaver, path: str) 
     c1 = saver.put(T, "", draft({"a": 1}), expected_head=None, thread_metadata={"owner": "ann"})
     c2 = saver.put(T, "", draft({"a": 2}, c1), expected_head=c1.id)
 
-    raw(path, "UPDATE versions SET data = ? WHERE writer = ?", (BAD, c1.id))
+    raw(path, "UPDATE versions SET data = ? WHERE writer = ?", (BAD, uuid.UUID(c1.id).bytes))
     with pytest.raises(CorruptCheckpointError) as info:
         saver.get_tuple(cfg(T, c1.id))
     assert T in str(info.value) and c1.id in str(info.value)
     assert saver.get(cfg()) == {"a": 2}
 
-    raw(path, "UPDATE checkpoints SET metadata = ? WHERE checkpoint_id = ?", (BAD, c2.id))
+    c2_key = uuid.UUID(c2.id).bytes
+    raw(path, "UPDATE checkpoints SET metadata = ? WHERE checkpoint_id = ?", (BAD, c2_key))
     with pytest.raises(CorruptCheckpointError) as info:
         saver.get_tuple(cfg())
     assert T in str(info.value) and c2.id in str(info.value)
 
-    raw(path, "UPDATE checkpoints SET refs = ? WHERE checkpoint_id = ?", ("{not json", c2.id))
+    raw(path, "UPDATE checkpoints SET refs = ? WHERE checkpoint_id = ?", ("{not json", c2_key))
     for call in (lambda: saver.get_tuple(cfg()), lambda: list(saver.list(cfg()))):
         with pytest.raises(CorruptCheckpointError) as info:
             call()
@@ -716,3 +720,132 @@ def test_new_files_get_8k_pages_and_existing_ones_keep_theirs(tmp_path: Path) ->
     with sqlite3.connect(old) as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ---------------------------------------------------------------------- checkpoint ids as bytes
+
+
+def test_checkpoint_ids_are_stored_as_16_bytes(saver: SqliteSaver, path: str) -> None:
+    c1 = saver.put(T, "", draft({"items": [0], "b": "fixed"}), expected_head=None)
+    c2 = append(saver, c1, [0], 1)  # a delta on c1's "items"; "b" still c1's
+    saver.put_writes(T, "", c2.id, "task", [("items", 2)], expected_head=c2.id)
+    b1, b2 = uuid.UUID(c1.id).bytes, uuid.UUID(c2.id).bytes
+    assert raw(path, "SELECT checkpoint_id FROM heads") == [(b2,)]
+    assert raw(path, "SELECT checkpoint_id, parent_id FROM checkpoints ORDER BY seq") == [
+        (b1, None),
+        (b2, b1),
+    ]
+    assert sorted(raw(path, "SELECT channel, writer, base FROM versions")) == [
+        ("b", b1, None),
+        ("items", b1, None),
+        ("items", b2, b1),
+    ]
+    assert raw(path, "SELECT checkpoint_id FROM writes") == [(b2,)]
+    # refs: a writer in the hex SQL's hex() gives; "" for the checkpoint's own id.
+    refs = raw(
+        path,
+        "SELECT json_extract(refs, '$.b[0]'), json_extract(refs, '$.items[0]')"
+        " FROM checkpoints WHERE checkpoint_id = ?",
+        (b2,),
+    )
+    assert refs == [(b1.hex().upper(), "")]
+
+    got = saver.get_tuple(cfg(T, c2.id))  # and everything above sees the strings
+    assert got is not None
+    assert (got.checkpoint.id, got.checkpoint.parent_id) == (c2.id, c1.id)
+    assert got.checkpoint.refs["b"].writer == c1.id
+    assert got.checkpoint.refs["items"].writer == c2.id
+    assert got.checkpoint.values == {"items": [0, 1], "b": "fixed"}
+    assert [w.value for w in got.pending_writes] == [2]
+    assert saver.list_threads()[0].head_id == c2.id
+
+    c3 = append(saver, c2, [0, 1], 3)
+    assert saver.prune([T], keep_last=1) == 2  # c1's "b" and the "items" chain survive
+    assert saver.get(cfg()) == {"items": [0, 1, 3], "b": "fixed"}
+    assert saver.locate(c3.id) == (T, "")
+
+
+def test_only_uuid_checkpoint_ids_can_be_stored(saver: SqliteSaver, path: str) -> None:
+    bad = draft({"a": 1})
+    bad.id = "custom-id"
+    with pytest.raises(ValueError, match="UUID"):
+        saver.put(T, "", bad, expected_head=None)
+    assert raw(path, "SELECT count(*) FROM threads") == [(0,)]
+
+
+NOT_UUIDS = ["nope", "x" * 36, "0" * 32, "{00000000-0000-0000-0000-000000000000}", "'; --"]
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("spelling", ["as is", "upper", "urn", "braces", "spaced", *NOT_UUIDS])
+def test_a_checkpoint_id_that_is_no_canonical_uuid_is_an_unknown_id(
+    saver: SqliteSaver, path: str, spelling: str
+) -> None:
+    c1 = saver.put(T, "", draft({"a": 1}, tasks=["t"]), expected_head=None)
+    c2 = saver.put(T, "", draft({"a": 2}, c1, tasks=["t"]), expected_head=c1.id)
+    # Other spellings of c1's id must not find c1 (as text they never did).
+    forms = {
+        "as is": c1.id,
+        "upper": c1.id.upper(),
+        "urn": f"urn:uuid:{c1.id}",
+        "braces": f"{{{c1.id}}}",
+        "spaced": f" {c1.id}",
+    }
+    given = forms.get(spelling, spelling)
+    unknown = str(uuid.uuid4())
+
+    def outcomes(checkpoint_id: str) -> list[Any]:
+        return [
+            _outcome(lambda: saver.get_tuple(cfg(T, checkpoint_id))),
+            _outcome(lambda: list(saver.list(cfg(), before=cfg(T, checkpoint_id)))),
+            _outcome(lambda: saver.locate(checkpoint_id)),
+            _outcome(lambda: saver._read_writes(T, "", checkpoint_id)),
+            _outcome(
+                lambda: saver.put_writes(T, "", checkpoint_id, "t", [("a", 9)], expected_head=c2.id)
+            ),
+        ]
+
+    if spelling == "as is":
+        assert outcomes(given)[0] is not None and outcomes(given)[2] == (T, "")
+        return
+    assert outcomes(given) == outcomes(unknown)
+    assert outcomes(given)[0] is CheckpointNotFoundError
+    assert raw(path, "SELECT count(*) FROM writes") == [(0,)]
+
+
+class Counted(TypedDict):
+    n: int
+
+
+def test_graph_calls_with_a_non_uuid_checkpoint_id_are_not_found(saver: SqliteSaver) -> None:
+    builder = StateGraph(Counted)
+    builder.add_node("a", lambda state: {"n": state["n"] + 1})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", END)
+    app = builder.compile(checkpointer=saver)
+    app.invoke({"n": 0}, {"configurable": {"thread_id": T}})
+    for thread_id in (T, "elsewhere"):
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_id": "nope"}}
+        with pytest.raises(CheckpointNotFoundError, match="nope"):
+            app.get_state(config)
+        with pytest.raises(CheckpointNotFoundError):
+            app.invoke(None, config)
+    with pytest.raises(CheckpointNotFoundError):
+        app.update_state({"configurable": {"thread_id": T, "checkpoint_id": "nope"}}, {"n": 5})
+
+
+async def test_async_non_uuid_checkpoint_id_is_not_found(path: str) -> None:
+    async with AsyncSqliteSaver.from_conn_string(path) as saver:
+        c1 = await saver.aput(T, "", draft({"a": 1}), expected_head=None)
+        with pytest.raises(CheckpointNotFoundError):
+            await saver.aget_tuple(cfg(T, "nope"))
+        with pytest.raises(CheckpointNotFoundError):
+            await saver.aget_tuple(cfg(T, c1.id.upper()))
+        assert await saver.alocate("nope") is None
+        assert (await saver.aget_tuple(cfg(T, c1.id))) is not None

@@ -8,7 +8,9 @@ everything about encoding, deltas, caching and decoding is shared.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 SWEEP_INTERVAL = 60.0
+HEAD_CACHE_SIZE = 10_000
+"""Threads whose last head this process remembers (see :meth:`BaseCheckpointSaver.cached_head`)."""
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -145,6 +149,9 @@ class BaseCheckpointSaver:
         self.snapshot_ratio = snapshot_ratio
         self._cache = ValueCache(cache_bytes)
         self._last_sweep = 0.0
+        # (thread_id, ns) -> the head this process last committed, when it had no tasks.
+        self._heads: dict[tuple[str, str], CheckpointRow] = {}
+        self._heads_lock = threading.Lock()
 
     # ------------------------------------------------------------------ storage primitives
     # Sync backends override the first group, async backends the second.
@@ -298,6 +305,7 @@ class BaseCheckpointSaver:
     def _after_commit(
         self, row: CheckpointRow, seq: int, draft: CheckpointDraft, versions: list[VersionRow]
     ) -> Checkpoint:
+        self._remember_head(row, seq, draft)
         # The values just written are the runtime's own: cache them so the next step and the
         # next run on this thread need not decode anything.
         sizes = {v.channel: len(v.data) for v in versions}
@@ -321,6 +329,25 @@ class BaseCheckpointSaver:
             refs=row.refs,
             values={},
         )
+
+    def _remember_head(self, row: CheckpointRow, seq: int, draft: CheckpointDraft) -> None:
+        # Only a head without tasks: nobody saves pending writes against it, so the row alone
+        # says everything a run starting from it needs.
+        key = (row.thread_id, row.ns)
+        with self._heads_lock:
+            self._heads.pop(key, None)
+            if not draft.tasks:
+                if len(self._heads) >= HEAD_CACHE_SIZE:
+                    del self._heads[next(iter(self._heads))]  # the least recently saved
+                self._heads[key] = dataclasses.replace(row, seq=seq)
+
+    def _forget_head(self, thread_id: str, ns: str) -> None:
+        with self._heads_lock:
+            self._heads.pop((thread_id, ns), None)
+
+    def _cached_row(self, thread_id: str, ns: str) -> CheckpointRow | None:
+        with self._heads_lock:
+            return self._heads.get((thread_id, ns))
 
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
         memo = self._cache if shared else ValueCache(None)
@@ -418,6 +445,23 @@ class BaseCheckpointSaver:
         skip = task_writes_only and not checkpoint.tasks
         writes = [] if skip else self._read_writes(thread_id, ns, row.id)
         return CheckpointTuple(checkpoint, self._pending(row, writes))
+
+    def cached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
+        """The head this process last saved to the thread, if it had no next tasks, without
+        asking the database whether it is still the head (a shared-values load).
+
+        Another process may have moved the head since: a commit expecting this one then fails
+        its compare-and-swap, and the caller starts over from :meth:`load`. The runtime uses it
+        for new input with ``durability="sync"``, whose first commit comes before any node runs.
+        """
+        row = self._cached_row(thread_id, ns)
+        if row is None:
+            return None
+        decoder = self._decoder(row, True)
+        missing = decoder.missing(row.refs)
+        if missing:
+            decoder.add_rows(self._read_versions(thread_id, missing))
+        return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
 
     def head_id(self, thread_id: str, ns: str = "") -> str | None:
         """The id of the checkpoint the thread's head points to, or None."""
@@ -518,7 +562,11 @@ class BaseCheckpointSaver:
         row, versions, meta, expires_at = self._prepare_commit(
             thread_id, ns, draft, thread_metadata
         )
-        seq = self._commit(row, versions, expected_head, meta, expires_at)
+        try:
+            seq = self._commit(row, versions, expected_head, meta, expires_at)
+        except CheckpointConflictError:
+            self._forget_head(thread_id, ns)
+            raise
         if self._should_sweep():
             self.sweep_expired()
         return self._after_commit(row, seq, draft, versions)
@@ -648,6 +696,17 @@ class BaseCheckpointSaver:
         writes = [] if skip else await self._aread_writes(thread_id, ns, row.id)
         return CheckpointTuple(checkpoint, self._pending(row, writes))
 
+    async def acached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
+        """Async :meth:`cached_head`."""
+        row = self._cached_row(thread_id, ns)
+        if row is None:
+            return None
+        decoder = self._decoder(row, True)
+        missing = decoder.missing(row.refs)
+        if missing:
+            decoder.add_rows(await self._aread_versions(thread_id, missing))
+        return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
+
     async def ahead_id(self, thread_id: str, ns: str = "") -> str | None:
         """Async :meth:`head_id`."""
         row = await self._aread_checkpoint(thread_id, ns, None)
@@ -733,7 +792,11 @@ class BaseCheckpointSaver:
         row, versions, meta, expires_at = self._prepare_commit(
             thread_id, ns, draft, thread_metadata
         )
-        seq = await self._acommit(row, versions, expected_head, meta, expires_at)
+        try:
+            seq = await self._acommit(row, versions, expected_head, meta, expires_at)
+        except CheckpointConflictError:
+            self._forget_head(thread_id, ns)
+            raise
         if self._should_sweep():
             await self.asweep_expired()
         return self._after_commit(row, seq, draft, versions)

@@ -12,7 +12,12 @@ from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
 from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
-from ..errors import EmptyInputError, GraphInterrupt, NoCheckpointerError
+from ..errors import (
+    CheckpointConflictError,
+    EmptyInputError,
+    GraphInterrupt,
+    NoCheckpointerError,
+)
 from ..graph.spec import GraphSpec
 from ..graph.state import StateSchema
 from ..types import Command, StateSnapshot, StateTask
@@ -670,27 +675,39 @@ class _RunBase:
             dict(meta) if isinstance(meta, Mapping) else None,
         )
 
-    def open(self) -> Procedure[Opened | None]:
+    def open(self, optimistic: bool) -> Procedure[Opened | None]:
         core = self.core
         if core.thread_id is None:
             return None
         _, _, checkpoint_id = parse_config(self.config)
-        opened: Opened = yield from open_thread(core.thread_id, core.ns, checkpoint_id)
+        opened: Opened = yield from open_thread(
+            core.thread_id, core.ns, checkpoint_id, optimistic=optimistic
+        )
         return opened
+
+    def optimistic(self) -> bool:
+        """Whether to start from the head this process last saved without reading it back.
+
+        Only for new input with sync durability: the input checkpoint is then saved, by
+        compare-and-swap, before any node runs, so a stale head costs a restart, nothing else.
+        """
+        return (
+            self.child is None
+            and self.opts.durability == "sync"
+            and self.input is not None
+            and not isinstance(self.input, Command)
+        )
+
+    def restart(self) -> None:
+        """Forget everything begun: the cached head this run started from was stale."""
+        self.core, self.config = self.graph._core(self.config, self.opts, self.saver)
+        self.events = queue.SimpleQueue()
 
 
 class _SyncRun(_RunBase):
     def __iter__(self) -> Iterator[Any]:
-        saver = self.saver
-        opened = drive(self.open(), saver) if saver is not None else None
-        self.begin(opened)
-        persister = None
-        if saver is not None:
-            persister = Persister(
-                *self.persister_args(opened), background=self.opts.durability == "async"
-            )
+        persister = self._start()
         try:
-            self._save(persister)
             yield from self.drain()
             while True:
                 todo = self.core.runnable()
@@ -712,6 +729,33 @@ class _SyncRun(_RunBase):
             if persister is not None:
                 persister.close()
         self.finish()
+
+    def _start(self) -> Persister | None:
+        """Open the thread, begin the run and save its first checkpoint."""
+        saver = self.saver
+        if saver is None:
+            self.begin(None)
+            self._save(None)
+            return None
+        optimistic = self.optimistic()
+        while True:
+            opened = drive(self.open(optimistic), saver)
+            self.begin(opened)
+            persister = Persister(
+                *self.persister_args(opened), background=self.opts.durability == "async"
+            )
+            try:
+                self._save(persister)
+                return persister
+            except CheckpointConflictError:
+                persister.close()
+                if opened is None or not opened.cached:
+                    raise
+                self.restart()
+                optimistic = False
+            except BaseException:
+                persister.close()
+                raise
 
     def _save(self, persister: Persister | None) -> None:
         ops = self.core.take_outbox()
@@ -776,16 +820,8 @@ class _AsyncRun(_RunBase):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
-        saver = self.saver
-        opened = await adrive(self.open(), saver) if saver is not None else None
-        self.begin(opened)
-        persister = None
-        if saver is not None:
-            persister = AsyncPersister(
-                *self.persister_args(opened), background=self.opts.durability == "async"
-            )
+        persister = await self._start()
         try:
-            await self._save(persister)
             for chunk in self.drain():
                 yield chunk
             while True:
@@ -811,6 +847,33 @@ class _AsyncRun(_RunBase):
             if persister is not None:
                 await persister.close()
         self.finish()
+
+    async def _start(self) -> AsyncPersister | None:
+        """Open the thread, begin the run and save its first checkpoint."""
+        saver = self.saver
+        if saver is None:
+            self.begin(None)
+            await self._save(None)
+            return None
+        optimistic = self.optimistic()
+        while True:
+            opened = await adrive(self.open(optimistic), saver)
+            self.begin(opened)
+            persister = AsyncPersister(
+                *self.persister_args(opened), background=self.opts.durability == "async"
+            )
+            try:
+                await self._save(persister)
+                return persister
+            except CheckpointConflictError:
+                await persister.close()
+                if opened is None or not opened.cached:
+                    raise
+                self.restart()
+                optimistic = False
+            except BaseException:
+                await persister.close()
+                raise
 
     async def _save(self, persister: AsyncPersister | None) -> None:
         ops = self.core.take_outbox()

@@ -54,20 +54,31 @@ async def adrive(proc: Procedure[T], saver: BaseCheckpointSaver) -> T:
 
 @dataclass
 class Opened:
-    """Where a run or an update starts: a checkpoint (or none), and the thread's head."""
+    """Where a run or an update starts: a checkpoint (or none), and the thread's head.
+
+    ``cached``: the head is the one this process last saved, not read back (it may be stale).
+    """
 
     loaded: CheckpointTuple | None
     head: str | None
     is_head: bool
+    cached: bool = False
 
 
-def open_thread(thread_id: str, ns: str, checkpoint_id: str | None) -> Procedure[Opened]:
+def open_thread(
+    thread_id: str, ns: str, checkpoint_id: str | None, *, optimistic: bool = False
+) -> Procedure[Opened]:
     """Load the checkpoint a config names.
 
     A ``checkpoint_id`` of another thread forks it into ``thread_id`` when that thread is new;
-    when the thread was already forked from it, the thread's head is used.
+    when the thread was already forked from it, the thread's head is used. ``optimistic``:
+    start from the head this process last saved, if it knows one (see ``cached_head``).
     """
     if checkpoint_id is None:
+        if optimistic:
+            cached = yield ("cached_head", (thread_id, ns), {})
+            if cached is not None:
+                return Opened(cached, cached.checkpoint.id, True, cached=True)
         head = yield ("load", (thread_id, ns, None), {"shared": True, "task_writes_only": True})
         return Opened(head, None if head is None else head.checkpoint.id, True)
     try:

@@ -9,15 +9,18 @@ Locally they skip when no server answers; with CI=true they fail instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
+import operator
 import os
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
+import msgpack
 import pytest
 from backends import CORRUPT_BYTES, postgres_url_or_skip
 
@@ -33,10 +36,12 @@ from threadline.checkpoint.serde import MsgpackSerializer  # noqa: E402
 from threadline.checkpoint.types import ChannelChange, Checkpoint, CheckpointDraft  # noqa: E402
 from threadline.errors import (  # noqa: E402
     CheckpointConflictError,
+    CheckpointNotFoundError,
     CorruptCheckpointError,
     SchemaMissingError,
     ThreadlineError,
 )
+from threadline.graph import END, START, StateGraph  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -759,6 +764,275 @@ def test_encrypted_rows_hold_no_plaintext(url: str, schema: str, encrypted: bool
         assert leaked == []
     else:  # the control: without a key the same rows do hold the text
         assert leaked
+
+
+# ---------------------------------------------------------------------- checkpoint ids
+
+
+def _id_columns(url: str, schema: str) -> dict[str, str]:
+    rows = query(
+        url,
+        sql.SQL(
+            "SELECT table_name || '.' || column_name, udt_name FROM information_schema.columns"
+            " WHERE table_schema = %s"
+        ),
+        (schema,),
+    )
+    return dict(rows)
+
+
+def test_checkpoint_ids_are_stored_as_uuid_and_read_back_as_text(
+    url: str, schema: str, saver: PostgresSaver
+) -> None:
+    c1, c2 = grow(saver, "t", 2)
+    saver.put_writes("t", "", c2.id, "task", [("items", "w")], expected_head=c2.id)
+    columns = _id_columns(url, schema)
+    for column in (
+        "threadline_checkpoints.id",
+        "threadline_checkpoints.parent_id",
+        "threadline_heads.head",
+        "threadline_versions.writer",
+        "threadline_versions.base",
+        "threadline_writes.checkpoint_id",
+    ):
+        assert columns[column] == "uuid", column
+    indexed = query(
+        url,
+        sql.SQL(
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " JOIN pg_class c ON c.oid = i.indrelid"
+            " WHERE c.relnamespace = %s::regnamespace AND a.atttypid = 'uuid'::regtype"
+        ),
+        (schema,),
+    )
+    assert {name for (name,) in indexed} == {"id", "writer", "checkpoint_id"}
+    # The raw rows hold UUIDs (psycopg loads them as uuid.UUID) ...
+    rows = query(
+        url,
+        sql.SQL("SELECT id, parent_id FROM {} ORDER BY seq").format(table(schema, "checkpoints")),
+    )
+    assert rows == [(uuid.UUID(c1.id), None), (uuid.UUID(c2.id), uuid.UUID(c1.id))]
+    assert query(url, sql.SQL("SELECT head FROM {}").format(table(schema, "heads"))) == [
+        (uuid.UUID(c2.id),)
+    ]
+    versions = query(
+        url,
+        sql.SQL("SELECT writer, base FROM {} ORDER BY writer").format(table(schema, "versions")),
+    )
+    assert versions == [(uuid.UUID(c1.id), None), (uuid.UUID(c2.id), uuid.UUID(c1.id))]
+    writes = query(url, sql.SQL("SELECT checkpoint_id FROM {}").format(table(schema, "writes")))
+    assert writes == [(uuid.UUID(c2.id),)]
+    # ... and everything above the SQL sees the canonical strings.
+    loaded = saver.get_tuple(cfg("t"))
+    assert loaded is not None
+    assert (loaded.checkpoint.id, loaded.checkpoint.parent_id) == (c2.id, c1.id)
+    assert loaded.checkpoint.refs == c2.refs and c2.refs["items"].writer == c2.id
+    assert [p.task_id for p in loaded.pending_writes] == ["task"]
+    assert saver.locate(c1.id) == ("t", "")
+    listed = list(saver.list(cfg("t")))
+    assert [(c.checkpoint.id, c.checkpoint.parent_id) for c in listed] == [
+        (c2.id, c1.id),
+        (c1.id, None),
+    ]
+    assert saver.head_id("t") == c2.id
+    assert saver.list_threads()[0].head_id == c2.id
+
+
+def test_refs_hold_writers_as_16_bytes(url: str, schema: str, saver: PostgresSaver) -> None:
+    first = saver.put(
+        "t",
+        "",
+        CheckpointDraft(
+            step=0,
+            source="loop",
+            metadata={},
+            tasks=[],
+            changes={"a": ChannelChange(1, None), "b": ChannelChange(2, None)},
+            parent_id=None,
+        ),
+        expected_head=None,
+    )
+    second = saver.put(
+        "t",
+        "",
+        CheckpointDraft(
+            step=1,
+            source="loop",
+            metadata={},
+            tasks=[],
+            changes={"b": ChannelChange(3, None)},
+            parent_id=first.id,
+            base_refs=first.refs,
+        ),
+        expected_head=first.id,
+    )
+    (refs,) = query(
+        url,
+        sql.SQL("SELECT refs FROM {} WHERE id = %s").format(table(schema, "checkpoints")),
+        (second.id,),
+    )[0]
+    raw = msgpack.unpackb(refs)
+    # Another checkpoint's id as its 16 bytes; the checkpoint's own id as nil.
+    assert {name: ref[0] for name, ref in raw.items()} == {
+        "a": uuid.UUID(first.id).bytes,
+        "b": None,
+    }
+    assert second.refs["a"] == first.refs["a"] and second.refs["b"].writer == second.id
+    assert first.id.encode() not in refs and second.id.encode() not in refs
+    assert saver.get(cfg("t")) == {"a": 1, "b": 3}
+    assert saver.get(cfg("t", first.id)) == {"a": 1, "b": 2}
+
+
+class _Msgs(TypedDict):
+    messages: Annotated[list[str], operator.add]
+
+
+# Ids no checkpoint can have: not UUIDs, or UUIDs in another spelling than the canonical one
+# new_checkpoint_id() makes (as text they matched no stored id either).
+_NOT_IDS = ["nope", "x" * 36, "UPPER", "HEX", "BRACES", "NEWLINE"]
+
+
+def _not_an_id(kind: str, real: str) -> str:
+    return {
+        "UPPER": real.upper(),
+        "HEX": real.replace("-", ""),
+        "BRACES": "{" + real + "}",
+        "NEWLINE": real + "\n",
+    }.get(kind, kind)
+
+
+def _outcome(operation: Any, checkpoint_id: str) -> tuple[str, Any]:
+    """What ``operation(checkpoint_id)`` did: what it returned, or the type of error it raised
+    (with the head a conflict reports)."""
+    try:
+        return "returned", operation(checkpoint_id)
+    except Exception as exc:
+        return type(exc).__name__, getattr(exc, "actual", None)
+
+
+@pytest.mark.parametrize("kind", _NOT_IDS)
+def test_a_checkpoint_id_that_is_no_uuid_behaves_as_an_unknown_one(
+    saver: PostgresSaver, kind: str
+) -> None:
+    c1, c2 = grow(saver, "t", 2)
+    bad = _not_an_id(kind, c1.id)
+    unknown = str(uuid.uuid4())
+
+    def w(expected: str | None) -> Any:
+        return lambda i: saver.put_writes(
+            "t", "", i, "task", [("items", 1)], expected_head=expected
+        )
+
+    operations: dict[str, Any] = {
+        "get_tuple": lambda i: saver.get_tuple(cfg("t", i)),
+        "get": lambda i: saver.get(cfg("t", i)),
+        "locate": saver.locate,
+        "list before": lambda i: list(saver.list(cfg("t"), before=cfg("t", i))),
+        "put expecting it": lambda i: saver.put("t", "", draft([9], parent=c2), expected_head=i),
+        "put on a new thread expecting it": lambda i: saver.put(
+            "new", "", draft([9]), expected_head=i
+        ),
+        "writes expecting it": lambda i: saver.put_writes(
+            "t", "", c2.id, "task", [("items", 1)], expected_head=i
+        ),
+        "writes to it, head matches": w(c2.id),
+        "writes to it, head differs": w(c1.id),
+        "writes to it, no thread": lambda i: saver.put_writes(
+            "missing", "", i, "task", [("items", 1)], expected_head=None
+        ),
+    }
+    for name, op in operations.items():
+        assert _outcome(op, bad) == _outcome(op, unknown), name
+    # What that is: not found, or a conflict with the real head; nothing stored.
+    with pytest.raises(CheckpointNotFoundError):
+        saver.get_tuple(cfg("t", bad))
+    assert saver.locate(bad) is None
+    with pytest.raises(CheckpointConflictError) as info:
+        saver.put("t", "", draft([9], parent=c2), expected_head=bad)
+    assert info.value.actual == c2.id
+    with pytest.raises(CheckpointNotFoundError):
+        saver.put_writes("t", "", bad, "task", [("items", 1)], expected_head=c2.id)
+    assert saver.head_id("t") == c2.id
+    assert [c.checkpoint.id for c in saver.list(cfg("t"))] == [c2.id, c1.id]
+    loaded = saver.get_tuple(cfg("t", c2.id))
+    assert loaded is not None and loaded.pending_writes == []
+    assert [t.thread_id for t in saver.list_threads()] == ["t"]
+
+
+@pytest.mark.parametrize("bad", ["nope", "NEWLINE"])
+def test_a_graph_given_a_checkpoint_id_that_is_no_uuid_says_not_found(
+    saver: PostgresSaver, bad: str
+) -> None:
+    builder = StateGraph(_Msgs)
+    builder.add_node("a", lambda s: {"messages": ["a"]})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", END)
+    app = builder.compile(checkpointer=saver)
+    app.invoke({"messages": ["in"]}, cfg("t"))
+    head = saver.head_id("t")
+    assert head is not None
+    bad = _not_an_id(bad, head)
+    with pytest.raises(CheckpointNotFoundError, match="nope" if bad == "nope" else "checkpoint"):
+        app.get_state(cfg("t", bad))
+    with pytest.raises(CheckpointNotFoundError):
+        app.invoke(None, cfg("t", bad))
+    with pytest.raises(CheckpointNotFoundError):
+        app.invoke({"messages": ["more"]}, cfg("t", bad))
+    with pytest.raises(CheckpointNotFoundError):
+        app.update_state(cfg("t", bad), {"messages": ["x"]})
+    with pytest.raises(CheckpointNotFoundError):
+        app.invoke(None, cfg("elsewhere", bad))
+    assert saver.head_id("t") == head
+    assert app.get_state(cfg("t")).values == {"messages": ["in", "a"]}
+
+
+async def test_async_checkpoint_id_that_is_no_uuid_is_not_found(
+    asaver: AsyncPostgresSaver,
+) -> None:
+    c = await asaver.aput("t", "", draft([1]), expected_head=None)
+    with pytest.raises(CheckpointNotFoundError):
+        await asaver.aget_tuple(cfg("t", "nope"))
+    with pytest.raises(CheckpointNotFoundError):
+        await asaver.aget_tuple(cfg("t", c.id.upper()))
+    assert await asaver.alocate(c.id.upper()) is None
+    with pytest.raises(CheckpointNotFoundError):
+        [x async for x in asaver.alist(cfg("t"), before=cfg("t", "nope"))]
+    with pytest.raises(CheckpointConflictError):
+        await asaver.aput("t", "", draft([2], parent=c), expected_head="nope")
+    with pytest.raises(CheckpointNotFoundError):
+        await asaver.aput_writes("t", "", "nope", "task", [("items", 1)], expected_head=c.id)
+    assert await asaver.ahead_id("t") == c.id
+
+
+def test_a_new_checkpoint_id_that_is_no_uuid_is_refused(
+    saver: PostgresSaver, url: str, schema: str
+) -> None:
+    head = grow(saver, "t", 1)[0]
+    good = draft([1, 2], parent=head, appended=[2])
+    bad_drafts = [
+        dataclasses.replace(good, id="nope"),
+        dataclasses.replace(good, id=str(uuid.uuid4()).upper()),
+        dataclasses.replace(good, parent_id="nope"),
+        dataclasses.replace(
+            good, base_refs={"items": dataclasses.replace(head.refs["items"], writer="nope")}
+        ),
+    ]
+    for d in bad_drafts:
+        with pytest.raises(ValueError, match="UUID"):
+            saver.put("t", "", d, expected_head=head.id)
+    with pytest.raises(ValueError, match="UUID"):
+        saver.put("new", "", dataclasses.replace(draft([1]), id="nope"), expected_head=None)
+    assert saver.head_id("t") == head.id
+    assert saver.head_id("new") is None
+    counts = query(
+        url,
+        sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+            table(schema, "checkpoints"), table(schema, "versions")
+        ),
+    )
+    assert counts == [(1, 1)]
+    assert saver.put("t", "", good, expected_head=head.id).parent_id == head.id
 
 
 # ---------------------------------------------------------------------- filters

@@ -9,10 +9,17 @@ with a few lines of blocking or ``await``-ing code (:func:`drive` / ``adrive``).
 A procedure comes wrapped in a :class:`Call` that tells the driver how to run it: in a
 transaction or as a single autocommitted statement, and what to do when the connection breaks
 mid-way (run it again on a fresh connection, first ask whether it already happened, or give up).
+
+Checkpoint ids live in ``uuid`` columns (see :mod:`._sql`). Only the canonical form
+:func:`~threadline.checkpoint.types.new_checkpoint_id` makes is ever bound (:func:`is_id`):
+an id given from outside in any other form (``"nope"``, or a UUID spelled in upper case) was
+never stored, so it is treated as the unknown id it is, without asking the database, whose
+cast would reject it. An id about to be stored in another form is a ``ValueError``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ __all__ = [
     "drive",
     "has_rows",
     "is_broken",
+    "is_id",
     "translate",
 ]
 
@@ -138,20 +146,87 @@ def is_broken(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> b
     return bool(conn.broken or conn.closed)
 
 
-def _pack_refs(refs: Mapping[str, VersionRef]) -> bytes:
-    packed: bytes = msgpack.packb({name: ref.to_list() for name, ref in refs.items()})
+# The one spelling of a UUID the ``uuid`` columns give back (``::text``), and the one
+# new_checkpoint_id() makes: an id in this form matches exactly the rows it would match as text.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_id(checkpoint_id: object) -> bool:
+    """Whether ``checkpoint_id`` can be bound to a ``uuid`` column: a canonical UUID string.
+
+    Anything else names no stored checkpoint (none could be stored under it).
+    """
+    return type(checkpoint_id) is str and _CANONICAL_ID.fullmatch(checkpoint_id) is not None
+
+
+def _not_storable(what: str, value: object) -> ValueError:
+    return ValueError(
+        f"the PostgreSQL savers store checkpoint ids as UUIDs in canonical form (as"
+        f" new_checkpoint_id() makes them); {what} is {value!r}"
+    )
+
+
+def _id_bytes(checkpoint_id: str) -> bytes:
+    if not is_id(checkpoint_id):
+        raise _not_storable("a channel reference's writer", checkpoint_id)
+    return bytes.fromhex(checkpoint_id.replace("-", ""))
+
+
+def _id_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _pack_refs(refs: Mapping[str, VersionRef], checkpoint_id: str | None = None) -> bytes:
+    """msgpack ``{channel: [writer, snapshot_bytes, chain_bytes]}``. A writer is its 16 bytes,
+    or nil when it is ``checkpoint_id`` itself (the writer of every channel its step changed)."""
+    packed: bytes = msgpack.packb(
+        {
+            name: [
+                None if ref.writer == checkpoint_id else _id_bytes(ref.writer),
+                ref.snapshot_bytes,
+                ref.chain_bytes,
+            ]
+            for name, ref in refs.items()
+        }
+    )
     return packed
 
 
 def _unpack_refs(data: bytes, thread_id: str, checkpoint_id: str) -> dict[str, VersionRef]:
     try:
-        raw = msgpack.unpackb(data, raw=False)
-        return {str(name): VersionRef.from_list(ref) for name, ref in raw.items()}
+        refs = {}
+        for name, (writer, snapshot, chain) in msgpack.unpackb(data, raw=False).items():
+            if writer is None:
+                writer = checkpoint_id
+            elif type(writer) is bytes and len(writer) == 16:
+                writer = _id_text(writer)
+            else:
+                raise ValueError(f"bad writer {writer!r} for channel {name!r}")
+            refs[str(name)] = VersionRef(writer, int(snapshot), int(chain))
+        return refs
     except Exception as exc:
         raise CorruptCheckpointError(
             f"the channel references of checkpoint {checkpoint_id} of thread {thread_id!r} do"
             f" not decode ({type(exc).__name__}: {exc}); the row was altered outside threadline"
         ) from exc
+
+
+def _unstorable(row: CheckpointRow, versions: Sequence[VersionRow]) -> ValueError | None:
+    """Why ``row`` and ``versions`` cannot be stored, if an id of theirs is not a UUID."""
+    if not is_id(row.id):
+        return _not_storable("the checkpoint id", row.id)
+    if row.parent_id is not None and not is_id(row.parent_id):
+        return _not_storable("the parent id", row.parent_id)
+    for name, ref in row.refs.items():
+        if ref.writer != row.id and not is_id(ref.writer):
+            return _not_storable(f"the writer of channel {name!r}", ref.writer)
+    for v in versions:
+        if v.writer != row.id and not is_id(v.writer):
+            return _not_storable(f"the writer of a version of {v.channel!r}", v.writer)
+        if v.base is not None and not is_id(v.base):
+            return _not_storable(f"the base of a version of {v.channel!r}", v.base)
+    return None
 
 
 def checkpoint_row(thread_id: str, r: tuple[Any, ...]) -> CheckpointRow:
@@ -273,6 +348,8 @@ class PostgresCore(BaseCheckpointSaver):
         def proc() -> Proc[CheckpointRow | None]:
             if checkpoint_id is None:
                 rows = yield Op(q.read_head, (thread_id, ns))
+            elif not is_id(checkpoint_id):
+                return None  # not a UUID: stored nowhere
             else:
                 rows = yield Op(q.read_checkpoint, (thread_id, checkpoint_id, ns))
             return checkpoint_row(thread_id, rows[0]) if rows else None
@@ -283,6 +360,8 @@ class PostgresCore(BaseCheckpointSaver):
         q = self._q
 
         def proc() -> Proc[tuple[str, str] | None]:
+            if not is_id(checkpoint_id):
+                return None
             rows = yield Op(q.locate, (checkpoint_id,))
             return (rows[0][0], rows[0][1]) if rows else None
 
@@ -308,6 +387,8 @@ class PostgresCore(BaseCheckpointSaver):
         q = self._q
 
         def proc() -> Proc[list[WriteRow]]:
+            if not is_id(checkpoint_id):
+                return []
             rows = yield Op(q.read_writes, (thread_id, ns, checkpoint_id))
             return [WriteRow(t, i, c, d) for t, i, c, d in rows]
 
@@ -320,11 +401,13 @@ class PostgresCore(BaseCheckpointSaver):
         q = self._q
         wanted = set(keys)
         namespaces = sorted({ns for ns, _ in keys})
-        ids = sorted({checkpoint_id for _, checkpoint_id in keys})
+        ids = sorted({checkpoint_id for _, checkpoint_id in keys if is_id(checkpoint_id)})
 
         def proc() -> Proc[dict[tuple[str, str], list[WriteRow]]]:
-            rows = yield Op(q.read_writes_many, (thread_id, namespaces, ids))
             out: dict[tuple[str, str], list[WriteRow]] = {key: [] for key in keys}
+            if not ids:
+                return out
+            rows = yield Op(q.read_writes_many, (thread_id, namespaces, ids))
             for ns, checkpoint_id, t, i, c, d in rows:
                 if (ns, checkpoint_id) in wanted:
                     out[(ns, checkpoint_id)].append(WriteRow(t, i, c, d))
@@ -361,37 +444,51 @@ class PostgresCore(BaseCheckpointSaver):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> Call[int]:
-        """The whole commit is one statement: one round trip, atomic, nothing stored on conflict."""
+        """The whole commit is one statement: one round trip, atomic, nothing stored on conflict.
+
+        Ids that cannot be stored make the call raise ``ValueError`` when run (not here: a
+        group commit builds calls for others' commits too). An expected head that is not a UUID
+        is no head at all: a conflict, found without trying.
+        """
         q = self._q
-        params: dict[str, Any] = {
-            "tid": row.thread_id,
-            "ns": row.ns,
-            "id": row.id,
-            "expected": expected_head,
-            "now": row.created_at,
-            "exp": expires_at,
-            "meta": thread_metadata,
-            "parent": row.parent_id,
-            "step": row.step,
-            "source": row.source,
-            "cmeta": row.metadata,
-            "tasks": row.tasks,
-            "refs": _pack_refs(row.refs),
-        }
-        version_params([(v.channel, v.writer, v.base, v.data) for v in versions], params)
+        error = _unstorable(row, versions)
+        params: dict[str, Any] = {}
+        if error is None:
+            params = {
+                "tid": row.thread_id,
+                "ns": row.ns,
+                "id": row.id,
+                "expected": expected_head,
+                "now": row.created_at,
+                "exp": expires_at,
+                "meta": thread_metadata,
+                "parent": row.parent_id,
+                "step": row.step,
+                "source": row.source,
+                "cmeta": row.metadata,
+                "tasks": row.tasks,
+                "refs": _pack_refs(row.refs, row.id),
+            }
+            version_params([(v.channel, v.writer, v.base, v.data) for v in versions], params)
         variants = q.commit_create if expected_head is None else q.commit_move
         statement = variants[min(len(versions), INLINE_ROWS + 1)]
+        possible = expected_head is None or is_id(expected_head)
 
         def proc() -> Proc[int]:
-            rows = yield Op(statement, params)
-            if rows:
-                return int(rows[0][0])
+            if error is not None:
+                raise error
+            if possible:
+                rows = yield Op(statement, params)
+                if rows:
+                    return int(rows[0][0])
             head = yield Op(q.head, (row.thread_id, row.ns))
             raise conflict_error(row.thread_id, expected_head, head[0][0] if head else None)
 
         def recover() -> Proc[int | None]:
             # The connection broke during the commit: did it land? The checkpoint id is new,
             # so its row exists only if this very commit went through.
+            if error is not None:
+                return None  # it cannot have: proc raises the error
             rows = yield Op(q.checkpoint_seq, (row.thread_id, row.id))
             return int(rows[0][0]) if rows else None
 
@@ -406,16 +503,24 @@ class PostgresCore(BaseCheckpointSaver):
         expected_head: str | None,
     ) -> Call[None]:
         q = self._q
+        known = is_id(checkpoint_id)
         params: dict[str, Any] = {
             "tid": thread_id,
             "ns": ns,
-            "cid": checkpoint_id,
+            "cid": checkpoint_id if known else None,  # NULL: matches no checkpoint
             "expected": expected_head,
         }
-        write_params([(w.task_id, w.idx, w.channel, w.data) for w in rows], params)
-        statement = q.commit_writes[min(len(rows), INLINE_ROWS + 1)]
+        if known:
+            write_params([(w.task_id, w.idx, w.channel, w.data) for w in rows], params)
+            statement = q.commit_writes[min(len(rows), INLINE_ROWS + 1)]
+        else:
+            statement = q.commit_writes[0]  # nothing to insert: only the checks
 
         def proc() -> Proc[None]:
+            if expected_head is not None and not is_id(expected_head):
+                # Not a UUID, so not the head: a conflict, as the statement would find.
+                head = yield Op(q.head, (thread_id, ns))
+                raise conflict_error(thread_id, expected_head, head[0][0] if head else None)
             result = yield Op(statement, params)
             head, thread_exists, checkpoint_exists = result[0]
             if not thread_exists or head != expected_head:

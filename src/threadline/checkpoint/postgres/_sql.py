@@ -4,11 +4,25 @@ Statements are rendered once per schema (identifiers quoted by :mod:`psycopg.sql
 so psycopg can prepare them server-side and no user string ever becomes SQL. Parameters are
 always bound: ``%(name)s`` for text and numbers, ``%(name)b`` (binary) for bytea.
 
+Checkpoint ids are stored as ``uuid`` (16 bytes, where their text takes 37), in every column
+and index. They travel as text both ways: bound as ``%s::uuid`` (a text parameter the server
+parses; no Python ``UUID`` objects on the hot path) and selected as ``::text``, which gives
+back the canonical form :func:`~threadline.checkpoint.types.new_checkpoint_id` makes. An id
+that is not a UUID would fail that cast, so :mod:`._core` never binds one: it decides what an
+unknown id means before asking (see ``_core.is_id``).
+
+Columns are ordered fixed-width first, the most strictly aligned first (8-byte, then 4-byte,
+then ``uuid``, which needs no alignment), then variable-width: no row carries padding. The
+indexes of checkpoints and versions fill their pages (fillfactor 100): their keys arrive in
+ascending order (time-ordered ids, a thread's ``seq``, a channel's next writer) and are never
+updated, so the 10% a B-tree keeps free by default when such a page splits would stay unused.
+
 Tables (all in the saver's schema):
 
 ``threadline_threads``      one row per thread: times, metadata, the thread-wide ``seq``.
 ``threadline_heads``        the head checkpoint of each ``(thread_id, ns)``; moved by CAS.
-``threadline_checkpoints``  one row per checkpoint; ``refs`` is msgpack ``{channel: ref}``.
+``threadline_checkpoints``  one row per checkpoint; ``refs`` is msgpack ``{channel: ref}``
+                            (see ``_core._pack_refs``: writers as 16 bytes).
 ``threadline_versions``     immutable channel versions: snapshots and deltas (``base``).
 ``threadline_writes``       pending writes of tasks, keyed ``(thread, ns, checkpoint, task, idx)``.
 ``threadline_migrations``   the schema versions applied.
@@ -67,49 +81,49 @@ MIGRATIONS: tuple[Migration, ...] = (
         "threads, heads, checkpoints, versions, writes",
         (
             """CREATE TABLE IF NOT EXISTS {threads} (
-                thread_id text PRIMARY KEY,
                 created_at float8 NOT NULL,
                 updated_at float8 NOT NULL,
+                seq int8 NOT NULL,
                 expires_at float8,
-                metadata bytea,
-                seq int8 NOT NULL
+                thread_id text PRIMARY KEY,
+                metadata bytea
             ) WITH (fillfactor = 70)""",
             """CREATE TABLE IF NOT EXISTS {heads} (
+                head uuid NOT NULL,
                 thread_id text NOT NULL,
                 ns text NOT NULL,
-                head text NOT NULL,
                 PRIMARY KEY (thread_id, ns)
             ) WITH (fillfactor = 70)""",
             """CREATE TABLE IF NOT EXISTS {checkpoints} (
-                thread_id text NOT NULL,
-                id text NOT NULL,
-                ns text NOT NULL,
-                parent_id text,
                 seq int8 NOT NULL,
                 step int8 NOT NULL,
-                source text NOT NULL,
                 created_at float8 NOT NULL,
+                id uuid NOT NULL,
+                parent_id uuid,
+                thread_id text NOT NULL,
+                ns text NOT NULL,
+                source text NOT NULL,
                 metadata bytea NOT NULL,
                 tasks bytea NOT NULL,
                 refs bytea NOT NULL,
-                PRIMARY KEY (id, thread_id)
+                PRIMARY KEY (id, thread_id) WITH (fillfactor = 100)
             )""",
             """CREATE INDEX IF NOT EXISTS threadline_checkpoints_ns_seq
-                ON {checkpoints} (thread_id, ns, seq)""",
+                ON {checkpoints} (thread_id, ns, seq) WITH (fillfactor = 100)""",
             """CREATE TABLE IF NOT EXISTS {versions} (
+                writer uuid NOT NULL,
+                base uuid,
                 thread_id text NOT NULL,
                 channel text NOT NULL,
-                writer text NOT NULL,
-                base text,
                 data bytea NOT NULL,
-                PRIMARY KEY (thread_id, channel, writer)
+                PRIMARY KEY (thread_id, channel, writer) WITH (fillfactor = 100)
             )""",
             """CREATE TABLE IF NOT EXISTS {writes} (
+                idx int4 NOT NULL,
+                checkpoint_id uuid NOT NULL,
                 thread_id text NOT NULL,
                 ns text NOT NULL,
-                checkpoint_id text NOT NULL,
                 task_id text NOT NULL,
-                idx int4 NOT NULL,
                 channel text NOT NULL,
                 data bytea NOT NULL,
                 PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
@@ -130,12 +144,13 @@ _TABLES = {
 }
 
 _CKPT_COLS = (
-    "c.ns, c.id, c.parent_id, c.seq, c.step, c.source, c.created_at, c.metadata, c.tasks, c.refs"
+    "c.ns, c.id::text, c.parent_id::text, c.seq, c.step, c.source, c.created_at, c.metadata,"
+    " c.tasks, c.refs"
 )
 """The columns :func:`_core.checkpoint_row` converts, in its order (``c`` = checkpoints)."""
 
 _THREAD_COLS = (
-    "t.thread_id, h.head, t.metadata, t.created_at, t.updated_at, t.expires_at"
+    "t.thread_id, h.head::text, t.metadata, t.created_at, t.updated_at, t.expires_at"
     " FROM {threads} t LEFT JOIN {heads} h ON h.thread_id = t.thread_id AND h.ns = ''"
 )
 
@@ -148,7 +163,7 @@ _THREAD_COLS = (
 INLINE_ROWS = 8
 
 _VERSION_COLS = ("channel", "writer", "base", "data")
-_VERSION_TYPES = ("text", "text", "text", "bytea")
+_VERSION_TYPES = ("text", "uuid", "uuid", "bytea")
 _WRITE_COLS = ("task_id", "idx", "channel", "data")
 _WRITE_TYPES = ("text", "int4", "text", "bytea")
 
@@ -201,7 +216,7 @@ def _commit_tail(n_versions: int) -> str:
 , cp AS (
     INSERT INTO {checkpoints}
         (thread_id, id, ns, parent_id, seq, step, source, created_at, metadata, tasks, refs)
-    SELECT %(tid)s, %(id)s, %(ns)s, %(parent)s::text, thr.seq, %(step)s, %(source)s,
+    SELECT %(tid)s, %(id)s::uuid, %(ns)s, %(parent)s::uuid, thr.seq, %(step)s, %(source)s,
         %(now)s::float8, %(cmeta)b::bytea, %(tasks)b::bytea, %(refs)b::bytea
     FROM thr
 )"""
@@ -217,8 +232,8 @@ SELECT seq FROM thr
 # the new row: exactly one of them matches. Everything else is gated on ``cas``.
 _COMMIT_MOVE = """
 WITH cas AS (
-    UPDATE {heads} SET head = %(id)s
-    WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s
+    UPDATE {heads} SET head = %(id)s::uuid
+    WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s::uuid
     RETURNING 1
 ), thr AS (
     UPDATE {threads} SET seq = seq + 1, updated_at = %(now)s::float8,
@@ -230,7 +245,7 @@ WITH cas AS (
 # No expected head: create it; a concurrent creator makes ON CONFLICT skip, so one wins.
 _COMMIT_CREATE = """
 WITH cas AS (
-    INSERT INTO {heads} (thread_id, ns, head) VALUES (%(tid)s, %(ns)s, %(id)s)
+    INSERT INTO {heads} (thread_id, ns, head) VALUES (%(tid)s, %(ns)s, %(id)s::uuid)
     ON CONFLICT (thread_id, ns) DO NOTHING
     RETURNING 1
 ), thr AS (
@@ -265,10 +280,10 @@ def commit_writes_sql(n_rows: int) -> str:
         else f"""
 , ins AS (
     INSERT INTO {{writes}} (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
-    SELECT %(tid)s, %(ns)s, %(cid)s, r.task_id, r.idx, r.channel, r.data
+    SELECT %(tid)s, %(ns)s, %(cid)s::uuid, r.task_id, r.idx, r.channel, r.data
     FROM chk, {rows_source(_WRITE_COLS, _WRITE_TYPES, n_rows)}
     WHERE chk.thread_exists AND chk.checkpoint_exists
-        AND chk.head IS NOT DISTINCT FROM %(expected)s::text
+        AND chk.head IS NOT DISTINCT FROM %(expected)s::uuid
     ON CONFLICT DO NOTHING
 )"""
     )
@@ -281,26 +296,27 @@ WITH h AS (
         (SELECT head FROM h) AS head,
         EXISTS (SELECT FROM {threads} WHERE thread_id = %(tid)s) AS thread_exists,
         EXISTS (
-            SELECT FROM {checkpoints} WHERE thread_id = %(tid)s AND id = %(cid)s AND ns = %(ns)s
+            SELECT FROM {checkpoints}
+            WHERE thread_id = %(tid)s AND id = %(cid)s::uuid AND ns = %(ns)s
         ) AS checkpoint_exists
 )"""
         + insert
         + """
-SELECT head, thread_exists, checkpoint_exists FROM chk
+SELECT head::text, thread_exists, checkpoint_exists FROM chk
 """
     )
 
 
-HEAD = "SELECT head FROM {heads} WHERE thread_id = %s AND ns = %s"
+HEAD = "SELECT head::text FROM {heads} WHERE thread_id = %s AND ns = %s"
 
-CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s"
+CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid"
 
 # Checkpoint ids are unique per thread; copy_thread keeps them, so the original (the oldest
 # thread holding the id) wins. The primary key starts with id, so this is an index lookup.
 LOCATE = """
 SELECT c.thread_id, c.ns
 FROM {checkpoints} c JOIN {threads} t ON t.thread_id = c.thread_id
-WHERE c.id = %s
+WHERE c.id = %s::uuid
 ORDER BY t.created_at, c.thread_id
 LIMIT 1
 """
@@ -312,32 +328,32 @@ WHERE h.thread_id = %s AND h.ns = %s
 """
 
 READ_CHECKPOINT = f"""
-SELECT {_CKPT_COLS} FROM {{checkpoints}} c WHERE c.thread_id = %s AND c.id = %s AND c.ns = %s
+SELECT {_CKPT_COLS} FROM {{checkpoints}} c WHERE c.thread_id = %s AND c.id = %s::uuid AND c.ns = %s
 """
 
 # Keys first (small rows, deduplicated by UNION), then the data of each version once.
 READ_VERSIONS = """
 WITH RECURSIVE k(channel, writer) AS (
-    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::text[])
+    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::uuid[])
     UNION
     SELECT v.channel, v.base
     FROM k JOIN {versions} v
         ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
     WHERE v.base IS NOT NULL
 )
-SELECT v.channel, v.writer, v.base, v.data
+SELECT v.channel, v.writer::text, v.base::text, v.data
 FROM k JOIN {versions} v
     ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
 """
 
 READ_WRITES = """
 SELECT task_id, idx, channel, data FROM {writes}
-WHERE thread_id = %s AND ns = %s AND checkpoint_id = %s
+WHERE thread_id = %s AND ns = %s AND checkpoint_id = %s::uuid
 """
 
 READ_WRITES_MANY = """
-SELECT ns, checkpoint_id, task_id, idx, channel, data FROM {writes}
-WHERE thread_id = %s AND ns = ANY(%s) AND checkpoint_id = ANY(%s)
+SELECT ns, checkpoint_id::text, task_id, idx, channel, data FROM {writes}
+WHERE thread_id = %s AND ns = ANY(%s::text[]) AND checkpoint_id = ANY(%s::uuid[])
 """
 
 PAGE_NS = f"""
@@ -426,7 +442,7 @@ LIMIT %s
 LOCK_THREAD = "SELECT FROM {threads} WHERE thread_id = %s FOR UPDATE"
 
 KEPT_REFS = """
-SELECT id, refs FROM (
+SELECT id::text, refs FROM (
     SELECT id, refs, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
     FROM {checkpoints} WHERE thread_id = %s
 ) k WHERE rn <= %s
@@ -435,7 +451,7 @@ SELECT id, refs FROM (
 # Versions reachable from the kept checkpoints' refs through their base chains survive.
 PRUNE = """
 WITH RECURSIVE k(channel, writer) AS (
-    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::text[])
+    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::uuid[])
     UNION
     SELECT v.channel, v.base
     FROM k JOIN {versions} v

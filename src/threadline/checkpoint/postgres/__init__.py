@@ -17,7 +17,7 @@ Every SQL statement and every step of every operation is shared with the async s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ from psycopg_pool import ConnectionPool
 from typing_extensions import Self
 
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
-from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken
+from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
+from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken, is_id
 
 __all__ = ["PostgresSaver"]
 
@@ -68,6 +69,9 @@ class PostgresSaver(PostgresCore):
             outdated schema raises :class:`~threadline.errors.SchemaMissingError`.
         prepare: use server-side prepared statements (after a few uses of each). Pass
             ``False`` behind PgBouncer in transaction pooling mode.
+        group_commit: commits of concurrent runs (to different threads) that queue while one
+            is in flight go together in one statement (each still checks its own head). A
+            lone run's commit is never delayed. ``False`` sends every commit on its own.
         serde, ttl, auto_sweep, cache_bytes, snapshot_ratio: see
             :class:`~threadline.checkpoint.base.BaseCheckpointSaver`.
     """
@@ -81,6 +85,7 @@ class PostgresSaver(PostgresCore):
         schema: str = "public",
         auto_setup: bool = True,
         prepare: bool = True,
+        group_commit: bool = True,
         **options: Any,
     ) -> None:
         if isinstance(conn_or_pool, ConnectionPool):
@@ -99,6 +104,10 @@ class PostgresSaver(PostgresCore):
         self._conn_lock = threading.Lock()
         self._setup_lock = threading.Lock()
         self._owned_pool: ConnectionPool[Any] | None = None
+        self.group_commit = group_commit
+        self._commits = CommitQueue()
+        self._commits_changed = threading.Condition()
+        self._commit_many = self._q.render(COMMIT_MANY)
 
     @classmethod
     def from_conn_string(
@@ -156,6 +165,7 @@ class PostgresSaver(PostgresCore):
     # ------------------------------------------------------------------ driver
 
     def _drive(self, conn: psycopg.Connection[Any], proc: Proc[T], tx: bool) -> T:
+        adapt_connection(conn)  # for group commit's arrays
         if tx or not conn.autocommit:
             with conn.transaction():
                 return drive(conn, proc, self._prepare_arg)
@@ -255,7 +265,57 @@ class PostgresSaver(PostgresCore):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> int:
-        return self._run(self._c_commit(row, versions, expected_head, thread_metadata, expires_at))
+        # A new thread (rare) or a head no checkpoint could have: alone, by the usual path.
+        if expected_head is None or not is_id(expected_head) or not self.group_commit:
+            return self._run(
+                self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+            )
+        pending = Pending((row, versions, expected_head, thread_metadata, expires_at))
+        queue, changed = self._commits, self._commits_changed
+        with changed:
+            queue.waiting.append(pending)
+            while not queue.can_send and not pending.done:
+                changed.wait()
+            if pending.done:
+                return pending.result()
+            queue.in_flight += 1
+        # This thread sends batches until its own commit is settled, then hands over.
+        try:
+            while True:
+                with changed:
+                    batch = [] if pending.done else queue.take()
+                    if not batch:  # settled, or in a batch another thread is sending
+                        while not pending.done:
+                            changed.wait()
+                        break
+                try:
+                    self._settle(settle_batch(self, self._commit_many, batch))
+                except BaseException as exc:  # interrupted: the batch's other waiters learn it
+                    for other in batch:
+                        if not other.done:
+                            other.settle(0, exc)
+                    raise
+                with changed:
+                    changed.notify_all()
+        finally:
+            with changed:
+                queue.in_flight -= 1
+                changed.notify_all()
+        return pending.result()
+
+    def _settle(self, proc: Generator[Call[Any], Any, None]) -> None:
+        """Run a procedure over saver calls (see :func:`._batch.settle_batch`)."""
+        try:
+            call = next(proc)
+            while True:
+                try:
+                    result = self._run(call)
+                except Exception as exc:
+                    call = proc.throw(exc)
+                else:
+                    call = proc.send(result)
+        except StopIteration:
+            return
 
     def _commit_writes(
         self,

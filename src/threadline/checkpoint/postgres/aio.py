@@ -22,7 +22,7 @@ opening needs a running event loop. The procedures it runs are the ones the sync
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from typing_extensions import Self
 
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import connection_kwargs
+from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
 from ._core import (
     Call,
     PostgresCore,
@@ -41,6 +42,7 @@ from ._core import (
     as_id_list,
     has_rows,
     is_broken,
+    is_id,
     translate,
 )
 
@@ -78,8 +80,8 @@ class AsyncPostgresSaver(PostgresCore):
             borrows a connection for just that operation, so concurrent runs proceed in
             parallel and a broken connection is replaced) or one
             :class:`psycopg.AsyncConnection` (operations then take turns on it).
-        schema, auto_setup, prepare, serde, ttl, auto_sweep, cache_bytes, snapshot_ratio:
-            as for :class:`~threadline.checkpoint.postgres.PostgresSaver`.
+        schema, auto_setup, prepare, group_commit, serde, ttl, auto_sweep, cache_bytes,
+            snapshot_ratio: as for :class:`~threadline.checkpoint.postgres.PostgresSaver`.
     """
 
     sync_twin = "PostgresSaver (threadline.checkpoint.postgres)"
@@ -91,6 +93,7 @@ class AsyncPostgresSaver(PostgresCore):
         schema: str = "public",
         auto_setup: bool = True,
         prepare: bool = True,
+        group_commit: bool = True,
         **options: Any,
     ) -> None:
         if isinstance(conn_or_pool, AsyncConnectionPool):
@@ -111,6 +114,10 @@ class AsyncPostgresSaver(PostgresCore):
         self._setup_lock = asyncio.Lock()
         self._owned_pool: AsyncConnectionPool[Any] | None = None
         self._pool_timeout = 30.0
+        self.group_commit = group_commit
+        self._commits = CommitQueue()
+        self._flushers: set[asyncio.Task[None]] = set()  # referenced while they run
+        self._commit_many = self._q.render(COMMIT_MANY)
 
     @classmethod
     def from_conn_string(
@@ -170,6 +177,7 @@ class AsyncPostgresSaver(PostgresCore):
     # ------------------------------------------------------------------ driver
 
     async def _drive(self, conn: psycopg.AsyncConnection[Any], proc: Proc[T], tx: bool) -> T:
+        adapt_connection(conn)  # for group commit's arrays
         if tx or not conn.autocommit:
             async with conn.transaction():
                 return await adrive(conn, proc, self._prepare_arg)
@@ -271,9 +279,51 @@ class AsyncPostgresSaver(PostgresCore):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> int:
-        return await self._run(
-            self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
-        )
+        # A new thread (rare) or a head no checkpoint could have: alone, by the usual path.
+        if expected_head is None or not is_id(expected_head) or not self.group_commit:
+            return await self._run(
+                self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        args = (row, versions, expected_head, thread_metadata, expires_at)
+        queue = self._commits
+        queue.waiting.append(Pending(args, future))
+        if queue.can_send:
+            queue.in_flight += 1
+            flusher = asyncio.ensure_future(self._flush_commits())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        return await future
+
+    async def _flush_commits(self) -> None:
+        """Send batches until no commit waits (a task, so a cancelled caller stops nothing)."""
+        queue = self._commits
+        batch: list[Pending] = []
+        try:
+            while batch := queue.take():
+                await self._settle(settle_batch(self, self._commit_many, batch))
+        except BaseException:  # cancelled with the loop: nobody will send the rest
+            for pending in [*batch, *queue.waiting]:
+                if pending.future is not None:
+                    pending.future.cancel()
+            queue.waiting.clear()
+            raise
+        finally:
+            queue.in_flight -= 1
+
+    async def _settle(self, proc: Generator[Call[Any], Any, None]) -> None:
+        """Run a procedure over saver calls (see :func:`._batch.settle_batch`)."""
+        try:
+            call = next(proc)
+            while True:
+                try:
+                    result = await self._run(call)
+                except Exception as exc:
+                    call = proc.throw(exc)
+                else:
+                    call = proc.send(result)
+        except StopIteration:
+            return
 
     async def _acommit_writes(
         self,

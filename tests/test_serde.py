@@ -711,26 +711,46 @@ def test_dataclass_fields_added_later_take_defaults() -> None:
 # --------------------------------------------------------------------------- compression
 
 
-def test_compression_round_trip_and_size() -> None:
+@pytest.mark.parametrize(("compression", "flag"), [("zlib", 0x40), ("zstd", 0x10)])
+def test_compression_round_trip_and_size(compression: Any, flag: int) -> None:
     big = {"messages": [{"role": "user", "content": "hello world " * 50} for _ in range(100)]}
-    plain = MsgpackSerializer().dumps(big)
-    packed = MsgpackSerializer(compression="zstd").dumps(big)
+    plain = MsgpackSerializer(compression=None).dumps(big)
+    assert plain[0] == serde.FORMAT_VERSION
+    packed = MsgpackSerializer(compression=compression).dumps(big)
     assert len(packed) < len(plain) / 10
-    assert packed[0] & 0x10  # compressed flag
-    assert_identical(MsgpackSerializer(compression="zstd").loads(packed), big)
-    # a reader without compression configured reads it too, and vice versa
-    assert_identical(MsgpackSerializer().loads(packed), big)
-    assert_identical(MsgpackSerializer(compression="zstd").loads(plain), big)
+    assert packed[0] == serde.FORMAT_VERSION | flag
+    # any reader reads any of them, whatever its own compression setting
+    for reader in (None, "zlib", "zstd"):
+        assert_identical(MsgpackSerializer(compression=reader).loads(packed), big)
+        assert_identical(MsgpackSerializer(compression=reader).loads(plain), big)
 
 
-def test_small_values_are_not_compressed() -> None:
+def test_zlib_is_the_default_and_reports_the_size_before_compression() -> None:
+    big = ["some text that repeats " * 40]
+    data, size = MsgpackSerializer().dumps_sized(big)
+    plain = MsgpackSerializer(compression=None).dumps(big)
+    assert data[0] & 0x40 and size == len(plain) and len(data) < len(plain) / 5
+    assert MsgpackSerializer().dumps(big) == data
+
+
+def test_corrupt_zlib_body_is_a_clear_error() -> None:
+    data = bytearray(MsgpackSerializer().dumps("x" * 5000))
+    data[5:9] = b"\xff\xff\xff\xff"
+    with pytest.raises(CorruptCheckpointError, match="does not decompress"):
+        MsgpackSerializer().loads(bytes(data))
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+def test_small_values_are_not_compressed(compression: Any) -> None:
     small = {"a": "b" * 100}
-    assert MsgpackSerializer(compression="zstd").dumps(small) == MsgpackSerializer().dumps(small)
+    plain = MsgpackSerializer(compression=None).dumps(small)
+    assert MsgpackSerializer(compression=compression).dumps(small) == plain
 
 
-def test_incompressible_large_values_stay_uncompressed() -> None:
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+def test_incompressible_large_values_stay_uncompressed(compression: Any) -> None:
     noise = os.urandom(5000)
-    data = MsgpackSerializer(compression="zstd").dumps(noise)
+    data = MsgpackSerializer(compression=compression).dumps(noise)
     assert data[0] == serde.FORMAT_VERSION
     assert MsgpackSerializer().loads(data) == noise
 

@@ -271,8 +271,13 @@ class BaseCheckpointSaver:
 
     # ------------------------------------------------------------------ shared, sans-IO
 
-    def _dumps(self, value: Any, key: str) -> bytes:
-        return self.serde.dumps(value, key)
+    def _dumps(self, value: Any, key: str) -> tuple[bytes, int]:
+        """Encode a channel version: its bytes, and its size before any compression."""
+        sized = getattr(self.serde, "dumps_sized", None)
+        if sized is not None:
+            return sized(value, key)  # type: ignore[no-any-return]
+        data = self.serde.dumps(value, key)
+        return data, len(data)
 
     def _prepare_commit(
         self,

@@ -32,8 +32,8 @@ A tz blob is empty (naive), ``0x01`` + ``>q`` offset in microseconds (``datetime
 Frame (one stored value)::
 
     byte 0   header: bits 0-3 format version (1), bit 4 zstd-compressed, bit 5 encrypted,
-             bits 6-7 reserved (0)
-    rest     the msgpack body, zstd-compressed when bit 4 is set. When bit 5 is set the
+             bit 6 zlib-compressed, bit 7 reserved (0)
+    rest     the msgpack body, compressed when bit 4 or 6 is set. When bit 5 is set the
              (possibly compressed) body is stored as a 12-byte random nonce followed by its
              AES-256-GCM ciphertext and 16-byte tag, authenticated with the header byte as
              associated data.
@@ -60,6 +60,7 @@ import os
 import struct
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
@@ -87,9 +88,11 @@ FORMAT_VERSION = 1
 _VERSION_MASK = 0x0F
 _FLAG_ZSTD = 0x10
 _FLAG_ENCRYPTED = 0x20
-_RESERVED_MASK = 0xC0
+_FLAG_ZLIB = 0x40
+_RESERVED_MASK = 0x80
 
-_COMPRESS_MIN_BYTES = 1024  # bodies up to this size are never compressed
+_COMPRESS_MIN_BYTES = 512  # smaller bodies gain too little to be worth the time
+_ZLIB_LEVEL = 1  # the fastest: on text it keeps most of what higher levels gain
 _ZSTD_LEVEL = 3
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
@@ -561,9 +564,11 @@ def _make_aead(key: bytes) -> AESGCM:
 
 
 class MsgpackSerializer:
-    """The default :class:`Serializer`: MessagePack, a type registry, optional zstd and AES-GCM.
+    """The default :class:`Serializer`: MessagePack, a type registry, compression, AES-GCM.
 
-    ``compression="zstd"`` compresses bodies over 1 KiB (needs ``threadline[zstd]``).
+    ``compression`` applies to bodies over 512 bytes, kept only when smaller: ``"zlib"`` (the
+    default, from the standard library), ``"zstd"`` (faster and tighter, needs
+    ``threadline[zstd]``) or None.
     ``encryption_key`` (32 raw bytes, or a str holding them as base64 / URL-safe base64 /
     64 hex digits) encrypts every value written with AES-256-GCM (needs ``threadline[crypto]``)
     and refuses to read unencrypted values unless ``allow_plaintext=True`` (for migrating).
@@ -575,13 +580,16 @@ class MsgpackSerializer:
         self,
         *,
         registry: TypeRegistry | None = None,
-        compression: Literal["zstd"] | None = None,
+        compression: Literal["zlib", "zstd"] | None = "zlib",
         encryption_key: bytes | str | None = None,
         allow_plaintext: bool = False,
     ) -> None:
-        if compression not in (None, "zstd"):
-            raise ValueError(f"compression must be 'zstd' or None, not {compression!r}")
+        if compression not in (None, "zlib", "zstd"):
+            raise ValueError(
+                f"compression must be 'zlib' (the default), 'zstd' or None, not {compression!r}"
+            )
         self._registry = registry if registry is not None else default_registry
+        self._zlib = compression == "zlib"
         self._zstd: Any = _import_zstd() if compression == "zstd" else None
         self._aead: AESGCM | None = (
             _make_aead(_parse_key(encryption_key)) if encryption_key is not None else None
@@ -627,19 +635,31 @@ class MsgpackSerializer:
     def dumps(self, value: Any, key: str = "value") -> bytes:
         """Encode ``value`` as one frame. Raises :class:`SerializationError` naming the path
         (starting at ``key``) and the type of the first part that cannot be stored."""
+        return self.dumps_sized(value, key)[0]
+
+    def dumps_sized(self, value: Any, key: str = "value") -> tuple[bytes, int]:
+        """:meth:`dumps`, and the frame's size before compression and encryption."""
         try:
             frame = self._pack(value, frame=True)
         except (_Unencodable, ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise self._dump_error(value, key, exc) from exc.__cause__ or exc
-        if self._zstd is None and self._aead is None:
+        return self._seal(frame), len(frame)
+
+    def _seal(self, frame: bytes) -> bytes:
+        """Compress and encrypt a frame's body as configured."""
+        compress = len(frame) > _COMPRESS_MIN_BYTES and (self._zlib or self._zstd is not None)
+        if not compress and self._aead is None:
             return frame  # the common case: header byte + msgpack, one copy
         body: bytes | memoryview = memoryview(frame)[1:]
         header = FORMAT_VERSION
-        if self._zstd is not None and len(body) > _COMPRESS_MIN_BYTES:
-            packed: bytes = self._compressor().compress(body)
+        if compress:
+            if self._zlib:
+                packed, flag = zlib.compress(body, _ZLIB_LEVEL), _FLAG_ZLIB
+            else:
+                packed, flag = self._compressor().compress(body), _FLAG_ZSTD
             if len(packed) < len(body):
                 body = packed
-                header |= _FLAG_ZSTD
+                header |= flag
         if self._aead is None:
             return bytes((header,)) + body
         head = bytes((header | _FLAG_ENCRYPTED,))
@@ -871,6 +891,13 @@ class MsgpackSerializer:
             )
         if header & _FLAG_ZSTD:
             body = self._decompress(body)
+        elif header & _FLAG_ZLIB:
+            try:
+                body = zlib.decompress(body)
+            except zlib.error as exc:
+                raise CorruptCheckpointError(
+                    f"the compressed value does not decompress: {exc}"
+                ) from exc
         try:
             return msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
         except CorruptCheckpointError:

@@ -18,7 +18,7 @@ def from_url(
     *,
     aio: bool = False,
     ttl: float | None = None,
-    compression: str | None = None,
+    compression: str | None = "zlib",
     encryption_key: bytes | str | None = None,
     pool_min_size: int | None = None,
     pool_max_size: int | None = None,
@@ -30,14 +30,15 @@ def from_url(
     absolute one) or ``postgresql://user@host:5432/db``. ``aio=True`` returns the async twin.
     The result works directly (close it with ``close()``/``aclose()``) or as a context manager.
 
-    Options: ``ttl`` (seconds until an idle thread expires), ``compression="zstd"``,
+    Options: ``ttl`` (seconds until an idle thread expires), ``compression`` (``"zlib"``, the
+    default, ``"zstd"`` or None),
     ``encryption_key`` (32 bytes, or its base64/hex text), ``pool_min_size``/``pool_max_size``
     (Postgres), and any keyword the backend's saver takes (e.g. ``schema=`` for Postgres).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"checkpointer URL {url!r} is not a URL; use one of: {_SCHEMES}")
     scheme = urlsplit(url).scheme.lower()
-    if compression is not None or encryption_key is not None:
+    if compression != "zlib" or encryption_key is not None:
         options["serde"] = MsgpackSerializer(
             compression=compression,  # type: ignore[arg-type]
             encryption_key=encryption_key,

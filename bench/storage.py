@@ -4,7 +4,8 @@ Each turn appends a 1 KB user message and runs 2 nodes that each append a 1 KB m
 random text (900 messages, about 0.9 MB of payload). For each backend and library it prints the
 median per-turn time over turns 1-10 and 291-300, bytes stored after the last turn, the time to
 read the full history, the median time of get_state, and the ratios. Then 50 threads at once on
-the async Postgres saver with a pool (async nodes): steps (checkpoints) per second.
+the async Postgres saver with a pool (async nodes), 20 turns each from a new thread: steps
+(checkpoints) per second, over the whole run (the threads' creation included).
 
 Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -249,7 +250,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--only", default=",".join(KINDS))
     parser.add_argument("--threads", type=int, default=50)
-    parser.add_argument("--thread-turns", type=int, default=10)
+    parser.add_argument("--thread-turns", type=int, default=20)
     # One measurement in this fresh process, printed as JSON: --worker conversation|concurrent
     # --kind KIND --library LIB (concurrent: --kind postgres or postgres-nosync).
     parser.add_argument("--worker", choices=["conversation", "concurrent"], help=argparse.SUPPRESS)

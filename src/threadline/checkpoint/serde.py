@@ -93,6 +93,11 @@ _RESERVED_MASK = 0x80
 
 _COMPRESS_MIN_BYTES = 512  # smaller bodies gain too little to be worth the time
 _ZLIB_LEVEL = 1  # the fastest: on text it keeps most of what higher levels gain
+# A 16 KiB window and smaller tables keep zlib's working memory (~100 KiB) under glibc's mmap
+# threshold: its default (~300 KiB) was mapped and unmapped on every call, which made
+# compressing a 1 KB message cost ~60 us instead of ~10. Ratios lose ~1.5% on long texts.
+_ZLIB_WBITS = 14
+_ZLIB_MEMLEVEL = 6
 _ZSTD_LEVEL = 3
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
@@ -654,7 +659,8 @@ class MsgpackSerializer:
         header = FORMAT_VERSION
         if compress:
             if self._zlib:
-                packed, flag = zlib.compress(body, _ZLIB_LEVEL), _FLAG_ZLIB
+                deflate = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, _ZLIB_WBITS, _ZLIB_MEMLEVEL)
+                packed, flag = deflate.compress(body) + deflate.flush(), _FLAG_ZLIB
             else:
                 packed, flag = self._compressor().compress(body), _FLAG_ZSTD
             if len(packed) < len(body):

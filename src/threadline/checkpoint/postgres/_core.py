@@ -104,7 +104,7 @@ class _Broken(Exception):
         self.error = error
 
 
-def drive(conn: psycopg.Connection[Any], proc: Proc[T], prepare: bool | None) -> T:
+def drive(conn: psycopg.Connection[Any], proc: Proc[T], prepare: bool) -> T:
     """Run ``proc`` on ``conn``: the blocking driver (the async one mirrors it line by line)."""
     cur = conn.cursor(row_factory=tuple_row)
     try:
@@ -269,9 +269,11 @@ class PostgresCore(BaseCheckpointSaver):
         self._ready = False
 
     @property
-    def _prepare_arg(self) -> bool | None:
-        # None: psycopg prepares a statement after prepare_threshold uses; False: never (PgBouncer).
-        return None if self.prepare else False
+    def _prepare_arg(self) -> bool:
+        # True: prepared on a connection's first use of it. Waiting for psycopg's threshold (5
+        # uses per connection) had the server parse and plan the commit anew, on each of a
+        # pool's connections, for its first uses. False: never (PgBouncer).
+        return self.prepare
 
     # ------------------------------------------------------------------ setup
 

@@ -51,7 +51,7 @@ __all__ = ["AsyncPostgresSaver"]
 T = TypeVar("T")
 
 
-async def adrive(conn: psycopg.AsyncConnection[Any], proc: Proc[T], prepare: bool | None) -> T:
+async def adrive(conn: psycopg.AsyncConnection[Any], proc: Proc[T], prepare: bool) -> T:
     """Run ``proc`` on ``conn``: :func:`._core.drive` with ``await``."""
     cur = conn.cursor(row_factory=tuple_row)
     try:

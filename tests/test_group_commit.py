@@ -251,3 +251,70 @@ def test_group_commit_can_be_turned_off(saver: PostgresSaver) -> None:
     with ThreadPoolExecutor(len(names)) as pool:
         list(pool.map(commit, names))
     assert counts == {"statements": 8, "batches": 0}
+
+
+async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
+    """Backends killed again and again while 20 threads commit in batches: runs may fail, and
+    each is then finished from what was stored; no thread ends with a step lost or doubled."""
+    import psycopg
+    from test_postgres import terminate, with_app_name
+
+    url = postgres_url_or_skip()
+    schema = _postgres_schema()
+    app_name = f"tl_gc_{uuid.uuid4().hex[:8]}"
+    kills = 0
+    try:
+        async with AsyncPostgresSaver.from_conn_string(
+            with_app_name(url, app_name), schema=schema, pool_max_size=8
+        ) as saver:
+            app = chat(saver)
+            configs = [{"configurable": {"thread_id": f"k{i}"}} for i in range(20)]
+            done = asyncio.Event()
+
+            async def killer() -> None:
+                nonlocal kills
+                while not done.is_set():
+                    await asyncio.sleep(0.02)
+                    kills += await asyncio.to_thread(terminate, url, app_name)
+
+            async def turn(config: dict[str, Any], i: int) -> None:
+                for _ in range(200):  # until the turn is whole, whatever failed on the way
+                    try:
+                        state = await app.aget_state(config)
+                        log = state.values.get("log", [])
+                        if f"u{i}" not in log:
+                            await app.ainvoke({"log": [f"u{i}"]}, config)
+                        elif state.next:
+                            await app.ainvoke(None, config)
+                        else:
+                            return
+                    except psycopg.OperationalError:
+                        await asyncio.sleep(0.005)
+                raise AssertionError(f"turn {i} of {config} never completed")
+
+            async def thread(config: dict[str, Any]) -> None:
+                for i in range(8):
+                    await turn(config, i)
+
+            kill_task = asyncio.ensure_future(killer())
+            try:
+                await asyncio.gather(*(thread(c) for c in configs))
+            finally:
+                done.set()
+                await kill_task
+            for config in configs:
+                log = (await app.aget_state(config)).values["log"]
+                expected: list[str] = []
+                for i in range(8):
+                    expected += [f"u{i}", f"a{len(expected) + 1}", f"b{len(expected) + 2}"]
+                assert log == expected
+                history = [s async for s in app.aget_state_history(config)]
+                assert len(history) == 8 * 3
+                for newer, older in itertools.pairwise(history):
+                    assert (
+                        newer.parent_config["configurable"]["checkpoint_id"]
+                        == (older.config["configurable"]["checkpoint_id"])
+                    )
+    finally:
+        _drop_postgres_schema(url, schema)
+    assert kills > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -315,6 +316,77 @@ async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
                         newer.parent_config["configurable"]["checkpoint_id"]
                         == (older.config["configurable"]["checkpoint_id"])
                     )
+    finally:
+        _drop_postgres_schema(url, schema)
+    assert kills > 0
+
+
+def test_sync_connections_killed_under_load_lose_and_repeat_nothing() -> None:
+    """The blocking saver's twin of the test above, with Python threads sharing one saver."""
+    import psycopg
+    from test_postgres import terminate, with_app_name
+
+    def a(state: State) -> dict[str, list[str]]:
+        return {"log": [f"a{len(state['log'])}"]}
+
+    def b(state: State) -> dict[str, list[str]]:
+        return {"log": [f"b{len(state['log'])}"]}
+
+    url = postgres_url_or_skip()
+    schema = _postgres_schema()
+    app_name = f"tl_gcs_{uuid.uuid4().hex[:8]}"
+    kills = 0
+    try:
+        with PostgresSaver.from_conn_string(
+            with_app_name(url, app_name), schema=schema, pool_max_size=8
+        ) as saver:
+            builder = StateGraph(State)
+            builder.add_node("a", a)
+            builder.add_node("b", b)
+            builder.add_edge("a", "b")
+            builder.add_edge(START, "a")
+            builder.add_edge("b", END)
+            app = builder.compile(checkpointer=saver)
+            done = threading.Event()
+
+            def killer() -> None:
+                nonlocal kills
+                while not done.wait(0.02):
+                    kills += terminate(url, app_name)
+
+            def thread(name: str) -> None:
+                config = {"configurable": {"thread_id": name}}
+                for i in range(6):
+                    for _ in range(200):
+                        try:
+                            state = app.get_state(config)
+                            log = state.values.get("log", [])
+                            if f"u{i}" not in log:
+                                app.invoke({"log": [f"u{i}"]}, config)
+                            elif state.next:
+                                app.invoke(None, config)
+                            else:
+                                break
+                        except psycopg.OperationalError:
+                            time.sleep(0.005)
+                    else:
+                        raise AssertionError(f"turn {i} of {name} never completed")
+
+            kill_thread = threading.Thread(target=killer)
+            kill_thread.start()
+            try:
+                with ThreadPoolExecutor(12) as pool:
+                    list(pool.map(thread, [f"s{i}" for i in range(12)]))
+            finally:
+                done.set()
+                kill_thread.join()
+            expected: list[str] = []
+            for i in range(6):
+                expected += [f"u{i}", f"a{len(expected) + 1}", f"b{len(expected) + 2}"]
+            for i in range(12):
+                config = {"configurable": {"thread_id": f"s{i}"}}
+                assert app.get_state(config).values["log"] == expected
+                assert len(list(app.get_state_history(config))) == 6 * 3
     finally:
         _drop_postgres_schema(url, schema)
     assert kills > 0

@@ -39,6 +39,7 @@ from threadline.errors import (  # noqa: E402
     CheckpointNotFoundError,
     CorruptCheckpointError,
     SchemaMissingError,
+    SchemaVersionError,
     ThreadlineError,
 )
 from threadline.graph import END, START, StateGraph  # noqa: E402
@@ -339,7 +340,7 @@ def test_schema_newer_than_the_code_says_to_upgrade(url: str, schema: str) -> No
         saver.setup()
     query(url, sql.SQL("INSERT INTO {} (version) VALUES (99)").format(table(schema, "migrations")))
     with PostgresSaver.from_conn_string(url, schema=schema) as saver:
-        with pytest.raises(CorruptCheckpointError, match=r"version 99.*[Uu]pgrade threadline"):
+        with pytest.raises(SchemaVersionError, match=r"version 99.*[Uu]pgrade threadline"):
             saver.get_tuple(cfg("t"))
         with pytest.raises(CorruptCheckpointError, match=r"[Uu]pgrade threadline"):
             saver.setup()

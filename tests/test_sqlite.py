@@ -31,6 +31,7 @@ from threadline.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     SchemaMissingError,
+    SchemaVersionError,
     ThreadlineError,
 )
 from threadline.graph import END, START, StateGraph
@@ -385,9 +386,9 @@ def test_a_newer_schema_version_says_to_upgrade(path: str) -> None:
     raw(path, "INSERT INTO threadline_migrations VALUES (?, 0)", (_sql.SCHEMA_VERSION + 1,))
     for options in ({}, {"auto_setup": False}):
         with SqliteSaver.from_conn_string(path, **options) as saver:
-            with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
+            with pytest.raises(SchemaVersionError, match="Upgrade threadline"):
                 saver.get_tuple(cfg())
-            with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
+            with pytest.raises(SchemaVersionError, match="Upgrade threadline"):
                 saver.setup()
 
 
@@ -585,7 +586,7 @@ async def test_async_auto_setup_false_and_newer_schema(path: str) -> None:
     finally:
         await saver.aclose()
     raw(path, "INSERT INTO threadline_migrations VALUES (?, 0)", (_sql.SCHEMA_VERSION + 1,))
-    with pytest.raises(CorruptCheckpointError, match="Upgrade threadline"):
+    with pytest.raises(SchemaVersionError, match="Upgrade threadline"):
         async with AsyncSqliteSaver.from_conn_string(path):
             pass
 

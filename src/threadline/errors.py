@@ -18,6 +18,7 @@ __all__ = [
     "InvalidUpdateError",
     "NoCheckpointerError",
     "SchemaMissingError",
+    "SchemaVersionError",
     "SerializationError",
     "ThreadNotFoundError",
     "ThreadlineError",
@@ -75,6 +76,10 @@ class SerializationError(ThreadlineError, TypeError):
 
 class CorruptCheckpointError(ThreadlineError):
     """Stored bytes that do not decode, or rows of an unknown format version."""
+
+
+class SchemaVersionError(CorruptCheckpointError):
+    """The database was set up or migrated by a newer threadline than this one: upgrade."""
 
 
 class SchemaMissingError(ThreadlineError):

@@ -34,6 +34,7 @@ from psycopg.rows import tuple_row
 from ...errors import (
     CorruptCheckpointError,
     SchemaMissingError,
+    SchemaVersionError,
     ThreadlineError,
     ThreadNotFoundError,
 )
@@ -304,8 +305,8 @@ class PostgresCore(BaseCheckpointSaver):
             )
         return True
 
-    def _too_new(self, version: int) -> CorruptCheckpointError:
-        return CorruptCheckpointError(
+    def _too_new(self, version: int) -> SchemaVersionError:
+        return SchemaVersionError(
             f"schema {self.schema!r} is at threadline schema version {version}, newer than this"
             f" threadline knows (up to {self._q.latest_version}): it was migrated by a newer"
             " release."

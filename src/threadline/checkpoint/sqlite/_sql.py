@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 from ...errors import (
     CorruptCheckpointError,
     SchemaMissingError,
+    SchemaVersionError,
     ThreadlineError,
     ThreadNotFoundError,
 )
@@ -253,7 +254,7 @@ def _migrate() -> Proc[int]:
 
 def _check_not_newer(version: int) -> None:
     if version > SCHEMA_VERSION:
-        raise CorruptCheckpointError(
+        raise SchemaVersionError(
             f"this SQLite database has threadline schema version {version}, newer than the"
             f" version {SCHEMA_VERSION} this threadline knows; a newer threadline wrote it."
             " Upgrade threadline to open it (never downgrade a database in use)."

@@ -181,6 +181,44 @@ async def test_a_lost_race_in_a_batch_fails_alone(asaver: AsyncPostgresSaver) ->
     assert len([c async for c in asaver.alist({"configurable": {"thread_id": "y"}})]) == 2
 
 
+async def test_new_threads_go_in_batches_and_an_existing_one_fails_alone(
+    asaver: AsyncPostgresSaver,
+) -> None:
+    taken = await asaver.aput("taken", "", draft(["0"], None), expected_head=None)
+    x = await asaver.aput("x", "", draft(["0"], None), expected_head=None)
+    await asaver.aput("p", "", draft(["0"], None), expected_head=None)
+    counts = count_statements(asaver, "async")
+
+    async def create(name: str, ns: str = "") -> Checkpoint:
+        return await asaver.aput(name, ns, draft([name], None), expected_head=None)
+
+    # The first goes alone; the rest (new threads, one that exists, a new namespace of an
+    # existing thread and a move) as one batch.
+    results = await asyncio.gather(
+        create("lead"),
+        create("n1"),
+        create("taken"),
+        create("n2"),
+        asaver.aput("x", "", draft(["0", "1"], x), expected_head=x.id),
+        create("p", "child:1"),
+        return_exceptions=True,
+    )
+    assert counts["batches"] == 1
+    lead, n1, conflict, n2, moved, child = results
+    assert isinstance(child, Checkpoint) and child.seq == 2  # the thread's counter went on
+    assert isinstance(conflict, CheckpointConflictError)
+    assert conflict.thread_id == "taken" and conflict.actual == taken.id
+    for name, saved in (("lead", lead), ("n1", n1), ("n2", n2)):
+        assert isinstance(saved, Checkpoint) and saved.seq == 1
+        loaded = await asaver.aload(name, "", None, shared=False)
+        assert loaded is not None and loaded.checkpoint.values["items"] == [name]
+    assert isinstance(moved, Checkpoint) and moved.seq == 2
+    loaded = await asaver.aload("taken", "", None, shared=False)
+    assert loaded is not None and loaded.checkpoint.id == taken.id
+    names = {t.thread_id for t in await asaver.alist_threads()}
+    assert names == {"taken", "x", "p", "lead", "n1", "n2"}
+
+
 async def test_a_batch_the_server_refuses_is_settled_commit_by_commit(
     asaver: AsyncPostgresSaver,
 ) -> None:
@@ -272,14 +310,16 @@ async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
             configs = [{"configurable": {"thread_id": f"k{i}"}} for i in range(20)]
             done = asyncio.Event()
 
-            async def killer() -> None:
+            async def killer() -> None:  # a second of chaos, then the runs can finish
                 nonlocal kills
-                while not done.is_set():
-                    await asyncio.sleep(0.02)
+                for _ in range(40):
+                    if done.is_set():
+                        return
+                    await asyncio.sleep(0.025)
                     kills += await asyncio.to_thread(terminate, url, app_name)
 
             async def turn(config: dict[str, Any], i: int) -> None:
-                for _ in range(200):  # until the turn is whole, whatever failed on the way
+                for _ in range(2000):  # until the turn is whole, whatever failed on the way
                     try:
                         state = await app.aget_state(config)
                         log = state.values.get("log", [])
@@ -349,15 +389,17 @@ def test_sync_connections_killed_under_load_lose_and_repeat_nothing() -> None:
             app = builder.compile(checkpointer=saver)
             done = threading.Event()
 
-            def killer() -> None:
+            def killer() -> None:  # a second of chaos, then the runs can finish
                 nonlocal kills
-                while not done.wait(0.02):
+                for _ in range(40):
+                    if done.wait(0.025):
+                        return
                     kills += terminate(url, app_name)
 
             def thread(name: str) -> None:
                 config = {"configurable": {"thread_id": name}}
                 for i in range(6):
-                    for _ in range(200):
+                    for _ in range(2000):
                         try:
                             state = app.get_state(config)
                             log = state.values.get("log", [])

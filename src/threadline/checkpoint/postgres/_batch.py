@@ -44,8 +44,9 @@ MAX_IN_FLIGHT = 3
 """Batches in flight at once per saver: one on the server while the next one gathers and the
 runs whose commits came back go on, so the server and the process both stay busy."""
 
-CommitArgs = tuple[CheckpointRow, Sequence[VersionRow], str, bytes | None, float | None]
-"""``_commit``'s arguments: row, versions, expected head, thread metadata, expiry."""
+CommitArgs = tuple[CheckpointRow, Sequence[VersionRow], str | None, bytes | None, float | None]
+"""``_commit``'s arguments: row, versions, expected head (None: a new head), thread metadata,
+expiry."""
 
 
 @dataclass(slots=True)
@@ -105,9 +106,11 @@ class CommitQueue:
 
 
 # Every commit of the batch in arrays, numbered by ``i``; versions point at their commit by
-# ``i``. Each commit's head moves only from its expected head (under READ COMMITTED a commit
-# racing another process's re-checks against the row that process wrote), and only commits
-# whose head moved bump their thread and store their rows. The statement returns their ``i``.
+# ``i``. A commit with an expected head moves it only from there (under READ COMMITTED one
+# racing another process's re-checks against the row that process wrote); one without creates
+# the head, unless it exists. Only commits that won bump or create their thread and store their
+# rows; the statement returns their ``i``. A batch holds one commit per thread, so no row is
+# touched twice.
 COMMIT_MANY = """
 WITH c AS (
     SELECT * FROM unnest(
@@ -116,17 +119,34 @@ WITH c AS (
         %(step)s::int8[], %(source)s::text[], %(cmeta)s::bytea[], %(tasks)s::bytea[],
         %(refs)s::bytea[]
     ) AS c(i, tid, ns, id, expected, now, exp, meta, parent, step, source, cmeta, tasks, refs)
-), cas AS (
+), moved AS (
     UPDATE {heads} h SET head = c.id
     FROM c
-    WHERE h.thread_id = c.tid AND h.ns = c.ns AND h.head = c.expected
+    WHERE c.expected IS NOT NULL
+        AND h.thread_id = c.tid AND h.ns = c.ns AND h.head = c.expected
     RETURNING c.i
-), thr AS (
+), created AS (
+    INSERT INTO {heads} (thread_id, ns, head)
+    SELECT c.tid, c.ns, c.id FROM c WHERE c.expected IS NULL
+    ON CONFLICT (thread_id, ns) DO NOTHING
+    RETURNING thread_id
+), bumped AS (
     UPDATE {threads} t SET seq = t.seq + 1, updated_at = c.now, expires_at = c.exp,
         metadata = COALESCE(c.meta, t.metadata)
-    FROM cas JOIN c ON c.i = cas.i
+    FROM moved JOIN c ON c.i = moved.i
     WHERE t.thread_id = c.tid
     RETURNING c.i, t.seq
+), born AS (
+    INSERT INTO {threads} AS t (thread_id, created_at, updated_at, expires_at, metadata, seq)
+    SELECT c.tid, c.now, c.now, c.exp, c.meta, 1
+    FROM created JOIN c ON c.tid = created.thread_id AND c.expected IS NULL
+    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + 1, updated_at = excluded.updated_at,
+        expires_at = excluded.expires_at, metadata = COALESCE(excluded.metadata, t.metadata)
+    RETURNING t.thread_id, t.seq
+), thr AS (
+    SELECT i, seq FROM bumped
+    UNION ALL
+    SELECT c.i, born.seq FROM born JOIN c ON c.tid = born.thread_id AND c.expected IS NULL
 ), cp AS (
     INSERT INTO {checkpoints}
         (thread_id, id, ns, parent_id, seq, step, source, created_at, metadata, tasks, refs)

@@ -279,8 +279,8 @@ class AsyncPostgresSaver(PostgresCore):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> int:
-        # A new thread (rare) or a head no checkpoint could have: alone, by the usual path.
-        if expected_head is None or not is_id(expected_head) or not self.group_commit:
+        # A head no checkpoint could have goes alone: it only fails, and would fail a batch.
+        if not self.group_commit or (expected_head is not None and not is_id(expected_head)):
             return await self._run(
                 self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
             )

@@ -240,3 +240,34 @@ async def test_async_debug_and_custom_together(asaver: BaseCheckpointSaver) -> N
         ("custom", "async param"),
         ("debug", "task_result"),
     ]
+
+
+@pytest.mark.parametrize("order", ["writer, config", "config, writer", "keyword-only"])
+def test_node_taking_writer_and_config_gets_each_by_name(order: str) -> None:
+    seen: dict[str, Any] = {}
+
+    def record(writer: Any, config: Any) -> dict[str, Any]:
+        writer("hi")
+        seen["thread_id"] = config["configurable"]["thread_id"]
+        return {"log": ["ran"]}
+
+    def writer_first(state: State, writer: Any, config: Any) -> dict[str, Any]:
+        return record(writer, config)
+
+    def config_first(state: State, config: Any, writer: Any) -> dict[str, Any]:
+        return record(writer, config)
+
+    def keyword_only(state: State, *, config: Any, writer: Any) -> dict[str, Any]:
+        return record(writer, config)
+
+    node = {"writer, config": writer_first, "config, writer": config_first}.get(order, keyword_only)
+    from threadline.checkpoint.memory import MemorySaver
+
+    builder = StateGraph(State)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    builder.add_edge("n", END)
+    app = builder.compile(checkpointer=MemorySaver())
+    config = _config()
+    assert list(app.stream({"log": []}, config, stream_mode="custom")) == ["hi"]
+    assert seen["thread_id"] == config["configurable"]["thread_id"]

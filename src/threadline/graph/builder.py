@@ -17,6 +17,7 @@ from .spec import (
     Join,
     NodeSpec,
     callable_info,
+    config_by_name,
     literal_destinations,
 )
 from .state import StateSchema
@@ -94,6 +95,7 @@ class StateGraph:
             retry=retry or retry_policy,
             destinations=declared,
             subgraph=subgraph,
+            config_by_name=subgraph is None and config_by_name(fn),
         )
         return self
 

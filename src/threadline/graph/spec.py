@@ -29,6 +29,7 @@ class NodeSpec:
     retry: RetryPolicy | None
     destinations: tuple[str, ...] | None
     subgraph: Any = None  # a compiled graph used directly as the node
+    config_by_name: bool = False  # a parameter named ``config`` gets it by keyword
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,23 @@ def callable_info(fn: Callable[..., Any]) -> tuple[bool, bool, bool]:
     ]
     takes_config = "config" in names or len(positional) >= 2
     return is_async, takes_config, "writer" in names
+
+
+def config_by_name(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has a parameter named ``config`` that can be passed by keyword (so
+    ``def node(state, writer, config)`` gets each where it asked for it)."""
+    target = fn
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and call is not None:
+        target = call
+    try:
+        param = inspect.signature(target).parameters.get("config")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def literal_destinations(fn: Callable[..., Any]) -> tuple[str, ...] | None:

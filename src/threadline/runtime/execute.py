@@ -34,9 +34,13 @@ def _context(
 def _call_args(
     node: NodeSpec, state: Any, ctx: TaskContext
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    args: tuple[Any, ...] = (state, ctx.config) if node.takes_config else (state,)
-    kwargs = {"writer": ctx.emit} if node.takes_writer else {}
-    return args, kwargs
+    kwargs: dict[str, Any] = {"writer": ctx.emit} if node.takes_writer else {}
+    if not node.takes_config:
+        return (state,), kwargs
+    if node.config_by_name:
+        kwargs["config"] = ctx.config
+        return (state,), kwargs
+    return (state, ctx.config), kwargs
 
 
 def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:

@@ -94,6 +94,83 @@ def _ns_config(thread_id: str, ns: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
 
 
+# ---------------------------------------------------------------------- Command.PARENT
+
+
+def _handoff_graphs(calls: Calls, *, as_function: bool, parallel: bool = False) -> StateGraph:
+    """support (inner: triage -> handoff -> never) hands the parent over to billing."""
+
+    def handoff(state: State) -> Command[Any]:
+        calls.hit("handoff")
+        return Command(graph=Command.PARENT, goto="billing", update={"messages": ["handoff"]})
+
+    inner = StateGraph(State)
+    inner.add_node("triage", _node(calls, "triage"))
+    inner.add_node("handoff", handoff)
+    inner.add_node("never", _node(calls, "never"))
+    inner.add_edge(START, "triage")
+    inner.add_edge("triage", "handoff")
+    inner.add_edge("handoff", "never")
+    inner.add_edge("never", END)
+    if parallel:  # a sibling running in the same step as the handoff
+        inner.add_node("sibling", _node(calls, "sibling"))
+        inner.add_edge("triage", "sibling")
+    graph = inner.compile()
+
+    outer = StateGraph(State)
+    if as_function:
+
+        def support(state: State) -> dict[str, Any]:
+            out = graph.invoke({"messages": []})  # lets the handoff through to this graph
+            return {"messages": out["messages"]}
+
+        outer.add_node("support", support, destinations=("billing",))
+    else:
+        outer.add_node("support", graph, destinations=("billing",))
+    outer.add_node("billing", _node(calls, "billing"))
+    outer.add_edge(START, "support")
+    outer.add_edge("billing", END)
+    return outer
+
+
+@pytest.mark.parametrize("as_function", [False, True], ids=["node", "function"])
+def test_command_parent_routes_the_parent_graph(
+    saver: BaseCheckpointSaver, as_function: bool
+) -> None:
+    calls = Calls()
+    app = _handoff_graphs(calls, as_function=as_function).compile(checkpointer=saver)
+    config = fresh_config()
+    out = app.invoke({"messages": ["hi"]}, config)
+    # The parent takes the command as the support node's result: its update, then billing.
+    # What the subgraph wrote in its own state stays there.
+    assert out["messages"] == ["hi", "handoff", "billing"]
+    assert (calls["triage"], calls["handoff"], calls["never"], calls["billing"]) == (1, 1, 0, 1)
+    history = list(app.get_state_history(config))
+    assert [tuple(s.next) for s in history] == [(), ("billing",), ("support",)]
+
+
+async def test_async_command_parent_with_a_sibling_in_the_step(
+    asaver: BaseCheckpointSaver,
+) -> None:
+    calls = Calls()
+    graph = _handoff_graphs(calls, as_function=False, parallel=True)
+    app = graph.compile(checkpointer=asaver)
+    out = await app.ainvoke({"messages": ["hi"]}, fresh_config())
+    assert out["messages"] == ["hi", "handoff", "billing"]
+    assert (calls["never"], calls["billing"]) == (0, 1)
+
+
+def test_command_parent_in_a_top_level_graph_says_what_to_do(saver: BaseCheckpointSaver) -> None:
+    from threadline.errors import InvalidUpdateError
+
+    builder = StateGraph(State)
+    builder.add_node("n", lambda s: Command(graph=Command.PARENT, goto="n"))
+    builder.add_edge(START, "n")
+    app = builder.compile(checkpointer=saver)
+    with pytest.raises(InvalidUpdateError, match=r"not running inside another graph's node"):
+        app.invoke({"messages": []}, fresh_config())
+
+
 # ---------------------------------------------------------------------- as a node
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "GraphValidationError",
     "InvalidUpdateError",
     "NoCheckpointerError",
+    "ParentCommand",
     "SchemaMissingError",
     "SchemaVersionError",
     "SerializationError",
@@ -95,3 +96,13 @@ class GraphInterrupt(ThreadlineError):
     def __init__(self, interrupts: list[Any]) -> None:
         super().__init__(f"paused for {len(interrupts)} interrupt(s)")
         self.interrupts = interrupts
+
+
+class ParentCommand(ThreadlineError):
+    """Raised out of a subgraph whose node returned ``Command(graph=Command.PARENT)``: the
+    parent task takes ``command`` (its ``graph`` cleared) as what its node returned. Not an
+    error for callers; a node function that runs a graph itself should let it through."""
+
+    def __init__(self, command: Any) -> None:
+        super().__init__("a subgraph node routed its parent graph")
+        self.command = command

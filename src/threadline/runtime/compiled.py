@@ -226,6 +226,7 @@ class CompiledStateGraph:
             recursion_limit=limit,
             durability=opts.durability,
             checkpointing=saver is not None,
+            in_parent=running_task() is not None,
         )
         return core, config
 
@@ -902,15 +903,20 @@ class _AsyncRun(_RunBase):
                 )
             ] = task
         pending: set[asyncio.Task[None]] = set(running)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
-            )
-            for f in done:
-                f.result()
-                task = running[f]
-                self.core.finish_task(task, alone=alone)
-                self.debug("task_result", task)
-                await self._save(persister)
-            for chunk in self.drain():
-                yield chunk
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
+                )
+                for f in done:
+                    f.result()
+                    task = running[f]
+                    self.core.finish_task(task, alone=alone)
+                    self.debug("task_result", task)
+                    await self._save(persister)
+                for chunk in self.drain():
+                    yield chunk
+        except BaseException:  # a task routed the parent graph, or the run was cancelled
+            for f in pending:
+                f.cancel()
+            raise

@@ -26,7 +26,7 @@ from ..checkpoint.types import (
     make_config,
     new_checkpoint_id,
 )
-from ..errors import GraphRecursionError, InvalidUpdateError, ThreadlineError
+from ..errors import GraphRecursionError, InvalidUpdateError, ParentCommand, ThreadlineError
 from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..graph.state import StateSchema
 from ..types import Command, Interrupt, Send
@@ -154,6 +154,7 @@ class RunCore:
         recursion_limit: int,
         durability: str,
         checkpointing: bool,
+        in_parent: bool = False,
     ) -> None:
         self.spec = spec
         self.schema = schema
@@ -165,6 +166,7 @@ class RunCore:
         self.recursion_limit = recursion_limit
         self.durability = durability
         self.checkpointing = checkpointing
+        self.in_parent = in_parent  # runs inside another graph's task: may route it
         self.values: dict[str, Any] = {}
         self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
         self.dirty: dict[str, list[Any] | None] = {}
@@ -289,9 +291,13 @@ class RunCore:
         gotos: list[Any] = []
         if isinstance(returned, Command):
             if returned.graph == Command.PARENT:
-                raise InvalidUpdateError(
-                    f"node {task.name!r} returned Command(graph=PARENT) outside a subgraph"
-                )
+                if not self.in_parent:
+                    raise InvalidUpdateError(
+                        f"node {task.name!r} returned Command(graph=Command.PARENT), but its"
+                        " graph is not running inside another graph's node; return"
+                        " Command(goto=...) to route this graph"
+                    )
+                raise ParentCommand(dataclasses.replace(returned, graph=None))
             writes = self._command_updates(returned, who=f"node {task.name!r}")
             gotos = _as_targets(returned.goto)
         elif self.schema.kind in ("pydantic", "dataclass") and isinstance(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any, Literal
 
 from ..checkpoint.types import RunnableConfig
-from ..errors import GraphInterrupt, ThreadlineError
+from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
@@ -108,12 +108,15 @@ def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Actio
         ctx.calls = ctx.child_calls = 0
         state = core.task_input(task)
         try:
-            if node.subgraph is not None:
-                child_in = _child_input(node, state)
-                output = yield ("node", node, child_in, ctx)
-                returned = _child_changes(child_in, output)
-            else:
-                returned = yield ("node", node, state, ctx)
+            try:
+                if node.subgraph is not None:
+                    child_in = _child_input(node, state)
+                    output = yield ("node", node, child_in, ctx)
+                    returned = _child_changes(child_in, output)
+                else:
+                    returned = yield ("node", node, state, ctx)
+            except ParentCommand as routed:  # a graph run by this node routes this graph
+                returned = routed.command
             core.node_result(task, node, returned, state)
             for branch in core.spec.branches.get(task.name, []):
                 result = yield ("router", branch, core.branch_view(task), ctx.config)
@@ -123,6 +126,8 @@ def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Actio
         except GraphInterrupt as exc:
             _record_interrupt(task, exc)
             return
+        except ParentCommand:
+            raise  # this graph's node routes the graph running it: out of this run, up there
         except Exception as exc:
             delay = _retry_delay(node, attempt, exc)
             if delay is None:

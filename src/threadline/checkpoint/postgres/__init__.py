@@ -67,11 +67,11 @@ class PostgresSaver(PostgresCore):
         schema: the PostgreSQL schema holding the tables (created by :meth:`setup`).
         auto_setup: create or migrate the schema on first use. With ``False`` a missing or
             outdated schema raises :class:`~threadline.errors.SchemaMissingError`.
-        prepare: use server-side prepared statements (after a few uses of each). Pass
-            ``False`` behind PgBouncer in transaction pooling mode.
-        group_commit: commits of concurrent runs (to different threads) that queue while one
-            is in flight go together in one statement (each still checks its own head). A
-            lone run's commit is never delayed. ``False`` sends every commit on its own.
+        prepare: use server-side prepared statements (each prepared on a connection's first
+            use of it). Pass ``False`` behind PgBouncer in transaction pooling mode.
+        group_commit: commits of concurrent runs (to different threads) that queue while
+            others are in flight go together in one statement (each still checks its own
+            head). A lone run's commit is never delayed. ``False`` sends each on its own.
         serde, ttl, auto_sweep, cache_bytes, snapshot_ratio: see
             :class:`~threadline.checkpoint.base.BaseCheckpointSaver`.
     """

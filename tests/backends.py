@@ -267,6 +267,23 @@ async def _apostgres(**options: Any) -> AsyncIterator[Any]:
         _drop_postgres_schema(url, schema)
 
 
+def with_app_name(url: str, name: str) -> str:
+    """``url`` with an ``application_name``, so :func:`terminate` can find its connections."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
+def terminate(url: str, app_name: str) -> int:
+    """Kill every server backend of ``app_name`` (as a DBA or a network failure would)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (app_name,),
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
 def _corrupt_postgres(saver: Any, thread_id: str, channel: str, writer: str) -> None:
     import psycopg
     from psycopg import sql

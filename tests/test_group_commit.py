@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from backends import _drop_postgres_schema, _postgres_schema, postgres_url_or_skip
+from backends import (
+    _drop_postgres_schema,
+    _postgres_schema,
+    postgres_url_or_skip,
+    terminate,
+    with_app_name,
+)
 
 pytest.importorskip("psycopg")
 
@@ -296,7 +302,6 @@ async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
     """Backends killed again and again while 20 threads commit in batches: runs may fail, and
     each is then finished from what was stored; no thread ends with a step lost or doubled."""
     import psycopg
-    from test_postgres import terminate, with_app_name
 
     url = postgres_url_or_skip()
     schema = _postgres_schema()
@@ -364,7 +369,6 @@ async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
 def test_sync_connections_killed_under_load_lose_and_repeat_nothing() -> None:
     """The blocking saver's twin of the test above, with Python threads sharing one saver."""
     import psycopg
-    from test_postgres import terminate, with_app_name
 
     def a(state: State) -> dict[str, list[str]]:
         return {"log": [f"a{len(state['log'])}"]}

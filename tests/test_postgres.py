@@ -22,7 +22,7 @@ from typing import Annotated, Any, TypedDict
 
 import msgpack
 import pytest
-from backends import CORRUPT_BYTES, postgres_url_or_skip
+from backends import CORRUPT_BYTES, postgres_url_or_skip, terminate, with_app_name
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402
@@ -109,22 +109,6 @@ def query(url: str, statement: sql.Composable, params: Any = None) -> list[tuple
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
-
-
-def with_app_name(url: str, name: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
-
-
-def terminate(url: str, app_name: str) -> int:
-    """Kill every server backend of ``app_name`` (as a DBA or a network failure would)."""
-    rows = query(
-        url,
-        sql.SQL(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
-        ),
-        (app_name,),
-    )
-    return sum(1 for (ok,) in rows if ok)
 
 
 def in_processes(target: Any, args: tuple[Any, ...], n: int, n_results: int) -> list[Any]:

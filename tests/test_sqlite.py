@@ -392,6 +392,35 @@ def test_a_newer_schema_version_says_to_upgrade(path: str) -> None:
                 saver.setup()
 
 
+def test_setup_migrates_a_database_with_data_to_the_next_version(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version 2 appended to the list (as a release would) migrates a version 1 file that
+    holds threads: nothing stored is lost, and older code then refuses the file."""
+    with SqliteSaver.from_conn_string(path) as saver:
+        first = saver.put(T, "", draft({"a": 1}), expected_head=None)
+        saver.put(T, "", draft({"a": 2}, parent=first), expected_head=first.id)
+    v2 = (2, ("CREATE INDEX checkpoints_by_created ON checkpoints (thread_id, created_at)",))
+    monkeypatch.setattr(_sql, "MIGRATIONS", (*_sql.MIGRATIONS, v2))
+    monkeypatch.setattr(_sql, "SCHEMA_VERSION", 2)
+    with (
+        SqliteSaver.from_conn_string(path, auto_setup=False) as saver,
+        pytest.raises(SchemaMissingError, match="schema version 1"),
+    ):
+        saver.get_tuple(cfg())
+    with SqliteSaver.from_conn_string(path) as saver:  # auto setup migrates
+        assert saver.get(cfg()) == {"a": 2}
+        assert len(list(saver.list(cfg()))) == 2
+    assert raw(path, "SELECT version FROM threadline_migrations ORDER BY version") == [(1,), (2,)]
+    assert raw(path, "SELECT name FROM sqlite_master WHERE name = 'checkpoints_by_created'")
+    monkeypatch.undo()  # the code of version 1 again
+    with (
+        SqliteSaver.from_conn_string(path) as saver,
+        pytest.raises(SchemaVersionError, match="version 2"),
+    ):
+        saver.get_tuple(cfg())
+
+
 def test_migrations_are_an_ordered_list() -> None:
     versions = [v for v, _ in _sql.MIGRATIONS]
     assert versions == sorted(set(versions))

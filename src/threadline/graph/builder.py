@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoint.base import BaseCheckpointSaver
 from ..errors import GraphValidationError
 from ..types import RetryPolicy
+from .schema import StateSchema
 from .spec import (
     END,
     START,
@@ -20,7 +21,6 @@ from .spec import (
     config_by_name,
     literal_destinations,
 )
-from .state import StateSchema
 
 if TYPE_CHECKING:
     from ..runtime.compiled import CompiledStateGraph

@@ -18,8 +18,8 @@ from ..errors import (
     GraphInterrupt,
     NoCheckpointerError,
 )
+from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
-from ..graph.state import StateSchema
 from ..types import Command, StateSnapshot, StateTask
 from .context import ParentLink, running_task
 from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of

@@ -27,8 +27,8 @@ from ..checkpoint.types import (
     new_checkpoint_id,
 )
 from ..errors import GraphRecursionError, InvalidUpdateError, ParentCommand, ThreadlineError
+from ..graph.schema import StateSchema
 from ..graph.spec import END, START, GraphSpec, NodeSpec
-from ..graph.state import StateSchema
 from ..types import Command, Interrupt, Send
 
 MISSING: Any = object()

@@ -27,7 +27,7 @@ from backends import Backend, Driver
 
 from threadline.checkpoint import base as checkpoint_base
 from threadline.checkpoint.base import BaseCheckpointSaver
-from threadline.checkpoint.serde import MsgpackSerializer
+from threadline.checkpoint.serde import MsgpackSerializer, register_type
 from threadline.checkpoint.types import (
     ChannelChange,
     Checkpoint,
@@ -180,6 +180,10 @@ class User(pydantic.BaseModel):
     joined: dt.datetime
     roles: set[str] = set()
     home: Point | None = None
+
+
+for _cls in (Color, Point, User):  # the checkpoint layer stores only registered classes
+    register_type(_cls)
 
 
 def typed_values() -> dict[str, Any]:

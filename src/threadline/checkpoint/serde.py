@@ -38,9 +38,19 @@ Frame (one stored value)::
              AES-256-GCM ciphertext and 16-byte tag, authenticated with the header byte as
              associated data.
 
-Dataclasses, Enums and pydantic models are stored by class reference and, on load, imported
-and used only if the imported class really is a dataclass / Enum / pydantic model. Classes
-defined inside functions, and any other type, must be registered with :func:`register_type`.
+Stored rows are untrusted input (docs/security.md). A class reference (codes 12-14) or a
+registered name (code 15) is resolved only against the registry and a fixed list of built-in
+classes (langchain-core messages, threadline's own types): loading never imports a module a
+stored value names and never constructs an unregistered type. Storing a dataclass, Enum or
+pydantic model that is neither registered nor built in fails at save time; the types a graph's
+state schema names are registered when it is compiled (:mod:`.typewalk`).
+
+Limits, applied on write and on read (a value that could be saved can always be read back):
+nesting depth (``max_depth``, default 100) and the size of a decoded body
+(``max_decoded_bytes``, default 64 MiB; a compressed body is never inflated past it or past
+the size its zstd frame records). Decoding nests C calls only for the first few levels of
+extension types; deeper levels use heap-allocated unpackers, so no input can exhaust the C
+stack.
 Dataclasses come back without running ``__init__``/``__post_init__``: their fields are set as
 stored (fields added to the class since take their defaults). Pydantic models come back through
 ``model_construct``: no re-validation, ``model_fields_set`` and extra fields kept, private
@@ -157,7 +167,42 @@ _BUILTIN_TYPES: frozenset[type] = (
 _Kind = Literal["custom", "enum", "dataclass", "model"]
 _KIND_CODES: dict[str, int] = {"enum": _EXT_ENUM, "dataclass": _EXT_DATACLASS, "model": _EXT_MODEL}
 _KIND_WORDS: dict[str, str] = {"enum": "Enum", "dataclass": "dataclass", "model": "pydantic model"}
-_MAX_WALK_DEPTH = 520  # just past msgpack's own nesting limit (511)
+DEFAULT_MAX_DEPTH = 100
+DEFAULT_MAX_DECODED_BYTES = 64 << 20
+# Extension payloads nested deeper than this decode with a heap-allocated Unpacker: unpackb()
+# keeps its ~40 KB parser stack on the C stack, so 200 nested unpackb() calls overflow 8 MB.
+_INLINE_EXT_DEPTH = 8
+
+# Every container level (array, map, ext) starts with one of these bytes, so their count in a
+# msgpack body bounds its nesting depth: a body with fewer needs no walk to check its depth.
+_CONTAINER_BYTES = bytes(
+    [*range(0x80, 0xA0), 0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xDC, 0xDD, 0xDE, 0xDF]
+)
+_CONTAINER_TABLE = bytes(1 if i in _CONTAINER_BYTES else 0 for i in range(256))
+
+# Classes every serializer may store and load without registration, by class reference. Only
+# these fixed modules are ever imported because of a stored value.
+_LC = "langchain_core.messages."
+_BUILTIN_REFS: frozenset[str] = frozenset(
+    {
+        *(
+            f"{_LC}{module}:{name}{chunk}"
+            for module, name in (
+                ("ai", "AIMessage"),
+                ("human", "HumanMessage"),
+                ("system", "SystemMessage"),
+                ("tool", "ToolMessage"),
+                ("function", "FunctionMessage"),
+                ("chat", "ChatMessage"),
+            )
+            for chunk in ("", "Chunk")
+        ),
+        f"{_LC}modifier:RemoveMessage",
+        "threadline.types:Interrupt",
+        "threadline.types:Send",
+        "threadline.types:Command",
+    }
+)
 
 
 @runtime_checkable
@@ -323,6 +368,41 @@ class TypeRegistry:
     def __init__(self) -> None:
         self._by_type: dict[type, _Entry] = {}
         self._by_name: dict[str, _Entry] = {}
+        # "module:qualname" of registered dataclasses/Enums/models: the class references of
+        # values stored before they were registered (format codes 12-14) resolve through it.
+        self._by_ref: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._by_type
+
+    def ensure(self, cls: type) -> bool:
+        """Register a dataclass, Enum or pydantic model under its default name unless it is
+        registered already. Returns whether ``cls`` is registered afterwards.
+
+        For types found in a graph's state schema: a class redefined under the same module and
+        qualified name (a module reloaded, a class made by a function called twice) takes the
+        name over; a name an unrelated class holds is left alone.
+        """
+        if cls in self._by_type or cls in _BUILTIN_TYPES:
+            return cls in self._by_type
+        kind = _kind_of(cls)
+        if kind is None or _ref_of(cls) in _BUILTIN_REFS:
+            return False
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        with self._lock:
+            taken = self._by_name.get(name)
+            if taken is not None and _ref_of(taken.cls) != _ref_of(cls):
+                return False
+            encode, decode = _auto_handlers(cls, kind)
+            self._add(_Entry(cls, name, kind, encode, decode))
+        return True
+
+    def _add(self, entry: _Entry) -> None:
+        self._by_type[entry.cls] = entry
+        self._by_name[entry.name] = entry
+        if entry.kind != "custom":
+            self._by_ref[_ref_of(entry.cls)] = entry
 
     def register(
         self,
@@ -369,9 +449,8 @@ class TypeRegistry:
                 f"the type name {name!r} is registered already for {_type_name(taken.cls)}; "
                 f"pick another name for {_type_name(cls)}"
             )
-        entry = _Entry(cls, name, kind, encode, decode)
-        self._by_type[cls] = entry
-        self._by_name[name] = entry
+        with self._lock:
+            self._add(_Entry(cls, name, kind, encode, decode))
 
 
 default_registry = TypeRegistry()
@@ -407,6 +486,10 @@ class _Unencodable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _ref_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _type_name(cls: type) -> str:
@@ -578,6 +661,8 @@ class MsgpackSerializer:
     64 hex digits) encrypts every value written with AES-256-GCM (needs ``threadline[crypto]``)
     and refuses to read unencrypted values unless ``allow_plaintext=True`` (for migrating).
     :meth:`loads` reads compressed and uncompressed values whatever ``compression`` says.
+    ``max_depth`` bounds how deeply values nest and ``max_decoded_bytes`` the size of one
+    encoded value before compression, on write and on read (docs/security.md).
     Instances are safe to share between threads.
     """
 
@@ -588,7 +673,18 @@ class MsgpackSerializer:
         compression: Literal["zlib", "zstd"] | None = "zlib",
         encryption_key: bytes | str | None = None,
         allow_plaintext: bool = False,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     ) -> None:
+        if type(max_depth) is not int or not 1 <= max_depth <= 400:
+            raise ValueError(
+                f"max_depth must be an int from 1 to 400 (deeper values exhaust Python's stack"
+                f" in ordinary code that walks them), got {max_depth!r}"
+            )
+        if type(max_decoded_bytes) is not int or max_decoded_bytes < 1:
+            raise ValueError(f"max_decoded_bytes must be a positive int, got {max_decoded_bytes!r}")
+        self._max_depth = max_depth
+        self._max_decoded_bytes = max_decoded_bytes
         if compression not in (None, "zlib", "zstd"):
             raise ValueError(
                 f"compression must be 'zlib' (the default), 'zstd' or None, not {compression!r}"
@@ -635,6 +731,11 @@ class MsgpackSerializer:
             _EXT_REGISTERED: self._decode_registered,
         }
 
+    @property
+    def registry(self) -> TypeRegistry:
+        """The registry of types this serializer stores and loads beyond the built-in ones."""
+        return self._registry
+
     # ----------------------------------------------------------------- dumps
 
     def dumps(self, value: Any, key: str = "value") -> bytes:
@@ -648,7 +749,24 @@ class MsgpackSerializer:
             frame = self._pack(value, frame=True)
         except (_Unencodable, ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise self._dump_error(value, key, exc) from exc.__cause__ or exc
+        if len(frame) > self._max_decoded_bytes + 1:
+            raise SerializationError(
+                f"cannot serialize {key}: it encodes to {len(frame) - 1} bytes, more than "
+                f"max_decoded_bytes={self._max_decoded_bytes} of MsgpackSerializer allows "
+                "reading back; store less, or raise max_decoded_bytes"
+            )
+        if len(frame) > self._max_depth and _count_containers(frame) > self._max_depth:
+            depth = _depth_over(value, self._max_depth)
+            if depth:
+                raise SerializationError(self._deep_error(key))
         return self._seal(frame), len(frame)
+
+    def _deep_error(self, key: str) -> str:
+        return (
+            f"cannot serialize {key}: it is nested more than max_depth={self._max_depth} levels"
+            " deep (lists, dicts, tuples, sets, dataclasses and models count), or contains a "
+            "reference cycle; flatten it, or raise max_depth of MsgpackSerializer"
+        )
 
     def _seal(self, frame: bytes) -> bytes:
         """Compress and encrypt a frame's body as configured."""
@@ -686,6 +804,8 @@ class MsgpackSerializer:
             state = self._local.state = [0]
         outer: int = state[0]
         depth = outer + 1
+        if depth > self._max_depth:  # depth 1 is the frame; each extension payload adds one
+            raise _Unencodable("too deep")
         if depth == len(state):
             state.append(self._new_packer())
         packer = state[depth]
@@ -723,7 +843,10 @@ class MsgpackSerializer:
         entry = self._registry._by_type.get(cls)
         if entry is not None:
             data = self._call_encode(entry, obj)
-            return _ext(_EXT_REGISTERED, self._pack([entry.name, data]))
+            payload = self._pack([entry.name, data])
+            if entry.kind == "custom" and self._deeper_than_allowed(payload, data):
+                raise _Unencodable("too deep")
+            return _ext(_EXT_REGISTERED, payload)
         code, ref, encode = self._auto_for(cls)
         return _ext(code, self._pack([ref, encode(obj)]))
 
@@ -748,11 +871,12 @@ class MsgpackSerializer:
             raise _Unencodable(self._unsupported(cls))
         qualname, module_name = cls.__qualname__, cls.__module__
         word = _KIND_WORDS[kind]
-        if "<locals>" in qualname:
+        if _ref_of(cls) not in _BUILTIN_REFS:
             raise _Unencodable(
-                f"{word} {_type_name(cls)} is defined inside a function, so it cannot be "
-                f"imported when the value is loaded; register it under a stable name: "
-                f"{self._how_to_register(cls, auto=True)}"
+                f"{word} {_type_name(cls)} is not registered, so it could not be read back "
+                "(loading never imports a class a stored value names). Name it in the graph's "
+                "state schema (compile() registers the types the schema names) or register "
+                f"it: {self._how_to_register(cls, auto=True)}"
             )
         target: Any = sys.modules.get(module_name)
         for part in qualname.split("."):
@@ -785,6 +909,8 @@ class MsgpackSerializer:
     # ----------------------------------------------------------------- errors with a path
 
     def _dump_error(self, value: Any, key: str, exc: BaseException) -> SerializationError:
+        if isinstance(exc, _Unencodable) and exc.reason == "too deep":
+            return SerializationError(self._deep_error(key))
         try:
             found = self._find_problem(value, key, set(), 0)
         except RecursionError:
@@ -813,8 +939,8 @@ class MsgpackSerializer:
             return None
         if cls in _PLAIN_TYPES or cls in _BYTES_LIKE:
             return None
-        if depth > _MAX_WALK_DEPTH:
-            return path, "the value is nested too deeply (or contains a reference cycle)"
+        if depth > self._max_depth:
+            return path, self._deep_error(path).partition(": ")[2]
         if id(obj) in active:
             return path, (
                 f"reference cycle: this {_type_name(cls)} contains itself; checkpoint values "
@@ -870,7 +996,44 @@ class MsgpackSerializer:
 
     def loads(self, data: bytes) -> Any:
         """Decode one frame. Raises :class:`CorruptCheckpointError` for anything that is not
-        a frame this serializer can read (never returns a wrong value)."""
+        a frame this serializer can read (never returns a wrong value, never raises anything
+        else: stored rows are untrusted input)."""
+        return self.loads_sized(data)[0]
+
+    def loads_sized(self, data: bytes, max_bytes: int | None = None) -> tuple[Any, int]:
+        """:meth:`loads`, and an estimate of the memory the decoded value holds.
+
+        ``max_bytes`` (e.g. the size recorded when the value was written) bounds the decoded
+        body further than ``max_decoded_bytes``."""
+        local = self._local
+        outer = getattr(local, "ext_depth", 0)
+        try:
+            body = self._open(data, max_bytes)
+            local.ext_depth = 0
+            value = msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
+            containers = _count_containers(body) if len(body) > self._max_depth else len(body)
+            if containers > self._max_depth:
+                depth = _depth_over(value, self._max_depth)
+                if depth:
+                    raise CorruptCheckpointError(self._too_deep(depth))
+            return value, 2 * len(body) + 56 * containers
+        except CorruptCheckpointError:
+            raise
+        except BaseException as exc:  # nothing but our error leaves a decoder
+            raise CorruptCheckpointError(
+                f"stored bytes do not decode as a value: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            local.ext_depth = outer
+
+    def _open(self, data: Any, max_bytes: int | None) -> bytes | memoryview:
+        """Check a frame's header; decrypt and decompress its body within the size limits."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise CorruptCheckpointError(
+                    f"a stored value must be bytes, not {type(data).__name__}"
+                )
+            data = bytes(data)
         if not data:
             raise CorruptCheckpointError("cannot decode an empty value: a frame has a header")
         header = data[0]
@@ -888,30 +1051,37 @@ class MsgpackSerializer:
                     "the value is encrypted and this serializer has no key: "
                     "pass encryption_key=... to MsgpackSerializer"
                 )
-            body = self._decrypt(bytes(data))
+            body = self._decrypt(data)
         elif self._aead is not None and not self._allow_plaintext:
             raise CorruptCheckpointError(
                 "the value is not encrypted but this serializer has an encryption key, so it "
                 "refuses to read it; pass allow_plaintext=True to read unencrypted values while "
                 "migrating them"
             )
+        limit = self._max_decoded_bytes
+        if max_bytes is not None and 0 <= max_bytes < limit:
+            limit = max_bytes
         if header & _FLAG_ZSTD:
-            body = self._decompress(body)
-        elif header & _FLAG_ZLIB:
-            try:
-                body = zlib.decompress(body)
-            except zlib.error as exc:
-                raise CorruptCheckpointError(
-                    f"the compressed value does not decompress: {exc}"
-                ) from exc
-        try:
-            return msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
-        except CorruptCheckpointError:
-            raise
-        except Exception as exc:
-            raise CorruptCheckpointError(
-                f"stored bytes do not decode as a value: {type(exc).__name__}: {exc}"
-            ) from exc
+            return self._decompress(body, limit)
+        if header & _FLAG_ZLIB:
+            return _inflate(body, limit)
+        if len(body) > limit:
+            raise CorruptCheckpointError(self._too_big(len(body), limit))
+        return body
+
+    def _too_big(self, size: int | str, limit: int) -> str:
+        return (
+            f"the stored value decodes to {size} bytes, more than the {limit} bytes allowed"
+            f" (recorded when it was written, or max_decoded_bytes={self._max_decoded_bytes}"
+            " of MsgpackSerializer); the row was altered, or raise max_decoded_bytes"
+        )
+
+    def _too_deep(self, depth: int | str) -> str:
+        return (
+            f"the stored value is nested {depth} levels deep, more than max_depth="
+            f"{self._max_depth} of MsgpackSerializer allows; the row was altered, or was "
+            "written with a larger max_depth"
+        )
 
     def _decrypt(self, frame: bytes) -> bytes:
         assert self._aead is not None
@@ -933,17 +1103,29 @@ class MsgpackSerializer:
             compressor = self._local.compressor = self._zstd.ZstdCompressor(level=_ZSTD_LEVEL)
         return compressor
 
-    def _decompress(self, body: bytes | memoryview) -> bytes:
+    def _decompress(self, body: bytes | memoryview, limit: int) -> bytes:
+        """Inflate a zstd frame: only one that records its size, within ``limit``."""
         decompressor = getattr(self._local, "decompressor", None)
+        zstd = self._zstd if self._zstd is not None else _import_zstd()
         if decompressor is None:
-            zstd = self._zstd if self._zstd is not None else _import_zstd()
             decompressor = self._local.decompressor = zstd.ZstdDecompressor()
         try:
-            return decompressor.decompress(body)  # type: ignore[no-any-return]
+            size = zstd.frame_content_size(body)
+        except Exception as exc:
+            raise CorruptCheckpointError(f"the compressed value is malformed: {exc}") from exc
+        if size < 0:  # our writer always records it; a frame without is not ours
+            raise CorruptCheckpointError("the compressed value does not record its size")
+        if size > limit:
+            raise CorruptCheckpointError(self._too_big(size, limit))
+        try:
+            out: bytes = decompressor.decompress(body, max_output_size=size)
         except Exception as exc:
             raise CorruptCheckpointError(
                 f"the compressed value does not decompress: {exc}"
             ) from exc
+        if len(out) != size:
+            raise CorruptCheckpointError("the compressed value does not match its recorded size")
+        return out
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         decoder = self._decoders.get(code)
@@ -952,7 +1134,20 @@ class MsgpackSerializer:
         return decoder(data)
 
     def _unpack(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
+        """Unpack an extension's payload, one level deeper than its container."""
+        local = self._local
+        depth = local.ext_depth + 1
+        if depth > self._max_depth:
+            raise CorruptCheckpointError(self._too_deep(f"more than {self._max_depth}"))
+        local.ext_depth = depth
+        try:
+            if depth <= _INLINE_EXT_DEPTH:
+                return msgpack.unpackb(
+                    data, ext_hook=self._ext_hook, raw=False, strict_map_key=False
+                )
+            return _unpack_on_heap(data, self._ext_hook)
+        finally:
+            local.ext_depth = depth - 1
 
     def _unpack_list(self, data: bytes) -> list[Any]:
         items = self._unpack(data)
@@ -970,7 +1165,7 @@ class MsgpackSerializer:
         ref, payload = self._unpack_pair(data, _KIND_WORDS[kind])
         decode = self._kind_decoders.get((kind, ref))
         if decode is None:
-            cls = self._import_class(ref, kind)
+            cls = self._resolve_class(ref, kind)
             decode = self._kind_decoders[(kind, ref)] = _auto_handlers(cls, kind)[1]
         return decode(payload)
 
@@ -985,6 +1180,8 @@ class MsgpackSerializer:
             )
         if entry.kind != "custom":
             return entry.decode(payload)
+        if self._deeper_than_allowed(data, payload):
+            raise CorruptCheckpointError(self._too_deep(f"more than {self._max_depth}"))
         try:
             return entry.decode(payload)
         except CorruptCheckpointError:
@@ -994,38 +1191,139 @@ class MsgpackSerializer:
                 f"the decode function registered for {name!r} raised {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _import_class(self, ref: str, kind: _Kind) -> type:
+    def _deeper_than_allowed(self, packed: bytes, data: Any) -> bool:
+        """Whether a registered type's encoded ``data`` (packed as ``packed``) nests too deeply:
+        the depth walk sees such a value as a leaf, so its data is checked on its own."""
+        limit = self._max_depth
+        return (
+            len(packed) > limit
+            and _count_containers(packed) > limit
+            and _depth_over(data, limit) > 0
+        )
+
+    def _resolve_class(self, ref: str, kind: _Kind) -> type:
+        """The class a stored reference names: a registered one or a built-in one, never
+        anything imported because the row says so."""
         word = _KIND_WORDS[kind]
-        module_name, sep, qualname = ref.partition(":")
-        if not sep or not module_name or not qualname or "<locals>" in qualname:
-            raise CorruptCheckpointError(f"malformed class reference {ref!r} in stored value")
-        shown = f"{module_name}.{qualname}"
-        try:
-            target: Any = importlib.import_module(module_name)
-        except Exception as exc:
-            raise CorruptCheckpointError(
-                f"the stored value references {word} {shown}, but module {module_name!r} "
-                f"cannot be imported ({type(exc).__name__}: {exc})"
-            ) from exc
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
-            if target is not None and not isinstance(target, type):
+        entry = self._registry._by_ref.get(ref)
+        if entry is not None:
+            target: Any = entry.cls
+        elif ref in _BUILTIN_REFS:
+            module_name, _, qualname = ref.partition(":")
+            try:
+                target = importlib.import_module(module_name)  # a fixed module of ours
+            except ImportError as exc:
                 raise CorruptCheckpointError(
-                    f"the stored value references {shown} as a {word}, but it is not a class; "
-                    "refusing to use it"
-                )
-            if target is None:
-                raise CorruptCheckpointError(
-                    f"the stored value references {word} {shown}, which does not exist "
-                    "(renamed or removed?); restore it, or load with the code that wrote it"
-                )
-        if _kind_of(target) != kind:
+                    f"the stored value holds a {ref.replace(':', '.')}, and {module_name!r}"
+                    f" cannot be imported ({exc}); install it"
+                ) from exc
+            for part in qualname.split("."):
+                target = getattr(target, part, None)
+        else:
+            shown = ref.replace(":", ".", 1) if len(ref) <= 200 else ref[:200] + "..."
             raise CorruptCheckpointError(
-                f"the stored value references {shown} as a {word}, but it is not one; "
+                f"the stored value references {word} {shown!r}, which is not registered; "
+                "loading never imports a class a stored value names. Register it with "
+                "threadline.checkpoint.serde.register_type(...) (or name it in the graph's "
+                "state schema) before loading"
+            )
+        if not isinstance(target, type) or _kind_of(target) != kind:
+            raise CorruptCheckpointError(
+                f"the stored value references {ref!r} as a {word}, but it is not one; "
                 "refusing to use it"
             )
-        found: type = target
-        return found
+        return target
+
+
+def _inflate(body: bytes | memoryview, limit: int) -> bytes:
+    """zlib-decompress at most ``limit`` bytes: a bomb is refused before it is allocated."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise CorruptCheckpointError(f"the compressed value does not decompress: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise CorruptCheckpointError(
+            f"the stored value decodes to more than the {limit} bytes allowed (recorded when it "
+            "was written, or max_decoded_bytes of MsgpackSerializer); the row was altered, or "
+            "raise max_decoded_bytes"
+        )
+    if not inflater.eof:
+        raise CorruptCheckpointError("the compressed value is truncated")
+    return out
+
+
+def _unpack_on_heap(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    """``msgpack.unpackb`` with the parser's stack on the heap (an Unpacker object's)."""
+    unpacker = msgpack.Unpacker(
+        ext_hook=ext_hook, raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1)
+    )
+    unpacker.feed(data)
+    try:
+        value = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise CorruptCheckpointError("a stored extension payload is truncated") from None
+    if unpacker.tell() != len(data):
+        raise CorruptCheckpointError("a stored extension payload has extra bytes")
+    return value
+
+
+def _count_containers(body: bytes | memoryview) -> int:
+    """How many bytes of ``body`` could start a container: at least its nesting depth."""
+    return bytes(body).translate(_CONTAINER_TABLE).count(1)
+
+
+# Leaves of the depth walk: what holds no nested values.
+_LEAVES: frozenset[type] = (
+    _PLAIN_TYPES
+    | _BYTES_LIKE
+    | {
+        dt.datetime,
+        dt.date,
+        dt.time,
+        dt.timedelta,
+        UUID,
+        Decimal,
+    }
+)
+
+
+def _depth_over(value: Any, limit: int) -> int:
+    """0 if ``value`` nests at most ``limit`` levels, else a depth past ``limit`` it reaches.
+
+    Iterative (any depth), and cheap on wide values: a container's children are classified
+    with ``map(type, ...)`` in C, and only the ones that hold more are visited.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        children = _children_of(obj)
+        if children is None:
+            continue
+        if depth > limit:
+            return depth
+        if set(map(type, children)) <= _LEAVES:
+            continue
+        stack.extend((child, depth + 1) for child in children if type(child) not in _LEAVES)
+    return 0
+
+
+def _children_of(obj: Any) -> list[Any] | None:
+    """The values ``obj`` holds, as the serializer stores them; None for a leaf."""
+    cls = type(obj)
+    if cls is list or cls is tuple or cls is set or cls is frozenset:
+        return list(obj)
+    if cls is dict:
+        return [*obj.keys(), *obj.values()]
+    if cls in _LEAVES or isinstance(obj, enum.Enum):
+        return None
+    kind = _kind_of(cls)
+    if kind == "dataclass":
+        return list(_dataclass_encode(obj).values())
+    if kind == "model":
+        fields, _, extra = _model_encode(obj)
+        return [*fields.values(), *(extra or {}).values()]
+    return None  # a registered custom type: its encoded data is checked as it is packed
 
 
 def _short_repr(value: Any) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint.base import BaseCheckpointSaver
+from ..checkpoint.typewalk import register_schema_types
 from ..errors import GraphValidationError
 from ..types import RetryPolicy
 from .schema import StateSchema
@@ -221,6 +222,8 @@ class StateGraph:
         before = _as_list(interrupt_before)
         after = _as_list(interrupt_after)
         self.spec.validate(interrupt_nodes=[*before, *after])
+        # Stored values load only as registered types: register what the schema names.
+        register_schema_types(self.schema.schema, getattr(checkpointer, "serde", None))
         return CompiledStateGraph(
             schema=self.schema,
             spec=self.spec,

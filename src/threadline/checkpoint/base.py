@@ -18,8 +18,19 @@ from typing import Any
 
 from typing_extensions import Self
 
-from ..errors import CheckpointConflictError, CheckpointNotFoundError, ThreadlineError
-from .encoding import DEFAULT_SNAPSHOT_RATIO, ChainDecoder, ValueCache, encode_changes
+from ..errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    ThreadlineError,
+)
+from .encoding import (
+    DEFAULT_SNAPSHOT_RATIO,
+    ChainDecoder,
+    ValueCache,
+    decoded_estimate,
+    encode_changes,
+)
 from .serde import MsgpackSerializer, Serializer
 from .types import (
     ChannelChange,
@@ -40,6 +51,7 @@ __all__ = [
     "BaseCheckpointSaver",
     "conflict_error",
     "metadata_matches",
+    "missing_head_error",
     "parse_config",
     "validate_filter",
     "validate_thread_id",
@@ -105,6 +117,16 @@ def conflict_error(
         thread_id=thread_id,
         expected=expected,
         actual=actual,
+    )
+
+
+def missing_head_error(thread_id: str, ns: str, head: object) -> CorruptCheckpointError:
+    """What every backend raises when a thread's head names a checkpoint it does not hold."""
+    where = f" (namespace {ns!r})" if ns else ""
+    return CorruptCheckpointError(
+        f"the head of thread {thread_id!r}{where} points to checkpoint {head}, which is not"
+        " stored; the rows were changed outside threadline. Restore the database from a"
+        " backup, or delete_thread() the thread"
     )
 
 
@@ -313,13 +335,12 @@ class BaseCheckpointSaver:
         self._remember_head(row, seq, draft)
         # The values just written are the runtime's own: cache them so the next step and the
         # next run on this thread need not decode anything.
-        sizes = {v.channel: len(v.data) for v in versions}
         for name, change in draft.changes.items():
             ref = row.refs.get(name)
             if ref is not None and ref.writer == row.id:
-                self._cache.put((name, row.id), change.value, ref.snapshot_bytes + ref.chain_bytes)
-            elif ref is not None and name in sizes:
-                self._cache.put((name, row.id), change.value, sizes[name])
+                # Charged as the decoded value: a few times its size before compression.
+                size = decoded_estimate(ref.snapshot_bytes + ref.chain_bytes)
+                self._cache.put((row.thread_id, name, row.id), change.value, size)
         return Checkpoint(
             thread_id=row.thread_id,
             ns=row.ns,
@@ -356,12 +377,21 @@ class BaseCheckpointSaver:
 
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
         memo = self._cache if shared else ValueCache(None)
+        loads = getattr(self.serde, "loads_sized", None)
         return ChainDecoder(
-            self.serde.loads, memo, where=f"thread {row.thread_id!r}, checkpoint {row.id}"
+            self.serde.loads, memo, where=_where(row), thread_id=row.thread_id, loads_sized=loads
         )
 
     def _checkpoint(self, row: CheckpointRow, values: dict[str, Any]) -> Checkpoint:
-        where = f"thread {row.thread_id!r}, checkpoint {row.id}"
+        where = _where(row)
+        _check_row(row, where)
+        metadata = self._loads(row.metadata, where)
+        tasks = self._loads(row.tasks, where)
+        if type(metadata) is not dict or type(tasks) is not list:
+            raise CorruptCheckpointError(
+                f"the metadata or tasks of {where} decode as {type(metadata).__name__} and"
+                f" {type(tasks).__name__}, not a dict and a list; {_ALTERED}"
+            )
         return Checkpoint(
             thread_id=row.thread_id,
             ns=row.ns,
@@ -370,23 +400,29 @@ class BaseCheckpointSaver:
             seq=row.seq,
             step=row.step,
             source=row.source,
-            created_at=to_datetime(row.created_at),
-            metadata=self._loads(row.metadata, where),
-            tasks=self._loads(row.tasks, where),
+            created_at=to_datetime(row.created_at, where),
+            metadata=metadata,
+            tasks=tasks,
             refs=row.refs,
             values=values,
         )
 
     def _loads(self, data: bytes, where: str) -> Any:
-        from ..errors import CorruptCheckpointError
-
         try:
             return self.serde.loads(data)
         except CorruptCheckpointError as exc:
             raise CorruptCheckpointError(f"{exc} ({where})") from exc
 
     def _pending(self, row: CheckpointRow, writes: Iterable[WriteRow]) -> list[PendingWrite]:
-        where = f"thread {row.thread_id!r}, checkpoint {row.id}"
+        where = _where(row)
+        writes = list(writes)
+        for w in writes:
+            if type(w.task_id) is not str or type(w.idx) is not int or type(w.channel) is not str:
+                raise CorruptCheckpointError(
+                    f"a pending write of {where} has task {_short(w.task_id)}, index"
+                    f" {_short(w.idx)} and channel {_short(w.channel)}: not a str, an int and a"
+                    f" str; {_ALTERED}"
+                )
         return [
             PendingWrite(w.task_id, w.idx, w.channel, self._loads(w.data, where))
             for w in sorted(writes, key=lambda w: (w.task_id, w.idx))
@@ -901,3 +937,32 @@ def _fork_plan(
 
 def _where(row: CheckpointRow) -> str:
     return f"thread {row.thread_id!r}, checkpoint {row.id}"
+
+
+_ALTERED = (
+    "the row was changed outside threadline. Restore the database from a backup, or"
+    " delete_thread() the thread"
+)
+_ROW_FIELDS: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("ns", (str,)),
+    ("id", (str,)),
+    ("parent_id", (str, type(None))),
+    ("seq", (int,)),
+    ("step", (int,)),
+    ("source", (str,)),
+)
+
+
+def _check_row(row: CheckpointRow, where: str) -> None:
+    """Refuse a stored checkpoint whose fields have the wrong types (a hand-edited row)."""
+    for name, types in _ROW_FIELDS:
+        value = getattr(row, name)
+        if type(value) not in types:
+            raise CorruptCheckpointError(
+                f"{where} has {name} {_short(value)}, not a {types[0].__name__}; {_ALTERED}"
+            )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

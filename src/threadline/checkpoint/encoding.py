@@ -24,6 +24,17 @@ DEFAULT_SNAPSHOT_RATIO = 3.0
 Dumps = Callable[[Any, str], tuple[bytes, int]]
 """Encode a value: its stored bytes and its size before compression."""
 Loads = Callable[[bytes], Any]
+LoadsSized = Callable[[bytes], tuple[Any, int]]
+"""Decode a value: it, and an estimate of the memory it holds."""
+CacheKey = tuple[str, str, str]
+"""``(thread_id, channel, writer)``: a version is cached for the thread that holds it."""
+
+
+def decoded_estimate(encoded_bytes: int) -> int:
+    """What a decoded value of ``encoded_bytes`` (before compression) holds in memory, roughly:
+    Python objects take a few times their MessagePack size (a str ~50 bytes more, a dict
+    entry ~100)."""
+    return 3 * encoded_bytes + 64
 
 
 def encode_changes(
@@ -61,23 +72,35 @@ def encode_changes(
 class ChainDecoder:
     """Rebuilds channel values from version rows, decoding each row at most once.
 
-    ``memo`` maps ``(channel, writer)`` to a decoded value; pass the saver's shared
+    ``memo`` maps ``(thread_id, channel, writer)`` to a decoded value; pass the saver's shared
     :class:`ValueCache` to reuse values across calls, or a fresh one for values that share
-    nothing with earlier reads.
+    nothing with earlier reads. Only versions of ``thread_id`` are looked up or cached: a row
+    that names another thread's version finds nothing, warm cache or cold.
     """
 
-    def __init__(self, loads: Loads, memo: ValueCache, *, where: str) -> None:
+    def __init__(
+        self,
+        loads: Loads,
+        memo: ValueCache,
+        *,
+        where: str,
+        thread_id: str = "",
+        loads_sized: LoadsSized | None = None,
+    ) -> None:
         self._loads = loads
+        self._loads_sized = loads_sized
         self._memo = memo
         self._rows: dict[tuple[str, str], VersionRow] = {}
         self._where = where
+        self._thread = thread_id
 
     def missing(self, refs: Mapping[str, VersionRef]) -> set[tuple[str, str]]:
         """The versions among ``refs`` that are neither decoded nor held as rows."""
+        t = self._thread
         return {
             (name, ref.writer)
             for name, ref in refs.items()
-            if (name, ref.writer) not in self._memo and (name, ref.writer) not in self._rows
+            if (t, name, ref.writer) not in self._memo and (name, ref.writer) not in self._rows
         }
 
     def add_rows(self, rows: Iterable[VersionRow]) -> None:
@@ -91,8 +114,8 @@ class ChainDecoder:
         return {name: self.value(name, ref.writer) for name, ref in refs.items()}
 
     def value(self, channel: str, writer: str) -> Any:
-        key = (channel, writer)
-        hit = self._memo.get(key, _MISS)
+        t = self._thread
+        hit = self._memo.get((t, channel, writer), _MISS)
         if hit is not _MISS:
             return hit
         # Walk back to the nearest decoded version or the snapshot, then replay forward.
@@ -101,10 +124,10 @@ class ChainDecoder:
         size = 0
         cursor: str | None = writer
         while cursor is not None:
-            hit = self._memo.get((channel, cursor), _MISS)
+            hit = self._memo.get((t, channel, cursor), _MISS)
             if hit is not _MISS:
                 base_value = hit
-                size = self._memo.size_of((channel, cursor))
+                size = self._memo.size_of((t, channel, cursor))
                 break
             row = self._rows.get((channel, cursor))
             if row is None:
@@ -112,11 +135,16 @@ class ChainDecoder:
                     f"channel {channel!r} version {cursor} is missing from storage ({self._where});"
                     " the thread's rows were deleted or pruned while in use"
                 )
+            if row.base is not None and type(row.base) is not str:
+                raise CorruptCheckpointError(
+                    f"channel {channel!r} version {cursor} has the base {row.base!r}, not an id"
+                    f" ({self._where}); the row was changed outside threadline"
+                )
             chain.append(row)
             cursor = row.base
         for row in reversed(chain):
-            decoded = self._decode(row)
-            size += len(row.data)
+            decoded, held = self._decode(row)
+            size += held
             if row.base is None:
                 base_value = decoded
             else:
@@ -126,12 +154,16 @@ class ChainDecoder:
                         f" not a list ({self._where})"
                     )
                 base_value = base_value + decoded
-            self._memo.put((channel, row.writer), base_value, size)
+            self._memo.put((t, channel, row.writer), base_value, size)
         return base_value
 
-    def _decode(self, row: VersionRow) -> Any:
+    def _decode(self, row: VersionRow) -> tuple[Any, int]:
+        """The row's value and what it holds in memory (an estimate)."""
         try:
-            return self._loads(row.data)
+            if self._loads_sized is not None:
+                return self._loads_sized(row.data)
+            data = row.data
+            return self._loads(data), decoded_estimate(len(data))
         except CorruptCheckpointError as exc:
             raise CorruptCheckpointError(
                 f"{exc} (channel {row.channel!r}, version {row.writer}, {self._where})"
@@ -142,14 +174,16 @@ _MISS: Any = object()
 
 
 class ValueCache:
-    """Decoded channel versions by ``(channel, writer)``, least recently used evicted first.
+    """Decoded channel versions by ``(thread_id, channel, writer)``, least recently used
+    evicted first.
 
-    Versions are immutable, so any process may cache them; entries are bounded by the encoded
-    size of what they hold. Values in it are shared: callers must not mutate them.
+    Versions are immutable, so any process may cache them; entries are charged an estimate of
+    the memory their decoded values hold (:func:`decoded_estimate`), and ``max_bytes`` bounds
+    the sum. Values in it are shared: callers must not mutate them.
     """
 
     def __init__(self, max_bytes: int | None = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, tuple[Any, int]] = OrderedDict()
         self._max_bytes = max_bytes
         self._bytes = 0
         self._lock = threading.Lock()  # savers are shared by threads (sync nodes run on a pool)
@@ -160,7 +194,7 @@ class ValueCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+    def get(self, key: CacheKey, default: Any = None) -> Any:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -169,11 +203,11 @@ class ValueCache:
                 self._entries.move_to_end(key)
             return entry[0]
 
-    def size_of(self, key: tuple[str, str]) -> int:
+    def size_of(self, key: CacheKey) -> int:
         entry = self._entries.get(key)
         return 0 if entry is None else entry[1]
 
-    def put(self, key: tuple[str, str], value: Any, nbytes: int) -> None:
+    def put(self, key: CacheKey, value: Any, nbytes: int) -> None:
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

@@ -14,6 +14,7 @@ from .base import (
     BaseCheckpointSaver,
     conflict_error,
     metadata_matches,
+    missing_head_error,
     validate_filter,
     validate_thread_id,
 )
@@ -62,7 +63,12 @@ class InMemorySaver(BaseCheckpointSaver):
                 return None
             if checkpoint_id is None:
                 head = thread.heads.get(ns)
-                return None if head is None else thread.checkpoints[head]
+                if head is None:
+                    return None
+                row = thread.checkpoints.get(head)
+                if row is None:
+                    raise missing_head_error(thread_id, ns, head)
+                return row
             row = thread.checkpoints.get(checkpoint_id)
             return row if row is not None and row.ns == ns else None
 

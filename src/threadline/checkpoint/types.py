@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import CorruptCheckpointError
+
 __all__ = [
     "ChannelChange",
     "Checkpoint",
@@ -216,5 +218,19 @@ def make_config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
     }
 
 
-def to_datetime(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+def to_datetime(ts: float, where: str = "a stored row") -> datetime:
+    """A stored timestamp as a UTC datetime; :class:`CorruptCheckpointError` if it is none."""
+    if type(ts) is float or type(ts) is int:
+        try:
+            return datetime.fromtimestamp(ts, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            pass
+    raise CorruptCheckpointError(
+        f"{where} holds the timestamp {_short(ts)}, which is not a time; the row was changed"
+        " outside threadline. Restore the database from a backup, or delete_thread() the thread"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -38,7 +38,13 @@ from ...errors import (
     ThreadlineError,
     ThreadNotFoundError,
 )
-from ..base import BaseCheckpointSaver, conflict_error, metadata_matches, validate_filter
+from ..base import (
+    BaseCheckpointSaver,
+    conflict_error,
+    metadata_matches,
+    missing_head_error,
+    validate_filter,
+)
 from ..base import validate_thread_id as _validate_thread_id
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
@@ -232,7 +238,7 @@ def _unstorable(row: CheckpointRow, versions: Sequence[VersionRow]) -> ValueErro
 
 def checkpoint_row(thread_id: str, r: tuple[Any, ...]) -> CheckpointRow:
     """A :class:`CheckpointRow` from the columns ``_sql._CKPT_COLS`` selects."""
-    ns, cid, parent, seq, step, source, created, meta, tasks, refs = r
+    ns, cid, parent, seq, step, source, created, meta, tasks, refs = r[:10]
     return CheckpointRow(
         thread_id=thread_id,
         ns=ns,
@@ -355,6 +361,8 @@ class PostgresCore(BaseCheckpointSaver):
                 return None  # not a UUID: stored nowhere
             else:
                 rows = yield Op(q.read_checkpoint, (thread_id, checkpoint_id, ns))
+            if rows and rows[0][1] is None:
+                raise missing_head_error(thread_id, ns, rows[0][-1])
             return checkpoint_row(thread_id, rows[0]) if rows else None
 
         return Call(proc)
@@ -611,9 +619,9 @@ class PostgresCore(BaseCheckpointSaver):
             thread_id=thread_id,
             head_id=head,
             metadata=metadata,
-            created_at=to_datetime(created),
-            updated_at=to_datetime(updated),
-            expires_at=None if expires is None else to_datetime(expires),
+            created_at=to_datetime(created, f"thread {thread_id!r}"),
+            updated_at=to_datetime(updated, f"thread {thread_id!r}"),
+            expires_at=None if expires is None else to_datetime(expires, f"thread {thread_id!r}"),
         )
 
     def _c_prune(self, thread_id: str, keep_last: int) -> Call[int]:

@@ -321,9 +321,10 @@ ORDER BY t.created_at, c.thread_id
 LIMIT 1
 """
 
+# LEFT JOIN: a head naming a checkpoint that is not stored is corrupt, not an empty thread.
 READ_HEAD = f"""
-SELECT {_CKPT_COLS}
-FROM {{heads}} h JOIN {{checkpoints}} c ON c.thread_id = h.thread_id AND c.id = h.head
+SELECT {_CKPT_COLS}, h.head::text
+FROM {{heads}} h LEFT JOIN {{checkpoints}} c ON c.thread_id = h.thread_id AND c.id = h.head
 WHERE h.thread_id = %s AND h.ns = %s
 """
 

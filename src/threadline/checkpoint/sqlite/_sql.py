@@ -31,7 +31,7 @@ from ...errors import (
     ThreadlineError,
     ThreadNotFoundError,
 )
-from ..base import BaseCheckpointSaver, conflict_error, metadata_matches
+from ..base import BaseCheckpointSaver, conflict_error, metadata_matches, missing_head_error
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 
 T = TypeVar("T")
@@ -389,9 +389,10 @@ def _checkpoint_row(thread_id: str, r: tuple[Any, ...]) -> CheckpointRow:
 
 # ---------------------------------------------------------------------- primitives: reads
 
+# LEFT JOIN: a head naming a checkpoint that is not stored is corrupt, not an empty thread.
 _HEAD_CHECKPOINT = f"""
-SELECT {_CHECKPOINT_COLUMNS} FROM heads h
-JOIN checkpoints c ON c.thread_id = h.thread_id AND c.checkpoint_id = h.checkpoint_id
+SELECT {_CHECKPOINT_COLUMNS}, h.checkpoint_id FROM heads h
+LEFT JOIN checkpoints c ON c.thread_id = h.thread_id AND c.checkpoint_id = h.checkpoint_id
 WHERE h.thread_id = ? AND h.ns = ?"""
 
 _GET_CHECKPOINT = f"""
@@ -406,6 +407,9 @@ def read_checkpoint(
         rows = yield Step(_HEAD_CHECKPOINT, (thread_id, ns))
     else:
         rows = yield Step(_GET_CHECKPOINT, (thread_id, id_key(checkpoint_id), ns))
+    if rows and rows[0][0] is None:
+        head = rows[0][-1]
+        raise missing_head_error(thread_id, ns, id_text(head) if type(head) is bytes else head)
     return _checkpoint_row(thread_id, rows[0]) if rows else None
 
 
@@ -690,9 +694,9 @@ def _thread_info(r: tuple[Any, ...], meta: dict[str, Any]) -> ThreadInfo:
         thread_id=r[0],
         head_id=None if r[1] is None else id_text(r[1]),
         metadata=meta,
-        created_at=to_datetime(r[3]),
-        updated_at=to_datetime(r[4]),
-        expires_at=None if r[5] is None else to_datetime(r[5]),
+        created_at=to_datetime(r[3], f"thread {r[0]!r}"),
+        updated_at=to_datetime(r[4], f"thread {r[0]!r}"),
+        expires_at=None if r[5] is None else to_datetime(r[5], f"thread {r[0]!r}"),
     )
 
 

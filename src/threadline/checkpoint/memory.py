@@ -256,7 +256,8 @@ class InMemorySaver(BaseCheckpointSaver):
             items = sorted(self._threads.items(), key=lambda kv: kv[1].updated_at, reverse=True)
         out: list[ThreadInfo] = []
         for thread_id, t in items:
-            meta = {} if t.metadata is None else self.serde.loads(t.metadata)
+            where = f"thread {thread_id!r}"
+            meta = {} if t.metadata is None else self._loads(t.metadata, where)
             if not metadata_matches(meta, wanted):
                 continue
             out.append(
@@ -264,9 +265,9 @@ class InMemorySaver(BaseCheckpointSaver):
                     thread_id=thread_id,
                     head_id=t.heads.get(""),
                     metadata=meta,
-                    created_at=to_datetime(t.created_at),
-                    updated_at=to_datetime(t.updated_at),
-                    expires_at=None if t.expires_at is None else to_datetime(t.expires_at),
+                    created_at=to_datetime(t.created_at, where),
+                    updated_at=to_datetime(t.updated_at, where),
+                    expires_at=None if t.expires_at is None else to_datetime(t.expires_at, where),
                 )
             )
         end = None if limit is None else offset + limit

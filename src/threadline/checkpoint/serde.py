@@ -168,6 +168,7 @@ _Kind = Literal["custom", "enum", "dataclass", "model"]
 _KIND_CODES: dict[str, int] = {"enum": _EXT_ENUM, "dataclass": _EXT_DATACLASS, "model": _EXT_MODEL}
 _KIND_WORDS: dict[str, str] = {"enum": "Enum", "dataclass": "dataclass", "model": "pydantic model"}
 DEFAULT_MAX_DEPTH = 100
+_MAX_MAX_DEPTH = 200  # each level costs a few Python frames to decode; the default limit is 1000
 DEFAULT_MAX_DECODED_BYTES = 64 << 20
 # Extension payloads nested deeper than this decode with a heap-allocated Unpacker: unpackb()
 # keeps its ~40 KB parser stack on the C stack, so 200 nested unpackb() calls overflow 8 MB.
@@ -676,10 +677,10 @@ class MsgpackSerializer:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     ) -> None:
-        if type(max_depth) is not int or not 1 <= max_depth <= 400:
+        if type(max_depth) is not int or not 1 <= max_depth <= _MAX_MAX_DEPTH:
             raise ValueError(
-                f"max_depth must be an int from 1 to 400 (deeper values exhaust Python's stack"
-                f" in ordinary code that walks them), got {max_depth!r}"
+                f"max_depth must be an int from 1 to {_MAX_MAX_DEPTH} (deeper values exhaust"
+                f" Python's stack in ordinary code that walks them), got {max_depth!r}"
             )
         if type(max_decoded_bytes) is not int or max_decoded_bytes < 1:
             raise ValueError(f"max_decoded_bytes must be a positive int, got {max_decoded_bytes!r}")
@@ -1019,6 +1020,8 @@ class MsgpackSerializer:
             return value, 2 * len(body) + 56 * containers
         except CorruptCheckpointError:
             raise
+        except msgpack.StackError as exc:  # past msgpack's own limit (1024 levels)
+            raise CorruptCheckpointError(self._too_deep("more than 1000")) from exc
         except BaseException as exc:  # nothing but our error leaves a decoder
             raise CorruptCheckpointError(
                 f"stored bytes do not decode as a value: {type(exc).__name__}: {exc}"

@@ -293,8 +293,15 @@ def test_malformed_pending_writes(setup: Any, column: str, value: Any, typed_ok:
 
 @pytest.mark.parametrize(
     "data",
-    [deep_tuples(120), b"\x01" + b"\x91" * 700 + b"\x01", ZLIB_BOMB, frame([1]) + b"x", b""],
-    ids=["deep-tuples", "deep-lists", "zlib-bomb", "extra-bytes", "empty"],
+    [
+        deep_tuples(120),
+        b"\x01" + b"\x91" * 700 + b"\x01",
+        ZLIB_BOMB,
+        b"\x41" + zlib.compress(msgpack.packb(["x" * 100_000])),  # more than was recorded
+        frame([1]) + b"x",
+        b"",
+    ],
+    ids=["deep-tuples", "deep-lists", "zlib-bomb", "past-recorded-size", "extra-bytes", "empty"],
 )
 def test_malformed_version_data(setup: Any, data: bytes) -> None:
     saver, planter, ids = setup

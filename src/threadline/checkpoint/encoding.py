@@ -24,8 +24,8 @@ DEFAULT_SNAPSHOT_RATIO = 3.0
 Dumps = Callable[[Any, str], tuple[bytes, int]]
 """Encode a value: its stored bytes and its size before compression."""
 Loads = Callable[[bytes], Any]
-LoadsSized = Callable[[bytes], tuple[Any, int]]
-"""Decode a value: it, and an estimate of the memory it holds."""
+LoadsSized = Callable[[bytes, "int | None"], tuple[Any, int]]
+"""Decode a value within a size bound: it, and an estimate of the memory it holds."""
 CacheKey = tuple[str, str, str]
 """``(thread_id, channel, writer)``: a version is cached for the thread that holds it."""
 
@@ -111,9 +111,14 @@ class ChainDecoder:
         """Values of ``refs``; ``where`` names the checkpoint they belong to in errors."""
         if where is not None:
             self._where = where
-        return {name: self.value(name, ref.writer) for name, ref in refs.items()}
+        return {
+            name: self.value(name, ref.writer, max(ref.snapshot_bytes, ref.chain_bytes))
+            for name, ref in refs.items()
+        }
 
-    def value(self, channel: str, writer: str) -> Any:
+    def value(self, channel: str, writer: str, recorded: int = 0) -> Any:
+        """The value of one version. ``recorded`` is the larger of the sizes its ref recorded
+        at write time (snapshot, deltas since): no row of its chain decodes to more."""
         t = self._thread
         hit = self._memo.get((t, channel, writer), _MISS)
         if hit is not _MISS:
@@ -142,8 +147,9 @@ class ChainDecoder:
                 )
             chain.append(row)
             cursor = row.base
+        limit = recorded if recorded > 0 else None
         for row in reversed(chain):
-            decoded, held = self._decode(row)
+            decoded, held = self._decode(row, limit)
             size += held
             if row.base is None:
                 base_value = decoded
@@ -157,11 +163,11 @@ class ChainDecoder:
             self._memo.put((t, channel, row.writer), base_value, size)
         return base_value
 
-    def _decode(self, row: VersionRow) -> tuple[Any, int]:
+    def _decode(self, row: VersionRow, limit: int | None) -> tuple[Any, int]:
         """The row's value and what it holds in memory (an estimate)."""
         try:
             if self._loads_sized is not None:
-                return self._loads_sized(row.data)
+                return self._loads_sized(row.data, limit)
             data = row.data
             return self._loads(data), decoded_estimate(len(data))
         except CorruptCheckpointError as exc:

@@ -1006,18 +1006,28 @@ class MsgpackSerializer:
 
         ``max_bytes`` (e.g. the size recorded when the value was written) bounds the decoded
         body further than ``max_decoded_bytes``."""
-        local = self._local
-        outer = getattr(local, "ext_depth", 0)
         try:
-            body = self._open(data, max_bytes)
-            local.ext_depth = 0
+            size = len(data)
+            if (
+                type(data) is bytes
+                and size > 1
+                and data[0] == FORMAT_VERSION  # the common case: plain, uncompressed
+                and self._aead is None
+                and size <= self._max_decoded_bytes
+                and (max_bytes is None or size <= max_bytes + 1)
+            ):
+                whole: bytes | memoryview = data
+                body: bytes | memoryview = memoryview(data)[1:]
+            else:
+                whole = body = self._open(data, max_bytes)
+                size = len(body)
             value = msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
-            containers = _count_containers(body) if len(body) > self._max_depth else len(body)
+            containers = _count_containers(whole) if size > self._max_depth else size
             if containers > self._max_depth:
                 depth = _depth_over(value, self._max_depth)
                 if depth:
                     raise CorruptCheckpointError(self._too_deep(depth))
-            return value, 2 * len(body) + 56 * containers
+            return value, 2 * size + 56 * containers
         except CorruptCheckpointError:
             raise
         except msgpack.StackError as exc:  # past msgpack's own limit (1024 levels)
@@ -1026,8 +1036,6 @@ class MsgpackSerializer:
             raise CorruptCheckpointError(
                 f"stored bytes do not decode as a value: {type(exc).__name__}: {exc}"
             ) from exc
-        finally:
-            local.ext_depth = outer
 
     def _open(self, data: Any, max_bytes: int | None) -> bytes | memoryview:
         """Check a frame's header; decrypt and decompress its body within the size limits."""
@@ -1137,9 +1145,12 @@ class MsgpackSerializer:
         return decoder(data)
 
     def _unpack(self, data: bytes) -> Any:
-        """Unpack an extension's payload, one level deeper than its container."""
+        """Unpack an extension's payload, one level deeper than its container.
+
+        The depth is per thread and not reset by a nested :meth:`loads` (a decode function
+        that calls it): the C stack is one, however the calls nest."""
         local = self._local
-        depth = local.ext_depth + 1
+        depth = getattr(local, "ext_depth", 0) + 1
         if depth > self._max_depth:
             raise CorruptCheckpointError(self._too_deep(f"more than {self._max_depth}"))
         local.ext_depth = depth
@@ -1273,7 +1284,8 @@ def _unpack_on_heap(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
 
 def _count_containers(body: bytes | memoryview) -> int:
     """How many bytes of ``body`` could start a container: at least its nesting depth."""
-    return bytes(body).translate(_CONTAINER_TABLE).count(1)
+    data = body if type(body) is bytes else bytes(body)
+    return data.translate(_CONTAINER_TABLE).count(1)
 
 
 # Leaves of the depth walk: what holds no nested values.
@@ -1298,6 +1310,7 @@ def _depth_over(value: Any, limit: int) -> int:
     with ``map(type, ...)`` in C, and only the ones that hold more are visited.
     """
     stack: list[tuple[Any, int]] = [(value, 1)]
+    leaves = _LEAVES
     while stack:
         obj, depth = stack.pop()
         children = _children_of(obj)
@@ -1305,9 +1318,18 @@ def _depth_over(value: Any, limit: int) -> int:
             continue
         if depth > limit:
             return depth
-        if set(map(type, children)) <= _LEAVES:
+        if set(map(type, children)) <= leaves:
             continue
-        stack.extend((child, depth + 1) for child in children if type(child) not in _LEAVES)
+        for child in children:
+            cls = type(child)
+            if cls in leaves:
+                continue
+            # a tuple or dict of leaves (a pair, a small record) is the common inner node
+            if cls is tuple and set(map(type, child)) <= leaves:
+                if depth >= limit:
+                    return depth + 1
+                continue
+            stack.append((child, depth + 1))
     return 0
 
 

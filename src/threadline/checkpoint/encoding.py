@@ -21,9 +21,11 @@ from .types import CheckpointDraft, VersionRef, VersionRow
 
 DEFAULT_SNAPSHOT_RATIO = 3.0
 
-Dumps = Callable[[Any, str], tuple[bytes, int]]
-"""Encode a value: its stored bytes and its size before compression."""
-Loads = Callable[[bytes], Any]
+Dumps = Callable[[Any, str, "str | None"], tuple[bytes, int]]
+"""Encode a value of a channel, as a delta on a base version (or a snapshot: None): its stored
+bytes and its size before compression."""
+Loads = Callable[[VersionRow], Any]
+"""Decode a version row's data."""
 
 
 def encode_changes(
@@ -46,13 +48,13 @@ def encode_changes(
         if change.appended is not None and base is not None:
             if not change.appended:
                 continue  # appended nothing: the value is unchanged
-            data, size = dumps(change.appended, name)
+            data, size = dumps(change.appended, name, base.writer)
             chain = base.chain_bytes + size
             if chain <= base.snapshot_bytes * snapshot_ratio:
                 rows.append(VersionRow(name, checkpoint_id, base.writer, data))
                 refs[name] = VersionRef(checkpoint_id, base.snapshot_bytes, chain)
                 continue
-        data, size = dumps(change.value, name)
+        data, size = dumps(change.value, name, None)
         rows.append(VersionRow(name, checkpoint_id, None, data))
         refs[name] = VersionRef(checkpoint_id, size, 0)
     return refs, rows
@@ -131,9 +133,9 @@ class ChainDecoder:
 
     def _decode(self, row: VersionRow) -> Any:
         try:
-            return self._loads(row.data)
+            return self._loads(row)
         except CorruptCheckpointError as exc:
-            raise CorruptCheckpointError(
+            raise type(exc)(
                 f"{exc} (channel {row.channel!r}, version {row.writer}, {self._where})"
             ) from exc
 

@@ -372,12 +372,14 @@ class BaseCheckpointSaver:
     ) -> tuple[CheckpointRow, list[VersionRow], bytes | None, float | None]:
         validate_thread_id(thread_id)
         checkpoint_id = draft.id or new_checkpoint_id()
+        binds = self._binds
 
         def dump_version(value: Any, channel: str, base: str | None) -> tuple[bytes, int]:
-            place = None
-            if self._binds:
-                place = version_place(thread_id, channel, checkpoint_id, base)
-            return self._dumps(value, channel, place)
+            if binds:
+                return self._dumps(
+                    value, channel, version_place(thread_id, channel, checkpoint_id, base)
+                )
+            return self._dumps(value, channel)
 
         refs, versions = encode_changes(draft, checkpoint_id, dump_version, self.snapshot_ratio)
         now = time.time()
@@ -390,24 +392,19 @@ class BaseCheckpointSaver:
             step=draft.step,
             source=draft.source,
             created_at=now,
-            metadata=b"",
-            tasks=b"",
+            metadata=b"" if binds else self.serde.dumps(draft.metadata, "metadata"),
+            tasks=b"" if binds else self.serde.dumps(draft.tasks, "tasks"),
             refs=refs,
         )
-        binds = self._binds
-        row = dataclasses.replace(
-            row,
-            metadata=self._dumps(
-                draft.metadata, "metadata", checkpoint_place("metadata", row) if binds else None
-            )[0],
-            tasks=self._dumps(
-                draft.tasks, "tasks", checkpoint_place("tasks", row) if binds else None
-            )[0],
-        )
         meta = None
-        if thread_metadata:
-            place = thread_place(thread_id) if binds else None
-            meta = self._dumps(thread_metadata, "metadata", place)[0]
+        if binds:  # the fields are bound to the rest of the row
+            metadata = self._dumps(draft.metadata, "metadata", checkpoint_place("metadata", row))
+            tasks = self._dumps(draft.tasks, "tasks", checkpoint_place("tasks", row))
+            row = dataclasses.replace(row, metadata=metadata[0], tasks=tasks[0])
+            if thread_metadata:
+                meta = self._dumps(thread_metadata, "metadata", thread_place(thread_id))[0]
+        elif thread_metadata:
+            meta = self.serde.dumps(thread_metadata, "metadata")
         expires_at = None if self.ttl is None else now + self.ttl
         return row, versions, meta, expires_at
 

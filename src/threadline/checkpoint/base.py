@@ -24,7 +24,15 @@ from ..errors import (
     CorruptCheckpointError,
     ThreadlineError,
 )
-from .binding import Rebind, StoredValue, checkpoint_place, thread_place, version_place, write_place
+from .binding import (
+    Rebind,
+    StoredValue,
+    checkpoint_places,
+    checkpoint_places_of,
+    thread_place,
+    version_place,
+    write_place,
+)
 from .encoding import DEFAULT_SNAPSHOT_RATIO, ChainDecoder, ValueCache, encode_changes
 from .serde import MsgpackSerializer, Serializer
 from .types import (
@@ -383,6 +391,20 @@ class BaseCheckpointSaver:
 
         refs, versions = encode_changes(draft, checkpoint_id, dump_version, self.snapshot_ratio)
         now = time.time()
+        meta = None
+        if binds:  # the fields are bound to the rest of the row
+            places = checkpoint_places(
+                thread_id, ns, checkpoint_id, draft.parent_id, draft.step, draft.source, refs
+            )
+            metadata = self._dumps(draft.metadata, "metadata", places[0])[0]
+            tasks = self._dumps(draft.tasks, "tasks", places[1])[0]
+            if thread_metadata:
+                meta = self._dumps(thread_metadata, "metadata", thread_place(thread_id))[0]
+        else:
+            metadata = self.serde.dumps(draft.metadata, "metadata")
+            tasks = self.serde.dumps(draft.tasks, "tasks")
+            if thread_metadata:
+                meta = self.serde.dumps(thread_metadata, "metadata")
         row = CheckpointRow(
             thread_id=thread_id,
             ns=ns,
@@ -392,19 +414,10 @@ class BaseCheckpointSaver:
             step=draft.step,
             source=draft.source,
             created_at=now,
-            metadata=b"" if binds else self.serde.dumps(draft.metadata, "metadata"),
-            tasks=b"" if binds else self.serde.dumps(draft.tasks, "tasks"),
+            metadata=metadata,
+            tasks=tasks,
             refs=refs,
         )
-        meta = None
-        if binds:  # the fields are bound to the rest of the row
-            metadata = self._dumps(draft.metadata, "metadata", checkpoint_place("metadata", row))
-            tasks = self._dumps(draft.tasks, "tasks", checkpoint_place("tasks", row))
-            row = dataclasses.replace(row, metadata=metadata[0], tasks=tasks[0])
-            if thread_metadata:
-                meta = self._dumps(thread_metadata, "metadata", thread_place(thread_id))[0]
-        elif thread_metadata:
-            meta = self.serde.dumps(thread_metadata, "metadata")
         expires_at = None if self.ttl is None else now + self.ttl
         return row, versions, meta, expires_at
 
@@ -466,6 +479,7 @@ class BaseCheckpointSaver:
 
     def _checkpoint(self, row: CheckpointRow, values: dict[str, Any]) -> Checkpoint:
         where = f"thread {row.thread_id!r}, checkpoint {row.id}"
+        places = checkpoint_places_of(row) if self._binds else (b"", b"")
         return Checkpoint(
             thread_id=row.thread_id,
             ns=row.ns,
@@ -475,16 +489,11 @@ class BaseCheckpointSaver:
             step=row.step,
             source=row.source,
             created_at=to_datetime(row.created_at),
-            metadata=self._load_field("metadata", row, where),
-            tasks=self._load_field("tasks", row, where),
+            metadata=self._loads_at(row.metadata, places[0], f"metadata of {where}"),
+            tasks=self._loads_at(row.tasks, places[1], f"tasks of {where}"),
             refs=row.refs,
             values=values,
         )
-
-    def _load_field(self, field: str, row: CheckpointRow, where: str) -> Any:
-        data: bytes = getattr(row, field)
-        place = checkpoint_place(field, row) if self._binds else b""
-        return self._loads_at(data, place, f"{field} of {where}")
 
     def _pending(self, row: CheckpointRow, writes: Iterable[WriteRow]) -> list[PendingWrite]:
         where = f"thread {row.thread_id!r}, checkpoint {row.id}"

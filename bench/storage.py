@@ -7,7 +7,8 @@ read the full history, the median time of get_state, and the ratios. Then 50 thr
 the async Postgres saver with a pool (async nodes), 20 turns each from a new thread: steps
 (checkpoints) per second, over the whole run (the threads' creation included).
 
-Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`.
+Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`;
+`--encrypt` has both libraries encrypt every stored value with AES-256-GCM.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 
 Each measurement runs in a fresh interpreter that imports only one library (a `--worker`
@@ -38,6 +39,45 @@ import engine  # the graphs are the same as in bench/engine.py
 PG_URL = os.environ.get("THREADLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MSG = 1024
 KINDS = ("memory", "sqlite", "postgres", "postgres-nosync")
+# --encrypt: both libraries encrypt every stored value with AES-256-GCM (one fixed bench key).
+ENCRYPT = False
+BENCH_KEY = bytes(range(32))
+
+
+def threadline_options() -> dict[str, Any]:
+    if not ENCRYPT:
+        return {}
+    from threadline.checkpoint.serde import MsgpackSerializer
+
+    return {"serde": MsgpackSerializer(encryption_key=BENCH_KEY)}
+
+
+def langgraph_serde() -> Any:
+    """LangGraph's EncryptedSerializer over AES-256-GCM from ``cryptography`` (its built-in
+    helper needs pycryptodome), or None when not encrypting."""
+    if not ENCRYPT:
+        return None
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    aead = AESGCM(BENCH_KEY)
+
+    class Cipher:
+        def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+            nonce = os.urandom(12)
+            return "aesgcm", nonce + aead.encrypt(nonce, plaintext, None)
+
+        def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
+            return aead.decrypt(ciphertext[:12], ciphertext[12:], None)
+
+    return EncryptedSerializer(Cipher())
+
+
+def _lg_encrypt(saver: Any) -> Any:
+    serde = langgraph_serde()
+    if serde is not None:
+        saver.serde = serde
+    return saver
 
 
 def text(rng: random.Random) -> str:
@@ -52,14 +92,14 @@ def threadline_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[]
     from threadline.checkpoint.memory import MemorySaver
 
     if kind == "memory":
-        saver = MemorySaver()
+        saver = MemorySaver(**threadline_options())
         yield saver, saver.stored_bytes
         return
     if kind == "sqlite":
         from threadline.checkpoint.sqlite import SqliteSaver
 
         path = os.path.join(workdir, "threadline.db")
-        with SqliteSaver.from_conn_string(path) as saver:
+        with SqliteSaver.from_conn_string(path, **threadline_options()) as saver:
             yield saver, lambda: sqlite_bytes(path)
         return
     from threadline.checkpoint.postgres import PostgresSaver
@@ -68,7 +108,7 @@ def threadline_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[]
     sync = "off" if kind == "postgres-nosync" else None
     try:
         with PostgresSaver.from_conn_string(
-            PG_URL, schema=schema, synchronous_commit=sync
+            PG_URL, schema=schema, synchronous_commit=sync, **threadline_options()
         ) as saver:
             yield saver, lambda: pg_bytes(schema)
     finally:
@@ -80,7 +120,7 @@ def langgraph_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[],
     if kind == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
 
-        saver = InMemorySaver()
+        saver = _lg_encrypt(InMemorySaver())
         yield saver, lambda: langgraph_memory_bytes(saver)
         return
     if kind == "sqlite":
@@ -89,7 +129,7 @@ def langgraph_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[],
         path = os.path.join(workdir, "langgraph.db")
         with SqliteSaver.from_conn_string(path) as saver:
             saver.setup()
-            yield saver, lambda: sqlite_bytes(path)
+            yield _lg_encrypt(saver), lambda: sqlite_bytes(path)
         return
     from langgraph.checkpoint.postgres import PostgresSaver
 
@@ -101,7 +141,7 @@ def langgraph_saver(kind: str, workdir: str) -> Iterator[tuple[Any, Callable[[],
     try:
         with PostgresSaver.from_conn_string(url) as saver:
             saver.setup()
-            yield saver, lambda: pg_bytes(schema)
+            yield _lg_encrypt(saver), lambda: pg_bytes(schema)
     finally:
         drop_schema(schema)
 
@@ -199,7 +239,12 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | 
         from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
 
         cm: Any = AsyncPostgresSaver.from_conn_string(
-            PG_URL, schema=schema, pool_min_size=10, pool_max_size=20, synchronous_commit=sync
+            PG_URL,
+            schema=schema,
+            pool_min_size=10,
+            pool_max_size=20,
+            synchronous_commit=sync,
+            **threadline_options(),
         )
     else:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver as LGAsync
@@ -216,7 +261,7 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | 
             open=False,
         )
         await pool.open()
-        cm = contextlib.nullcontext(LGAsync(pool))  # type: ignore[arg-type]
+        cm = contextlib.nullcontext(_lg_encrypt(LGAsync(pool)))  # type: ignore[arg-type]
     try:
         async with cm as saver:
             if lib_name == "threadline":
@@ -255,12 +300,17 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(KINDS))
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--thread-turns", type=int, default=20)
+    parser.add_argument(
+        "--encrypt", action="store_true", help="both libraries encrypt stored values (AES-GCM)"
+    )
     # One measurement in this fresh process, printed as JSON: --worker conversation|concurrent
     # --kind KIND --library LIB (concurrent: --kind postgres or postgres-nosync).
     parser.add_argument("--worker", choices=["conversation", "concurrent"], help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--library", choices=["threadline", "langgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global ENCRYPT
+    ENCRYPT = args.encrypt
     if args.worker == "conversation":
         print(json.dumps(conversation_worker(args.kind, args.library, args.turns)))
         return
@@ -278,12 +328,14 @@ def main() -> None:
             *options,
             *("--turns", str(args.turns), "--threads", str(args.threads)),
             *("--thread-turns", str(args.thread_turns)),
+            *(["--encrypt"] if args.encrypt else []),
         )
 
     libs = engine.library_names()
     payload = 3 * args.turns * MSG
     print(f"workload: one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
-    print(f"payload: {payload / 1e6:.2f} MB\n")
+    print(f"payload: {payload / 1e6:.2f} MB" + (", every value encrypted" if args.encrypt else ""))
+    print()
     header = (
         f"{'backend':<16}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
         f"{'stored':>11}{'x payload':>10}{'history':>11}{'get_state':>11}{'checkpoints':>13}"

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "DecryptionError",
     "EmptyInputError",
     "GraphInterrupt",
     "GraphRecursionError",
@@ -77,6 +78,11 @@ class SerializationError(ThreadlineError, TypeError):
 
 class CorruptCheckpointError(ThreadlineError):
     """Stored bytes that do not decode, or rows of an unknown format version."""
+
+
+class DecryptionError(CorruptCheckpointError):
+    """An encrypted value that does not authenticate: a wrong or missing key, altered bytes, or
+    a ciphertext moved from another row, thread, channel or version, or replayed."""
 
 
 class SchemaVersionError(CorruptCheckpointError):

@@ -24,6 +24,15 @@ from ..errors import (
     CorruptCheckpointError,
     ThreadlineError,
 )
+from .binding import (
+    Rebind,
+    StoredValue,
+    checkpoint_places,
+    checkpoint_places_of,
+    thread_place,
+    version_place,
+    write_place,
+)
 from .encoding import (
     DEFAULT_SNAPSHOT_RATIO,
     ChainDecoder,
@@ -279,6 +288,49 @@ class BaseCheckpointSaver:
     ) -> None:
         raise self._no_async()
 
+    # Re-encryption (threadline.checkpoint.rekey) and copy_thread under encryption read and
+    # rewrite stored values through these. ``after`` is the last page's last key.
+
+    def _thread_page(self, after: str | None, limit: int) -> builtins.list[str]:
+        """Thread ids in ascending order, after ``after``."""
+        raise self._no_sync()
+
+    def _stored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> builtins.list[StoredValue]:
+        """A page of the thread's values in ``column`` (see binding.COLUMNS), by key."""
+        raise self._no_sync()
+
+    def _replace_stored(self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]) -> int:
+        """In one transaction, replace each value that still holds what was read; the count."""
+        raise self._no_sync()
+
+    async def _athread_page(self, after: str | None, limit: int) -> builtins.list[str]:
+        raise self._no_async()
+
+    async def _astored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> builtins.list[StoredValue]:
+        raise self._no_async()
+
+    async def _areplace_stored(
+        self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]
+    ) -> int:
+        raise self._no_async()
+
+    def _rebinder(self, source: str, target: str) -> Rebind | None:
+        """For copy_thread: a function re-encrypting a copied value for its new thread (None
+        when nothing needs it: the serializer does not encrypt)."""
+        if not self._binds:
+            return None
+        reseal = self.serde.reseal  # type: ignore[attr-defined]
+
+        def rebind(value: StoredValue) -> bytes | None:
+            new: bytes | None = reseal(value.data, value.place(source), new_aad=value.place(target))
+            return new
+
+        return rebind
+
     def _no_sync(self) -> _Unsupported:
         twin = f"; use {self.sync_twin} for invoke/stream" if self.sync_twin else ""
         return _Unsupported(
@@ -293,13 +345,56 @@ class BaseCheckpointSaver:
 
     # ------------------------------------------------------------------ shared, sans-IO
 
-    def _dumps(self, value: Any, key: str) -> tuple[bytes, int]:
-        """Encode a channel version: its bytes, and its size before any compression."""
+    @property
+    def _binds(self) -> bool:
+        """Whether the serializer encrypts: then each value is bound to its place."""
+        return getattr(self.serde, "encrypted", False) is True
+
+    def _dumps(self, value: Any, key: str, place: bytes | None = None) -> tuple[bytes, int]:
+        """Encode a value: its bytes, and its size before any compression. ``place``: the
+        associated data an encrypting serializer binds the ciphertext to."""
         sized = getattr(self.serde, "dumps_sized", None)
+        if place is not None and self._binds:
+            if sized is not None:
+                return sized(value, key, aad=place)  # type: ignore[no-any-return]
+            data = self.serde.dumps(value, key, aad=place)  # type: ignore[call-arg]
+            return data, len(data)
         if sized is not None:
             return sized(value, key)  # type: ignore[no-any-return]
         data = self.serde.dumps(value, key)
         return data, len(data)
+
+    def _loads_at(self, data: bytes, place: bytes, where: str) -> Any:
+        """Decode a value stored at ``place``; errors name ``where``."""
+        try:
+            if self._binds:
+                return self.serde.loads(data, aad=place)  # type: ignore[call-arg]
+            return self.serde.loads(data)
+        except CorruptCheckpointError as exc:
+            raise type(exc)(f"{exc} ({where})") from exc
+
+    def _load_thread_metadata(self, thread_id: str, data: bytes | None) -> dict[str, Any]:
+        """Decoded thread metadata (``{}`` when none is stored)."""
+        if data is None:
+            return {}
+        meta: dict[str, Any] = self._loads_at(
+            data, thread_place(thread_id), f"metadata of thread {thread_id!r}"
+        )
+        return meta
+
+    def _load_version(self, thread_id: str, row: VersionRow, limit: int | None) -> tuple[Any, int]:
+        """A version row's value within ``limit`` bytes, and the memory it holds (estimated)."""
+        sized = getattr(self.serde, "loads_sized", None)
+        if self._binds:
+            place = version_place(thread_id, row.channel, row.writer, row.base)
+            if sized is not None:
+                return sized(row.data, limit, aad=place)  # type: ignore[no-any-return]
+            value = self.serde.loads(row.data, aad=place)  # type: ignore[call-arg]
+        elif sized is not None:
+            return sized(row.data, limit)  # type: ignore[no-any-return]
+        else:
+            value = self.serde.loads(row.data)
+        return value, decoded_estimate(len(row.data))
 
     def _prepare_commit(
         self,
@@ -310,8 +405,31 @@ class BaseCheckpointSaver:
     ) -> tuple[CheckpointRow, list[VersionRow], bytes | None, float | None]:
         validate_thread_id(thread_id)
         checkpoint_id = draft.id or new_checkpoint_id()
-        refs, versions = encode_changes(draft, checkpoint_id, self._dumps, self.snapshot_ratio)
+        binds = self._binds
+
+        def dump_version(value: Any, channel: str, base: str | None) -> tuple[bytes, int]:
+            if binds:
+                return self._dumps(
+                    value, channel, version_place(thread_id, channel, checkpoint_id, base)
+                )
+            return self._dumps(value, channel)
+
+        refs, versions = encode_changes(draft, checkpoint_id, dump_version, self.snapshot_ratio)
         now = time.time()
+        meta = None
+        if binds:  # the fields are bound to the rest of the row
+            places = checkpoint_places(
+                thread_id, ns, checkpoint_id, draft.parent_id, draft.step, draft.source, refs
+            )
+            metadata = self._dumps(draft.metadata, "metadata", places[0])[0]
+            tasks = self._dumps(draft.tasks, "tasks", places[1])[0]
+            if thread_metadata:
+                meta = self._dumps(thread_metadata, "metadata", thread_place(thread_id))[0]
+        else:
+            metadata = self.serde.dumps(draft.metadata, "metadata")
+            tasks = self.serde.dumps(draft.tasks, "tasks")
+            if thread_metadata:
+                meta = self.serde.dumps(thread_metadata, "metadata")
         row = CheckpointRow(
             thread_id=thread_id,
             ns=ns,
@@ -321,11 +439,10 @@ class BaseCheckpointSaver:
             step=draft.step,
             source=draft.source,
             created_at=now,
-            metadata=self.serde.dumps(draft.metadata, "metadata"),
-            tasks=self.serde.dumps(draft.tasks, "tasks"),
+            metadata=metadata,
+            tasks=tasks,
             refs=refs,
         )
-        meta = None if not thread_metadata else self.serde.dumps(thread_metadata, "metadata")
         expires_at = None if self.ttl is None else now + self.ttl
         return row, versions, meta, expires_at
 
@@ -377,16 +494,20 @@ class BaseCheckpointSaver:
 
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
         memo = self._cache if shared else ValueCache(None)
-        loads = getattr(self.serde, "loads_sized", None)
+        thread_id = row.thread_id
         return ChainDecoder(
-            self.serde.loads, memo, where=_where(row), thread_id=row.thread_id, loads_sized=loads
+            lambda version, limit: self._load_version(thread_id, version, limit),
+            memo,
+            where=_where(row),
+            thread_id=thread_id,
         )
 
     def _checkpoint(self, row: CheckpointRow, values: dict[str, Any]) -> Checkpoint:
         where = _where(row)
         _check_row(row, where)
-        metadata = self._loads(row.metadata, where)
-        tasks = self._loads(row.tasks, where)
+        places = checkpoint_places_of(row) if self._binds else (b"", b"")
+        metadata = self._loads_at(row.metadata, places[0], f"metadata of {where}")
+        tasks = self._loads_at(row.tasks, places[1], f"tasks of {where}")
         if type(metadata) is not dict or type(tasks) is not list:
             raise CorruptCheckpointError(
                 f"the metadata or tasks of {where} decode as {type(metadata).__name__} and"
@@ -407,12 +528,6 @@ class BaseCheckpointSaver:
             values=values,
         )
 
-    def _loads(self, data: bytes, where: str) -> Any:
-        try:
-            return self.serde.loads(data)
-        except CorruptCheckpointError as exc:
-            raise CorruptCheckpointError(f"{exc} ({where})") from exc
-
     def _pending(self, row: CheckpointRow, writes: Iterable[WriteRow]) -> list[PendingWrite]:
         where = _where(row)
         writes = list(writes)
@@ -423,18 +538,34 @@ class BaseCheckpointSaver:
                     f" {_short(w.idx)} and channel {_short(w.channel)}: not a str, an int and a"
                     f" str; {_ALTERED}"
                 )
-        return [
-            PendingWrite(w.task_id, w.idx, w.channel, self._loads(w.data, where))
-            for w in sorted(writes, key=lambda w: (w.task_id, w.idx))
-        ]
+        binds = self._binds
+        out = []
+        for w in sorted(writes, key=lambda w: (w.task_id, w.idx)):
+            place = b""
+            if binds:
+                place = write_place(row.thread_id, row.ns, row.id, w.task_id, w.idx, w.channel)
+            out.append(
+                PendingWrite(w.task_id, w.idx, w.channel, self._loads_at(w.data, place, where))
+            )
+        return out
 
     def _write_rows(
-        self, task_id: str, writes: Sequence[tuple[str, Any]], first_idx: int
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Sequence[tuple[str, Any]],
+        first_idx: int,
     ) -> list[WriteRow]:
-        return [
-            WriteRow(task_id, idx, channel, self.serde.dumps(value, channel))
-            for idx, (channel, value) in enumerate(writes, first_idx)
-        ]
+        binds = self._binds
+        out = []
+        for idx, (channel, value) in enumerate(writes, first_idx):
+            place = None
+            if binds:
+                place = write_place(thread_id, ns, checkpoint_id, task_id, idx, channel)
+            out.append(WriteRow(task_id, idx, channel, self._dumps(value, channel, place)[0]))
+        return out
 
     def _should_sweep(self) -> bool:
         if self.ttl is None or not self.auto_sweep:
@@ -628,7 +759,7 @@ class BaseCheckpointSaver:
         Writes are numbered from ``first_idx``; a (task, index) already stored is kept as is.
         """
         validate_thread_id(thread_id)
-        rows = self._write_rows(task_id, writes, first_idx)
+        rows = self._write_rows(thread_id, ns, checkpoint_id, task_id, writes, first_idx)
         self._commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
 
     def fork(
@@ -855,7 +986,7 @@ class BaseCheckpointSaver:
     ) -> None:
         """Async :meth:`put_writes`."""
         validate_thread_id(thread_id)
-        rows = self._write_rows(task_id, writes, first_idx)
+        rows = self._write_rows(thread_id, ns, checkpoint_id, task_id, writes, first_idx)
         await self._acommit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
 
     async def afork(

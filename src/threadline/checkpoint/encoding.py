@@ -21,11 +21,12 @@ from .types import CheckpointDraft, VersionRef, VersionRow
 
 DEFAULT_SNAPSHOT_RATIO = 3.0
 
-Dumps = Callable[[Any, str], tuple[bytes, int]]
-"""Encode a value: its stored bytes and its size before compression."""
-Loads = Callable[[bytes], Any]
-LoadsSized = Callable[[bytes, "int | None"], tuple[Any, int]]
-"""Decode a value within a size bound: it, and an estimate of the memory it holds."""
+Dumps = Callable[[Any, str, "str | None"], tuple[bytes, int]]
+"""Encode a value of a channel, as a delta on a base version (or a snapshot: None): its stored
+bytes and its size before compression."""
+Loads = Callable[[VersionRow, "int | None"], tuple[Any, int]]
+"""Decode a version row within a size bound (None: the serializer's own): its value, and an
+estimate of the memory it holds."""
 CacheKey = tuple[str, str, str]
 """``(thread_id, channel, writer)``: a version is cached for the thread that holds it."""
 
@@ -57,13 +58,13 @@ def encode_changes(
         if change.appended is not None and base is not None:
             if not change.appended:
                 continue  # appended nothing: the value is unchanged
-            data, size = dumps(change.appended, name)
+            data, size = dumps(change.appended, name, base.writer)
             chain = base.chain_bytes + size
             if chain <= base.snapshot_bytes * snapshot_ratio:
                 rows.append(VersionRow(name, checkpoint_id, base.writer, data))
                 refs[name] = VersionRef(checkpoint_id, base.snapshot_bytes, chain)
                 continue
-        data, size = dumps(change.value, name)
+        data, size = dumps(change.value, name, None)
         rows.append(VersionRow(name, checkpoint_id, None, data))
         refs[name] = VersionRef(checkpoint_id, size, 0)
     return refs, rows
@@ -85,10 +86,8 @@ class ChainDecoder:
         *,
         where: str,
         thread_id: str = "",
-        loads_sized: LoadsSized | None = None,
     ) -> None:
         self._loads = loads
-        self._loads_sized = loads_sized
         self._memo = memo
         self._rows: dict[tuple[str, str], VersionRow] = {}
         self._where = where
@@ -166,12 +165,9 @@ class ChainDecoder:
     def _decode(self, row: VersionRow, limit: int | None) -> tuple[Any, int]:
         """The row's value and what it holds in memory (an estimate)."""
         try:
-            if self._loads_sized is not None:
-                return self._loads_sized(row.data, limit)
-            data = row.data
-            return self._loads(data), decoded_estimate(len(data))
+            return self._loads(row, limit)
         except CorruptCheckpointError as exc:
-            raise CorruptCheckpointError(
+            raise type(exc)(
                 f"{exc} (channel {row.channel!r}, version {row.writer}, {self._where})"
             ) from exc
 

@@ -18,6 +18,7 @@ from .base import (
     validate_filter,
     validate_thread_id,
 )
+from .binding import COLUMNS, StoredValue
 from .types import CheckpointRow, ThreadInfo, VersionRow, WriteRow, to_datetime
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -242,6 +243,15 @@ class InMemorySaver(BaseCheckpointSaver):
             dst.order_seq = {k: list(v) for k, v in src.order_seq.items()}
             dst.versions = dict(src.versions)
             dst.writes = {k: dict(v) for k, v in src.writes.items()}
+            rebind = self._rebinder(source_thread_id, target_thread_id)
+            if rebind is not None:  # encrypted values are bound to their thread
+                for column in COLUMNS:
+                    updates = []
+                    for value in _stored(dst, column):
+                        new = rebind(value)
+                        if new is not None:
+                            updates.append((value, new))
+                    _replace(dst, updates)
             self._threads[target_thread_id] = dst
 
     def list_threads(
@@ -257,7 +267,7 @@ class InMemorySaver(BaseCheckpointSaver):
         out: list[ThreadInfo] = []
         for thread_id, t in items:
             where = f"thread {thread_id!r}"
-            meta = {} if t.metadata is None else self._loads(t.metadata, where)
+            meta = self._load_thread_metadata(thread_id, t.metadata)
             if not metadata_matches(meta, wanted):
                 continue
             out.append(
@@ -326,6 +336,42 @@ class InMemorySaver(BaseCheckpointSaver):
     async def asweep_expired(self) -> int:
         return self.sweep_expired()
 
+    # ------------------------------------------------------------------ re-encryption
+
+    def _thread_page(self, after: str | None, limit: int) -> list[str]:
+        with self._lock:
+            ids = sorted(t for t in self._threads if after is None or t > after)
+        return ids[:limit]
+
+    def _stored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        with self._lock:
+            thread = self._threads.get(thread_id)
+            values = [] if thread is None else _stored(thread, column)
+        values.sort(key=lambda v: v.key)
+        if after is not None:
+            values = [v for v in values if v.key > after]
+        return values[:limit]
+
+    def _replace_stored(self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]) -> int:
+        with self._lock:
+            thread = self._threads.get(thread_id)
+            return 0 if thread is None else _replace(thread, updates)
+
+    async def _athread_page(self, after: str | None, limit: int) -> list[str]:
+        return self._thread_page(after, limit)
+
+    async def _astored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        return self._stored_page(column, thread_id, after, limit)
+
+    async def _areplace_stored(
+        self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]
+    ) -> int:
+        return self._replace_stored(thread_id, updates)
+
     def stored_bytes(self) -> int:
         """Bytes of encoded data held (versions, metadata, tasks, writes): for benchmarks."""
         with self._lock:
@@ -349,6 +395,63 @@ def _reachable(
                 keep[(channel, cursor)] = v
                 cursor = v.base
     return keep
+
+
+def _stored(thread: _Thread, column: str) -> list[StoredValue]:
+    """Every value of ``thread`` in ``column`` (see binding.COLUMNS)."""
+    if column == "threads.metadata":
+        meta = thread.metadata
+        return [] if meta is None else [StoredValue(column, (), meta)]
+    if column == "versions.data":
+        return [
+            StoredValue(column, key, v.data, (v.channel, v.writer, v.base))
+            for key, v in thread.versions.items()
+        ]
+    if column == "writes.data":
+        return [
+            StoredValue(column, (ns, cid, w.task_id, w.idx), w.data, (ns, cid, *key, w.channel))
+            for (ns, cid), bucket in thread.writes.items()
+            for key, w in bucket.items()
+        ]
+    field = column.partition(".")[2]
+    return [
+        StoredValue(column, (row.seq,), getattr(row, field), row)
+        for row in thread.checkpoints.values()
+    ]
+
+
+def _replace(thread: _Thread, updates: Sequence[tuple[StoredValue, bytes]]) -> int:
+    """Replace each value that still holds what was read (call under the saver's lock)."""
+    done = 0
+    for value, new in updates:
+        column = value.column
+        if column == "threads.metadata":
+            if thread.metadata != value.data:
+                continue
+            thread.metadata = new
+        elif column == "versions.data":
+            version = thread.versions.get(value.key)
+            if version is None or version.data != value.data:
+                continue
+            thread.versions[value.key] = replace(version, data=new)
+        elif column == "writes.data":
+            ns, cid, task_id, idx = value.key
+            bucket = thread.writes.get((ns, cid), {})
+            write = bucket.get((task_id, idx))
+            if write is None or write.data != value.data:
+                continue
+            bucket[(task_id, idx)] = replace(write, data=new)
+        else:
+            field = column.partition(".")[2]
+            row = thread.checkpoints.get(value.fields.id)
+            if row is None or getattr(row, field) != value.data:
+                continue
+            if field == "metadata":
+                thread.checkpoints[row.id] = replace(row, metadata=new)
+            else:
+                thread.checkpoints[row.id] = replace(row, tasks=new)
+        done += 1
+    return done
 
 
 def _no_thread(thread_id: str) -> ThreadlineError:

@@ -31,12 +31,18 @@ A tz blob is empty (naive), ``0x01`` + ``>q`` offset in microseconds (``datetime
 
 Frame (one stored value)::
 
-    byte 0   header: bits 0-3 format version (1), bit 4 zstd-compressed, bit 5 encrypted,
-             bit 6 zlib-compressed, bit 7 reserved (0)
-    rest     the msgpack body, compressed when bit 4 or 6 is set. When bit 5 is set the
-             (possibly compressed) body is stored as a 12-byte random nonce followed by its
-             AES-256-GCM ciphertext and 16-byte tag, authenticated with the header byte as
-             associated data.
+    byte 0   header: bits 0-3 format version (1; 2 for encrypted frames), bit 4
+             zstd-compressed, bit 5 encrypted, bit 6 zlib-compressed, bit 7 reserved (0)
+    rest     the msgpack body, compressed when bit 4 or 6 is set.
+
+An encrypted frame (version 2, bit 5 set) stores, after the header, the 4-byte id of the key
+(see :func:`key_id`), a 12-byte random nonce, and the (possibly compressed) body's AES-256-GCM
+ciphertext with its 16-byte tag. Its associated data is the header, the key id and the
+*place* the saver binds the value to (thread, namespace, channel or field, checkpoint or
+version id: see :mod:`threadline.checkpoint.binding`), so a ciphertext moved to another row
+or replayed from an older version fails authentication. Version-1 frames with bit 5 set
+(threadline before binding) were authenticated with the header byte only; they are read like
+unencrypted values (only with ``allow_plaintext=True``) until re-encrypted.
 
 Stored rows are untrusted input (docs/security.md). A class reference (codes 12-14) or a
 registered name (code 15) is resolved only against the registry and a fixed list of built-in
@@ -65,13 +71,15 @@ import binascii
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
+import hmac
 import importlib
 import os
 import struct
 import sys
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
@@ -80,7 +88,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-from ..errors import CorruptCheckpointError, SerializationError
+from ..errors import CorruptCheckpointError, DecryptionError, SerializationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -91,10 +99,12 @@ __all__ = [
     "Serializer",
     "TypeRegistry",
     "default_registry",
+    "key_id",
     "register_type",
 ]
 
 FORMAT_VERSION = 1
+_ENCRYPTED_VERSION = 2  # encrypted frames bound to their place, with a key id
 _VERSION_MASK = 0x0F
 _FLAG_ZSTD = 0x10
 _FLAG_ENCRYPTED = 0x20
@@ -113,6 +123,8 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _RETAIN_PACKER_BYTES = 8 << 20  # a thread keeps its packer's buffer up to this size
 _KEY_BYTES = 32
+_KEY_ID_BYTES = 4
+_SEALED_HEAD = 1 + _KEY_ID_BYTES  # header byte and key id: the start of the associated data
 
 _EXT_TUPLE = 1
 _EXT_SET = 2
@@ -629,6 +641,55 @@ def _parse_key(key: bytes | str) -> bytes:
     return decoded
 
 
+EncryptionKeys = bytes | str | Sequence[bytes | str] | Mapping[str, bytes | str]
+"""What ``encryption_key=`` takes: one key, a sequence of keys, or a mapping of labels to keys
+(oldest first: new values are written with the last)."""
+
+
+def key_id(key: bytes | str) -> str:
+    """The id an encrypted value records for ``key``: 8 hex digits derived from the key.
+
+    Derived, not chosen, so that two processes can never disagree on which key an id means,
+    and it reveals nothing about the key (a keyed hash of a fixed label).
+    """
+    return _key_id(_parse_key(key)).hex()
+
+
+def _key_id(raw: bytes) -> bytes:
+    return hmac.new(raw, b"threadline key id", hashlib.sha256).digest()[:_KEY_ID_BYTES]
+
+
+def _parse_keys(keys: EncryptionKeys) -> list[tuple[str, bytes]]:
+    """``[(label, raw key)]``, oldest first, from one key, a sequence or a mapping of keys."""
+    pairs: list[tuple[str, Any]]  # each key is checked by _parse_key
+    if isinstance(keys, (bytes, bytearray, memoryview, str)):
+        pairs = [("", keys)]
+    elif isinstance(keys, Mapping):
+        pairs = [(str(label), k) for label, k in keys.items()]
+    elif isinstance(keys, Sequence):
+        pairs = [("", k) for k in keys]
+    else:
+        raise TypeError(
+            "encryption_key must be a key (bytes or str), a list of keys or a mapping of labels"
+            f" to keys (oldest first, the last encrypts new values), not {type(keys).__name__}"
+        )
+    if not pairs:
+        raise ValueError("encryption_key is an empty collection: give at least one key")
+    out: list[tuple[str, bytes]] = []
+    seen: dict[bytes, str] = {}
+    for label, k in pairs:
+        raw = _parse_key(k)
+        kid = _key_id(raw)
+        if kid in seen:
+            raise ValueError(
+                f"encryption_key lists two keys with the same id {kid.hex()} (the same key"
+                " twice?); give each key once"
+            )
+        seen[kid] = label
+        out.append((label, raw))
+    return out
+
+
 def _import_zstd() -> Any:
     try:
         import zstandard
@@ -661,6 +722,10 @@ class MsgpackSerializer:
     ``encryption_key`` (32 raw bytes, or a str holding them as base64 / URL-safe base64 /
     64 hex digits) encrypts every value written with AES-256-GCM (needs ``threadline[crypto]``)
     and refuses to read unencrypted values unless ``allow_plaintext=True`` (for migrating).
+    For key rotation it also takes a list of keys, or a mapping of labels to keys, oldest
+    first: values are written with the last one and read with whichever key wrote them (each
+    records its key's :func:`key_id`); :mod:`threadline.checkpoint.rekey` rewrites stored
+    values with the newest key.
     :meth:`loads` reads compressed and uncompressed values whatever ``compression`` says.
     ``max_depth`` bounds how deeply values nest and ``max_decoded_bytes`` the size of one
     encoded value before compression, on write and on read (docs/security.md).
@@ -672,7 +737,7 @@ class MsgpackSerializer:
         *,
         registry: TypeRegistry | None = None,
         compression: Literal["zlib", "zstd"] | None = "zlib",
-        encryption_key: bytes | str | None = None,
+        encryption_key: EncryptionKeys | None = None,
         allow_plaintext: bool = False,
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
@@ -693,9 +758,15 @@ class MsgpackSerializer:
         self._registry = registry if registry is not None else default_registry
         self._zlib = compression == "zlib"
         self._zstd: Any = _import_zstd() if compression == "zstd" else None
-        self._aead: AESGCM | None = (
-            _make_aead(_parse_key(encryption_key)) if encryption_key is not None else None
-        )
+        # key id -> (label, cipher); the last one encrypts new values
+        self._keys: dict[bytes, tuple[str, AESGCM]] = {}
+        self._aead: AESGCM | None = None
+        self._write_key = b""
+        if encryption_key is not None:
+            for label, raw in _parse_keys(encryption_key):
+                self._write_key = _key_id(raw)
+                self._aead = _make_aead(raw)
+                self._keys[self._write_key] = (label, self._aead)
         self._allow_plaintext = allow_plaintext
         self._local = threading.local()
         # type -> (ext code, class reference, encode) for unregistered Enums/dataclasses/models
@@ -739,12 +810,25 @@ class MsgpackSerializer:
 
     # ----------------------------------------------------------------- dumps
 
-    def dumps(self, value: Any, key: str = "value") -> bytes:
-        """Encode ``value`` as one frame. Raises :class:`SerializationError` naming the path
-        (starting at ``key``) and the type of the first part that cannot be stored."""
-        return self.dumps_sized(value, key)[0]
+    @property
+    def encrypted(self) -> bool:
+        """Whether values are written encrypted (then savers bind each one to its place)."""
+        return self._aead is not None
 
-    def dumps_sized(self, value: Any, key: str = "value") -> tuple[bytes, int]:
+    @property
+    def key_ids(self) -> list[str]:
+        """The :func:`key_id` of each key, oldest first; the last encrypts new values."""
+        return [kid.hex() for kid in self._keys]
+
+    def dumps(self, value: Any, key: str = "value", *, aad: bytes = b"") -> bytes:
+        """Encode ``value`` as one frame. Raises :class:`SerializationError` naming the path
+        (starting at ``key``) and the type of the first part that cannot be stored.
+
+        ``aad``: with encryption, the place the ciphertext is bound to; :meth:`loads` must be
+        given the same bytes."""
+        return self.dumps_sized(value, key, aad=aad)[0]
+
+    def dumps_sized(self, value: Any, key: str = "value", *, aad: bytes = b"") -> tuple[bytes, int]:
         """:meth:`dumps`, and the frame's size before compression and encryption."""
         try:
             frame = self._pack(value, frame=True)
@@ -760,7 +844,7 @@ class MsgpackSerializer:
             depth = _depth_over(value, self._max_depth)
             if depth:
                 raise SerializationError(self._deep_error(key))
-        return self._seal(frame), len(frame)
+        return self._seal(frame, aad), len(frame)
 
     def _deep_error(self, key: str) -> str:
         return (
@@ -769,7 +853,7 @@ class MsgpackSerializer:
             "reference cycle; flatten it, or raise max_depth of MsgpackSerializer"
         )
 
-    def _seal(self, frame: bytes) -> bytes:
+    def _seal(self, frame: bytes, aad: bytes = b"") -> bytes:
         """Compress and encrypt a frame's body as configured."""
         compress = len(frame) > _COMPRESS_MIN_BYTES and (self._zlib or self._zstd is not None)
         if not compress and self._aead is None:
@@ -787,9 +871,14 @@ class MsgpackSerializer:
                 header |= flag
         if self._aead is None:
             return bytes((header,)) + body
-        head = bytes((header | _FLAG_ENCRYPTED,))
+        return self._encrypt(header & ~_VERSION_MASK, body, aad)
+
+    def _encrypt(self, flags: int, body: bytes | memoryview, aad: bytes) -> bytes:
+        """An encrypted frame of ``body`` (compression ``flags`` kept), with the newest key."""
+        assert self._aead is not None
+        head = bytes((_ENCRYPTED_VERSION | _FLAG_ENCRYPTED | flags,)) + self._write_key
         nonce = os.urandom(_NONCE_BYTES)
-        return head + nonce + self._aead.encrypt(nonce, body, head)
+        return head + nonce + self._aead.encrypt(nonce, body, head + aad)
 
     def _pack(self, value: Any, *, frame: bool = False) -> bytes:
         """Pack with this thread's packer for the current nesting depth.
@@ -995,13 +1084,18 @@ class MsgpackSerializer:
 
     # ----------------------------------------------------------------- loads
 
-    def loads(self, data: bytes) -> Any:
+    def loads(self, data: bytes, *, aad: bytes = b"") -> Any:
         """Decode one frame. Raises :class:`CorruptCheckpointError` for anything that is not
         a frame this serializer can read (never returns a wrong value, never raises anything
-        else: stored rows are untrusted input)."""
-        return self.loads_sized(data)[0]
+        else: stored rows are untrusted input).
 
-    def loads_sized(self, data: bytes, max_bytes: int | None = None) -> tuple[Any, int]:
+        ``aad``: the place an encrypted value was bound to when written (see :meth:`dumps`);
+        a ciphertext read at another place raises :class:`DecryptionError`."""
+        return self.loads_sized(data, aad=aad)[0]
+
+    def loads_sized(
+        self, data: bytes, max_bytes: int | None = None, *, aad: bytes = b""
+    ) -> tuple[Any, int]:
         """:meth:`loads`, and an estimate of the memory the decoded value holds.
 
         ``max_bytes`` (e.g. the size recorded when the value was written) bounds the decoded
@@ -1019,7 +1113,7 @@ class MsgpackSerializer:
                 whole: bytes | memoryview = data
                 body: bytes | memoryview = memoryview(data)[1:]
             else:
-                whole = body = self._open(data, max_bytes)
+                whole = body = self._open(data, max_bytes, aad)
                 size = len(body)
             value = msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
             containers = _count_containers(whole) if size > self._max_depth else size
@@ -1037,7 +1131,7 @@ class MsgpackSerializer:
                 f"stored bytes do not decode as a value: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _open(self, data: Any, max_bytes: int | None) -> bytes | memoryview:
+    def _open(self, data: Any, max_bytes: int | None, aad: bytes = b"") -> bytes | memoryview:
         """Check a frame's header; decrypt and decompress its body within the size limits."""
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
@@ -1045,30 +1139,14 @@ class MsgpackSerializer:
                     f"a stored value must be bytes, not {type(data).__name__}"
                 )
             data = bytes(data)
-        if not data:
-            raise CorruptCheckpointError("cannot decode an empty value: a frame has a header")
-        header = data[0]
-        version = header & _VERSION_MASK
-        if version != FORMAT_VERSION or header & _RESERVED_MASK:
-            raise CorruptCheckpointError(
-                f"unknown serialization format (header byte 0x{header:02x}, version {version}); "
-                f"this threadline reads version {FORMAT_VERSION}. The value was written by a "
-                "newer threadline, or is not a threadline value"
-            )
+        header = self._check_header(data)
         body: bytes | memoryview = memoryview(data)[1:]
-        if header & _FLAG_ENCRYPTED:
-            if self._aead is None:
-                raise CorruptCheckpointError(
-                    "the value is encrypted and this serializer has no key: "
-                    "pass encryption_key=... to MsgpackSerializer"
-                )
-            body = self._decrypt(data)
-        elif self._aead is not None and not self._allow_plaintext:
-            raise CorruptCheckpointError(
-                "the value is not encrypted but this serializer has an encryption key, so it "
-                "refuses to read it; pass allow_plaintext=True to read unencrypted values while "
-                "migrating them"
-            )
+        if header & _VERSION_MASK == _ENCRYPTED_VERSION:
+            body = self._decrypt(data, aad)
+        else:
+            self._check_unbound(header)
+            if header & _FLAG_ENCRYPTED:
+                body = self._decrypt_unbound(data)
         limit = self._max_decoded_bytes
         if max_bytes is not None and 0 <= max_bytes < limit:
             limit = max_bytes
@@ -1094,19 +1172,118 @@ class MsgpackSerializer:
             "written with a larger max_depth"
         )
 
-    def _decrypt(self, frame: bytes) -> bytes:
-        assert self._aead is not None
+    def _check_header(self, data: bytes) -> int:
+        if not data:
+            raise CorruptCheckpointError("cannot decode an empty value: a frame has a header")
+        header = data[0]
+        version = header & _VERSION_MASK
+        known = version == FORMAT_VERSION or (
+            version == _ENCRYPTED_VERSION and header & _FLAG_ENCRYPTED
+        )
+        if not known or header & _RESERVED_MASK:
+            raise CorruptCheckpointError(
+                f"unknown serialization format (header byte 0x{header:02x}, version {version}); "
+                f"this threadline reads version {FORMAT_VERSION} (and {_ENCRYPTED_VERSION} for "
+                "encrypted values). The value was written by a newer threadline, or is not a "
+                "threadline value"
+            )
+        return header
+
+    def _check_unbound(self, header: int) -> None:
+        """Refuse a value that is not encrypted and bound, when this serializer encrypts."""
+        if self._aead is None:
+            if header & _FLAG_ENCRYPTED:
+                raise CorruptCheckpointError(
+                    "the value is encrypted and this serializer has no key: "
+                    "pass encryption_key=... to MsgpackSerializer"
+                )
+        elif not self._allow_plaintext:
+            what = (
+                "is encrypted without being bound to its place (written by an older threadline)"
+                if header & _FLAG_ENCRYPTED
+                else "is not encrypted"
+            )
+            raise CorruptCheckpointError(
+                f"the value {what} but this serializer has an encryption key, so it refuses to"
+                " read it; pass allow_plaintext=True to read such values while migrating them,"
+                " and re-encrypt them with threadline.checkpoint.rekey (--migrate)"
+            )
+
+    def _decrypt(self, frame: bytes, aad: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        if not self._keys:
+            raise CorruptCheckpointError(
+                "the value is encrypted and this serializer has no key: "
+                "pass encryption_key=... to MsgpackSerializer"
+            )
+        if len(frame) < _SEALED_HEAD + _NONCE_BYTES + _TAG_BYTES:
+            raise DecryptionError("the encrypted value is truncated")
+        kid = frame[1:_SEALED_HEAD]
+        found = self._keys.get(kid)
+        if found is None:
+            raise DecryptionError(
+                f"the value is encrypted with key {kid.hex()}, which is not among this"
+                f" serializer's keys ({', '.join(self.key_ids)}): a wrong encryption key? Add"
+                " the key that wrote it to encryption_key=[...] (oldest first, newest last)"
+            )
+        nonce = frame[_SEALED_HEAD : _SEALED_HEAD + _NONCE_BYTES]
+        try:
+            return found[1].decrypt(
+                nonce, frame[_SEALED_HEAD + _NONCE_BYTES :], frame[:_SEALED_HEAD] + aad
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                f"the encrypted value (key {kid.hex()}) does not authenticate at this place:"
+                " its bytes were altered, or it was copied here from another row, thread,"
+                " channel or version"
+            ) from None
+
+    def _decrypt_unbound(self, frame: bytes) -> bytes:
+        """A version-1 encrypted frame: authenticated with its header byte only, no key id."""
         from cryptography.exceptions import InvalidTag
 
         if len(frame) < 1 + _NONCE_BYTES + _TAG_BYTES:
-            raise CorruptCheckpointError("the encrypted value is truncated")
+            raise DecryptionError("the encrypted value is truncated")
         nonce = frame[1 : 1 + _NONCE_BYTES]
-        try:
-            return self._aead.decrypt(nonce, frame[1 + _NONCE_BYTES :], frame[:1])
-        except InvalidTag:
-            raise CorruptCheckpointError(
-                "cannot decrypt the value: wrong encryption key, or the stored bytes were altered"
-            ) from None
+        for _, aead in reversed(self._keys.values()):
+            try:
+                return aead.decrypt(nonce, frame[1 + _NONCE_BYTES :], frame[:1])
+            except InvalidTag:
+                continue
+        raise DecryptionError(
+            "cannot decrypt the value: wrong encryption key, or the stored bytes were altered"
+        )
+
+    def key_id_of(self, data: bytes) -> str | None:
+        """The :func:`key_id` a stored value is encrypted with; None if not encrypted and
+        bound (plaintext, or encrypted by a threadline before binding)."""
+        if len(data) >= _SEALED_HEAD and data[0] & _VERSION_MASK == _ENCRYPTED_VERSION:
+            return bytes(data[1:_SEALED_HEAD]).hex()
+        return None
+
+    def reseal(
+        self, data: bytes, aad: bytes, *, new_aad: bytes | None = None, migrate: bool = False
+    ) -> bytes | None:
+        """Re-encrypt a stored value with the newest key (and bound to ``new_aad`` if given),
+        without decoding it. None when there is nothing to do: already under the newest key at
+        the same place, or not encrypted and bound and ``migrate`` is false (then the value is
+        left as it is). ``migrate=True`` encrypts such values (plaintext, or encrypted before
+        binding), which needs ``allow_plaintext=True`` to read them."""
+        if self._aead is None:
+            raise ValueError("reseal() needs a serializer with an encryption_key")
+        header = self._check_header(data)
+        target = aad if new_aad is None else new_aad
+        if header & _VERSION_MASK == _ENCRYPTED_VERSION:
+            if new_aad is None and data[1:_SEALED_HEAD] == self._write_key:
+                return None
+            body = self._decrypt(bytes(data), aad)
+        elif not migrate:
+            return None
+        else:
+            self._check_unbound(header)
+            body = self._decrypt_unbound(bytes(data)) if header & _FLAG_ENCRYPTED else data[1:]
+        return self._encrypt(header & (_FLAG_ZLIB | _FLAG_ZSTD), body, target)
 
     def _compressor(self) -> Any:
         compressor = getattr(self._local, "compressor", None)

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import BaseCheckpointSaver
-from .serde import MsgpackSerializer
+from .serde import EncryptionKeys, MsgpackSerializer
 
 __all__ = ["from_url"]
 
@@ -19,7 +19,7 @@ def from_url(
     aio: bool = False,
     ttl: float | None = None,
     compression: str | None = "zlib",
-    encryption_key: bytes | str | None = None,
+    encryption_key: EncryptionKeys | None = None,
     pool_min_size: int | None = None,
     pool_max_size: int | None = None,
     **options: Any,
@@ -32,7 +32,8 @@ def from_url(
 
     Options: ``ttl`` (seconds until an idle thread expires), ``compression`` (``"zlib"``, the
     default, ``"zstd"`` or None),
-    ``encryption_key`` (32 bytes, or its base64/hex text), ``pool_min_size``/``pool_max_size``
+    ``encryption_key`` (32 bytes, or its base64/hex text; or a list of keys, oldest first, for
+    rotation: see :mod:`threadline.checkpoint.rekey`), ``pool_min_size``/``pool_max_size``
     (Postgres), and any keyword the backend's saver takes (e.g. ``schema=`` for Postgres).
     """
     if not isinstance(url, str) or "://" not in url:

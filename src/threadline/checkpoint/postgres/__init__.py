@@ -25,7 +25,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from typing_extensions import Self
 
+from ..binding import StoredValue
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from . import _values
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
 from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken, is_id
 
@@ -350,3 +352,18 @@ class PostgresSaver(PostgresCore):
 
     def sweep_expired(self) -> int:
         return self._run(self._c_sweep_expired())
+
+    # ------------------------------------------------------------------ re-encryption
+
+    def _thread_page(self, after: str | None, limit: int) -> list[str]:
+        return self._run(_values.c_thread_page(self._value_statements(), after, limit))
+
+    def _stored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        qv = self._value_statements()
+        return self._run(_values.c_stored_page(qv, column, thread_id, after, limit))
+
+    def _replace_stored(self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]) -> int:
+        qv = self._value_statements()
+        return self._run(_values.c_replace_stored(qv, thread_id, updates))

@@ -571,8 +571,22 @@ class PostgresCore(BaseCheckpointSaver):
                 yield Op(q.copy_thread, params)
             except pg_errors.UniqueViolation:
                 raise _target_exists(target) from None
+            rebind = self._rebinder(source, target)
+            if rebind is not None:  # encrypted values are bound to their thread
+                from ._values import rebind_thread
+
+                yield from rebind_thread(self._value_statements(), target, rebind)
 
         return Call(proc, tx=True, retry=False)
+
+    def _value_statements(self) -> Any:
+        """The statements of :mod:`._values` for this schema (rendered on first use)."""
+        found = self.__dict__.get("_qv")
+        if found is None:
+            from ._values import ValueStatements
+
+            found = self.__dict__["_qv"] = ValueStatements(self._q)
+        return found
 
     def _c_list_threads(
         self, filter: Mapping[str, Any] | None, limit: int | None, offset: int
@@ -614,7 +628,7 @@ class PostgresCore(BaseCheckpointSaver):
 
     def _thread_info(self, r: tuple[Any, ...]) -> ThreadInfo:
         thread_id, head, meta, created, updated, expires = r
-        metadata = {} if meta is None else self._loads(meta, f"thread {thread_id!r}")
+        metadata = self._load_thread_metadata(thread_id, meta)
         return ThreadInfo(
             thread_id=thread_id,
             head_id=head,

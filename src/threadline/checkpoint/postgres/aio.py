@@ -31,8 +31,9 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
+from ..binding import StoredValue
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
-from . import connection_kwargs
+from . import _values, connection_kwargs
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
 from ._core import (
     Call,
@@ -361,3 +362,20 @@ class AsyncPostgresSaver(PostgresCore):
 
     async def asweep_expired(self) -> int:
         return await self._run(self._c_sweep_expired())
+
+    # ------------------------------------------------------------------ re-encryption
+
+    async def _athread_page(self, after: str | None, limit: int) -> list[str]:
+        return await self._run(_values.c_thread_page(self._value_statements(), after, limit))
+
+    async def _astored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        qv = self._value_statements()
+        return await self._run(_values.c_stored_page(qv, column, thread_id, after, limit))
+
+    async def _areplace_stored(
+        self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]
+    ) -> int:
+        qv = self._value_statements()
+        return await self._run(_values.c_replace_stored(qv, thread_id, updates))

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from typing_extensions import Self
 
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
+from ..binding import StoredValue
 from ..serde import Serializer
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
-from . import _sql
+from . import _sql, _values
 
 __all__ = ["SqliteSaver"]
 
@@ -198,7 +199,9 @@ class SqliteSaver(BaseCheckpointSaver):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         validate_thread_id(target_thread_id)
-        self._run(_sql.copy_thread(source_thread_id, target_thread_id), write=True)
+        rebind = self._rebinder(source_thread_id, target_thread_id)
+        proc = _values.copy_thread_rebound(source_thread_id, target_thread_id, rebind)
+        self._run(proc, write=True)
 
     def list_threads(
         self,
@@ -208,7 +211,7 @@ class SqliteSaver(BaseCheckpointSaver):
         offset: int = 0,
     ) -> list[ThreadInfo]:
         wanted = validate_filter(filter)
-        return self._run(_sql.list_threads(wanted, limit, offset, self._loads))
+        return self._run(_sql.list_threads(wanted, limit, offset, self._load_thread_metadata))
 
     def prune(self, thread_ids: Sequence[str], *, keep_last: int) -> int:
         _sql.check_prune_args(thread_ids, keep_last)
@@ -216,3 +219,16 @@ class SqliteSaver(BaseCheckpointSaver):
 
     def sweep_expired(self) -> int:
         return self._run(_sql.sweep_expired(time.time()), write=True)
+
+    # ------------------------------------------------------------------ re-encryption
+
+    def _thread_page(self, after: str | None, limit: int) -> list[str]:
+        return self._run(_values.thread_page(after, limit))
+
+    def _stored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        return self._run(_values.stored_page(column, thread_id, after, limit))
+
+    def _replace_stored(self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]) -> int:
+        return self._run(_values.replace_stored(thread_id, updates), write=True)

@@ -686,7 +686,8 @@ FROM threads t LEFT JOIN heads h ON h.thread_id = t.thread_id AND h.ns = ''
 WHERE (t.updated_at, t.thread_id) < (?, ?)
 ORDER BY t.updated_at DESC, t.thread_id DESC LIMIT ?"""
 
-LoadMetadata = Callable[[bytes, str], Any]
+LoadMetadata = Callable[[str, "bytes | None"], dict[str, Any]]
+"""Decode a thread's metadata: ``(thread_id, stored bytes or None)``."""
 
 
 def _thread_info(r: tuple[Any, ...], meta: dict[str, Any]) -> ThreadInfo:
@@ -701,10 +702,7 @@ def _thread_info(r: tuple[Any, ...], meta: dict[str, Any]) -> ThreadInfo:
 
 
 def _thread_metadata(r: tuple[Any, ...], loads: LoadMetadata) -> dict[str, Any]:
-    if r[2] is None:
-        return {}
-    meta: dict[str, Any] = loads(r[2], f"metadata of thread {r[0]!r}")
-    return meta
+    return loads(r[0], r[2])
 
 
 def list_threads(

@@ -14,9 +14,10 @@ from typing_extensions import Self
 
 from ...errors import ThreadlineError
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
+from ..binding import StoredValue
 from ..serde import Serializer
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
-from . import _sql
+from . import _sql, _values
 
 __all__ = ["AsyncSqliteSaver"]
 
@@ -220,7 +221,9 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         validate_thread_id(target_thread_id)
-        await self._arun(_sql.copy_thread(source_thread_id, target_thread_id), write=True)
+        rebind = self._rebinder(source_thread_id, target_thread_id)
+        proc = _values.copy_thread_rebound(source_thread_id, target_thread_id, rebind)
+        await self._arun(proc, write=True)
 
     async def alist_threads(
         self,
@@ -230,7 +233,9 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         offset: int = 0,
     ) -> list[ThreadInfo]:
         wanted = validate_filter(filter)
-        return await self._arun(_sql.list_threads(wanted, limit, offset, self._loads))
+        return await self._arun(
+            _sql.list_threads(wanted, limit, offset, self._load_thread_metadata)
+        )
 
     async def aprune(self, thread_ids: Sequence[str], *, keep_last: int) -> int:
         _sql.check_prune_args(thread_ids, keep_last)
@@ -238,3 +243,18 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
 
     async def asweep_expired(self) -> int:
         return await self._arun(_sql.sweep_expired(time.time()), write=True)
+
+    # ------------------------------------------------------------------ re-encryption
+
+    async def _athread_page(self, after: str | None, limit: int) -> list[str]:
+        return await self._arun(_values.thread_page(after, limit))
+
+    async def _astored_page(
+        self, column: str, thread_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[StoredValue]:
+        return await self._arun(_values.stored_page(column, thread_id, after, limit))
+
+    async def _areplace_stored(
+        self, thread_id: str, updates: Sequence[tuple[StoredValue, bytes]]
+    ) -> int:
+        return await self._arun(_values.replace_stored(thread_id, updates), write=True)

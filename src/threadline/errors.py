@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BaseCheckpointGoneError",
     "CheckpointConflictError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
@@ -16,6 +17,7 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "InvalidUpdateError",
+    "MissingVersionError",
     "NoCheckpointerError",
     "ParentCommand",
     "SchemaMissingError",
@@ -71,12 +73,26 @@ class CheckpointConflictError(ThreadlineError):
         self.actual = actual
 
 
+class BaseCheckpointGoneError(CheckpointConflictError):
+    """The checkpoint a commit builds on (its parent, whose channel versions it refers to)
+    was pruned or deleted while the step ran; nothing of this step was stored.
+
+    The runtime never shows it: it stores the step again with full values. Callers of
+    ``saver.put`` see it when their draft carries no ``values``.
+    """
+
+
 class SerializationError(ThreadlineError, TypeError):
     """A value cannot be encoded (or decoded) by the serializer."""
 
 
 class CorruptCheckpointError(ThreadlineError):
     """Stored bytes that do not decode, or rows of an unknown format version."""
+
+
+class MissingVersionError(CorruptCheckpointError):
+    """A checkpoint refers to a channel version that is not stored (rows deleted outside
+    threadline; readers first rule out a prune or delete that ran while they read)."""
 
 
 class SchemaVersionError(CorruptCheckpointError):

@@ -12,6 +12,8 @@ from typing import Any
 from ..errors import ThreadlineError, ThreadNotFoundError
 from .base import (
     BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
     conflict_error,
     metadata_matches,
     validate_filter,
@@ -133,6 +135,9 @@ class InMemorySaver(BaseCheckpointSaver):
             head = None if thread is None else thread.heads.get(row.ns)
             if head != expected_head:
                 raise conflict_error(row.thread_id, expected_head, head)
+            base = borrowed_base(row, versions, expected_head)
+            if base is not None and (thread is None or base not in thread.checkpoints):
+                raise base_gone_error(row.thread_id, row)
             if thread is None:
                 thread = self._threads[row.thread_id] = _Thread(row.created_at, row.created_at)
             thread.seq += 1

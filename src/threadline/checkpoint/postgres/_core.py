@@ -38,7 +38,14 @@ from ...errors import (
     ThreadlineError,
     ThreadNotFoundError,
 )
-from ..base import BaseCheckpointSaver, conflict_error, metadata_matches, validate_filter
+from ..base import (
+    BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
+    conflict_error,
+    metadata_matches,
+    validate_filter,
+)
 from ..base import validate_thread_id as _validate_thread_id
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
@@ -476,10 +483,15 @@ class PostgresCore(BaseCheckpointSaver):
         variants = q.commit_create if expected_head is None else q.commit_move
         statement = variants[min(len(versions), INLINE_ROWS + 1)]
         possible = expected_head is None or is_id(expected_head)
+        base = None if error is not None else borrowed_base(row, versions, expected_head)
 
         def proc() -> Proc[int]:
             if error is not None:
                 raise error
+            if possible and base is not None:  # in a transaction (see _sql.LOCK_BASE)
+                yield Op(q.lock_head, (row.thread_id, row.ns))
+                if not (yield Op(q.lock_base, (row.thread_id, base))):
+                    raise base_gone_error(row.thread_id, row)
             if possible:
                 rows = yield Op(statement, params)
                 if rows:
@@ -495,7 +507,19 @@ class PostgresCore(BaseCheckpointSaver):
             rows = yield Op(q.checkpoint_seq, (row.thread_id, row.id))
             return int(rows[0][0]) if rows else None
 
-        return Call(proc, retry=False, recover=recover)
+        return Call(proc, tx=base is not None, retry=False, recover=recover)
+
+    @staticmethod
+    def _commits_alone(
+        row: CheckpointRow, versions: Sequence[VersionRow], expected_head: str | None
+    ) -> bool:
+        """Whether a commit must not join a group commit: one whose expected head no
+        checkpoint could have (it only fails, and would fail the batch), or one that must
+        lock its base checkpoint first (see :func:`~threadline.checkpoint.base.borrowed_base`).
+        """
+        if expected_head is not None and not is_id(expected_head):
+            return True
+        return borrowed_base(row, versions, expected_head) is not None
 
     def _c_commit_writes(
         self,

@@ -309,6 +309,14 @@ SELECT head::text, thread_exists, checkpoint_exists FROM chk
 
 HEAD = "SELECT head::text FROM {heads} WHERE thread_id = %s AND ns = %s"
 
+# A commit that builds on a checkpoint other than the head (time travel) runs in a transaction
+# that first locks the head row (the order deletions take) and then holds its base checkpoint
+# with a key-share lock: a prune deleting it waits for the commit to land (and then sees its
+# refs), or deleted it first and the commit finds no row and stores nothing.
+LOCK_HEAD = "SELECT FROM {heads} WHERE thread_id = %s AND ns = %s FOR UPDATE"
+
+LOCK_BASE = "SELECT FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid FOR KEY SHARE"
+
 CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid"
 
 # Checkpoint ids are unique per thread; copy_thread keeps them, so the original (the oldest
@@ -524,6 +532,8 @@ class Statements:
         self.commit_create = [r(commit_sql(True, n)) for n in sizes]
         self.commit_writes = [r(commit_writes_sql(n)) for n in sizes]
         self.head = r(HEAD)
+        self.lock_head = r(LOCK_HEAD)
+        self.lock_base = r(LOCK_BASE)
         self.checkpoint_seq = r(CHECKPOINT_SEQ)
         self.locate = r(LOCATE)
         self.read_head = r(READ_HEAD)

@@ -31,7 +31,13 @@ from ...errors import (
     ThreadlineError,
     ThreadNotFoundError,
 )
-from ..base import BaseCheckpointSaver, conflict_error, metadata_matches
+from ..base import (
+    BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
+    conflict_error,
+    metadata_matches,
+)
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 
 T = TypeVar("T")
@@ -527,6 +533,8 @@ _INSERT_VERSION = (
     "INSERT INTO versions (thread_id, channel, writer, base, data) VALUES (?, ?, ?, ?, ?)"
 )
 
+_CHECKPOINT_EXISTS = "SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?"
+
 _SET_HEAD = """
 INSERT INTO heads (thread_id, ns, checkpoint_id) VALUES (?, ?, ?)
 ON CONFLICT (thread_id, ns) DO UPDATE SET checkpoint_id = excluded.checkpoint_id"""
@@ -547,6 +555,9 @@ def commit(
     head = id_text(rows[0][0]) if rows else None
     if head != expected_head:
         raise conflict_error(tid, expected_head, head)
+    base = borrowed_base(row, versions, expected_head)
+    if base is not None and not (yield Step(_CHECKPOINT_EXISTS, (tid, id_blob(base)))):
+        raise base_gone_error(tid, row)  # pruned meanwhile (one writer: it cannot be now)
     rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
     seq: int = rows[0][0]
     yield Step(

@@ -66,6 +66,15 @@ least ``k / (1 + snapshot_ratio)`` items); a longer one is a crafted or corrupt 
 before it costs unbounded time or memory."""
 
 
+def chain_rows_cap(wanted: Iterable[tuple[str, str]], max_chain: int = MAX_CHAIN_LENGTH) -> int:
+    """Most version rows a read of the ``(channel, writer)`` keys ``wanted`` needs: for each
+    channel one chain of at most ``max_chain`` deltas and its snapshot, plus the keys. A
+    backend stops walking chains there, so a crafted endless chain costs bounded work (the
+    decoder then reports it)."""
+    keys = list(wanted)
+    return (max_chain + 1) * len({channel for channel, _ in keys}) + len(keys)
+
+
 class ChainDecoder:
     """Rebuilds channel values from version rows, decoding each row at most once.
 

@@ -19,6 +19,7 @@ from .base import (
     validate_filter,
     validate_thread_id,
 )
+from .encoding import MAX_CHAIN_LENGTH as MAX_CHAIN
 from .types import CheckpointRow, ThreadInfo, VersionRow, WriteRow, to_datetime
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -76,12 +77,14 @@ class InMemorySaver(BaseCheckpointSaver):
             out: dict[tuple[str, str], VersionRow] = {}
             for channel, writer in wanted:
                 cursor: str | None = writer
-                while cursor is not None and (channel, cursor) not in out:
+                steps = 0  # a crafted endless chain stops here; the reader refuses it
+                while cursor is not None and (channel, cursor) not in out and steps <= MAX_CHAIN:
                     row = thread.versions.get((channel, cursor))
                     if row is None:
                         break
                     out[(channel, cursor)] = row
                     cursor = row.base
+                    steps += 1
             return list(out.values())
 
     def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:

@@ -47,6 +47,7 @@ from ..base import (
     validate_filter,
 )
 from ..base import validate_thread_id as _validate_thread_id
+from ..encoding import chain_rows_cap
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
 
@@ -70,6 +71,9 @@ PAGE_SIZE = 100
 """Checkpoints per page when listing a thread (keyset pagination on ``seq``)."""
 
 _THREAD_PAGE = 500
+
+PRUNE_BATCH = 500
+"""Rows one statement of a prune deletes at most: each batch is a short transaction."""
 _NO_SEQ = 1 << 62  # "before" for the first page: larger than any seq
 
 
@@ -385,6 +389,7 @@ class PostgresCore(BaseCheckpointSaver):
             "tid": thread_id,
             "channels": [c for c, _ in wanted],
             "writers": [w for _, w in wanted],
+            "cap": chain_rows_cap(wanted),
         }
 
         def proc() -> Proc[list[VersionRow]]:
@@ -641,26 +646,69 @@ class PostgresCore(BaseCheckpointSaver):
         )
 
     def _c_prune(self, thread_id: str, keep_last: int) -> Call[int]:
-        """Prune one thread in one transaction; commits to it wait on its row lock meanwhile."""
+        """Prune one thread in batches of :data:`PRUNE_BATCH`, each statement its own short
+        transaction (see ``_sql.PRUNE_CUTOFFS``): a turn running meanwhile never waits for it.
+
+        First the checkpoints below each namespace's cutoff go, with their pending writes;
+        then the versions those checkpoints wrote that no remaining checkpoint reaches. Safe
+        against concurrent commits: one that builds on a deleted checkpoint stores nothing
+        (see :func:`~threadline.checkpoint.base.borrowed_base`), and every other one refers
+        only to versions reached from checkpoints that remain, whose refs are read after the
+        deletions. Interrupted, it leaves only unreferenced versions behind, which the next
+        prune cannot see (they are harmless: never read, removed with the thread).
+        """
         q = self._q
 
         def proc() -> Proc[int]:
-            if not (yield Op(q.lock_thread, (thread_id,))):
-                return 0
-            kept: set[tuple[str, str]] = set()
-            for checkpoint_id, refs in (yield Op(q.kept_refs, (thread_id, keep_last))):
-                for name, ref in _unpack_refs(refs, thread_id, checkpoint_id).items():
-                    kept.add((name, ref.writer))
-            params = {
-                "tid": thread_id,
-                "keep": keep_last,
-                "channels": [c for c, _ in kept],
-                "writers": [w for _, w in kept],
-            }
-            rows = yield Op(q.prune, params)
-            return int(rows[0][0])
+            removed = 0
+            written: set[tuple[str, str]] = set()  # the versions deleted checkpoints wrote
+            for ns, cutoff in (yield Op(q.prune_cutoffs, {"tid": thread_id, "keep": keep_last})):
+                params = {"tid": thread_id, "ns": ns, "cutoff": cutoff, "batch": PRUNE_BATCH}
+                while True:
+                    rows = yield Op(q.prune_checkpoints, params)
+                    removed += len(rows)
+                    for checkpoint_id, packed in rows:
+                        for name, ref in _unpack_refs(packed, thread_id, checkpoint_id).items():
+                            if ref.writer == checkpoint_id:
+                                written.add((name, checkpoint_id))
+                    if len(rows) < PRUNE_BATCH:
+                        break
+            if not written:
+                return removed
+            refs: set[tuple[str, str]] = set()
+            after = -1
+            while True:
+                page = yield Op(
+                    q.remaining_refs, {"tid": thread_id, "after": after, "batch": PRUNE_BATCH}
+                )
+                for checkpoint_id, packed, _ in page:
+                    for name, ref in _unpack_refs(packed, thread_id, checkpoint_id).items():
+                        refs.add((name, ref.writer))
+                if len(page) < PRUNE_BATCH:
+                    break
+                after = page[-1][2]
+            if refs:
+                walk = {
+                    "tid": thread_id,
+                    "channels": [c for c, _ in refs],
+                    "writers": [w for _, w in refs],
+                }
+                for channel, writer in (yield Op(q.live_versions, walk)):
+                    written.discard((channel, writer))
+            doomed = sorted(written)
+            for start in range(0, len(doomed), PRUNE_BATCH):
+                batch = doomed[start : start + PRUNE_BATCH]
+                yield Op(
+                    q.prune_versions,
+                    {
+                        "tid": thread_id,
+                        "channels": [c for c, _ in batch],
+                        "writers": [w for _, w in batch],
+                    },
+                )
+            return removed
 
-        return Call(proc, tx=True)
+        return Call(proc)
 
     @staticmethod
     def _check_keep_last(keep_last: int) -> None:

@@ -38,6 +38,7 @@ from ..base import (
     conflict_error,
     metadata_matches,
 )
+from ..encoding import chain_rows_cap
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 
 T = TypeVar("T")
@@ -418,7 +419,9 @@ def read_checkpoint(
 # Walk each wanted version's base chain back to its snapshot: keys only (UNION dedups shared
 # chains), then fetch each row's data once. The wanted keys are a JSON array of channels and
 # their writers' bytes end to end (?3): JSON cannot carry bytes, and SQLite < 3.41 has no
-# unhex(); one parameter of each keeps the statement the same for any number of keys.
+# unhex(); one parameter of each keeps the statement the same for any number of keys. UNION
+# ends a cycle of bases; LIMIT (?4, encoding.chain_rows_cap) bounds an endless chain, which
+# the reader then refuses.
 _READ_VERSIONS = """
 WITH RECURSIVE chain(channel, writer) AS (
     SELECT value, substr(?3, 16 * key + 1, 16) FROM json_each(?2)
@@ -426,6 +429,7 @@ WITH RECURSIVE chain(channel, writer) AS (
     SELECT v.channel, v.base FROM chain CROSS JOIN versions v
     WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer
       AND v.base IS NOT NULL
+    LIMIT ?4
 )
 SELECT v.channel, v.writer, v.base, v.data FROM chain CROSS JOIN versions v
 WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer"""
@@ -435,7 +439,7 @@ def read_versions(thread_id: str, wanted: Iterable[tuple[str, str]]) -> Proc[lis
     pairs = list(wanted)
     channels = json.dumps([c for c, _ in pairs], separators=(",", ":"), ensure_ascii=False)
     writers = b"".join(id_blob(w) for _, w in pairs)  # from stored refs: always UUIDs
-    rows = yield Step(_READ_VERSIONS, (thread_id, channels, writers))
+    rows = yield Step(_READ_VERSIONS, (thread_id, channels, writers, chain_rows_cap(pairs)))
     return [
         VersionRow(r[0], id_text(r[1]), None if r[2] is None else id_text(r[2]), r[3]) for r in rows
     ]

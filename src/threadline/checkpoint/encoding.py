@@ -66,13 +66,13 @@ least ``k / (1 + snapshot_ratio)`` items); a longer one is a crafted or corrupt 
 before it costs unbounded time or memory."""
 
 
-def chain_rows_cap(wanted: Iterable[tuple[str, str]], max_chain: int = MAX_CHAIN_LENGTH) -> int:
+def chain_rows_cap(wanted: Iterable[tuple[str, str]]) -> int:
     """Most version rows a read of the ``(channel, writer)`` keys ``wanted`` needs: for each
-    channel one chain of at most ``max_chain`` deltas and its snapshot, plus the keys. A
-    backend stops walking chains there, so a crafted endless chain costs bounded work (the
-    decoder then reports it)."""
+    channel one chain of at most :data:`MAX_CHAIN_LENGTH` deltas and its snapshot, plus the
+    keys. A backend stops walking chains there, so a crafted endless chain costs bounded work
+    (the decoder then reports it)."""
     keys = list(wanted)
-    return (max_chain + 1) * len({channel for channel, _ in keys}) + len(keys)
+    return (MAX_CHAIN_LENGTH + 1) * len({channel for channel, _ in keys}) + len(keys)
 
 
 class ChainDecoder:
@@ -97,7 +97,7 @@ class ChainDecoder:
         memo: ValueCache,
         *,
         where: str,
-        max_chain: int = MAX_CHAIN_LENGTH,
+        max_chain: int | None = None,
     ) -> None:
         self._loads = loads
         self._memo = memo
@@ -108,7 +108,7 @@ class ChainDecoder:
         # history (newest first) slices it instead of replaying the chain again.
         self._prefix: dict[tuple[str, str], tuple[list[Any], int]] = {}
         self._where = where
-        self._max_chain = max_chain
+        self._max_chain = MAX_CHAIN_LENGTH if max_chain is None else max_chain
 
     def missing(self, refs: Mapping[str, VersionRef]) -> set[tuple[str, str]]:
         """The versions among ``refs`` that are neither decoded nor held as rows."""

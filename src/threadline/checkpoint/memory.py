@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ThreadlineError, ThreadNotFoundError
+from . import encoding
 from .base import (
     BaseCheckpointSaver,
     base_gone_error,
@@ -19,7 +20,6 @@ from .base import (
     validate_filter,
     validate_thread_id,
 )
-from .encoding import MAX_CHAIN_LENGTH as MAX_CHAIN
 from .types import CheckpointRow, ThreadInfo, VersionRow, WriteRow, to_datetime
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -78,7 +78,8 @@ class InMemorySaver(BaseCheckpointSaver):
             for channel, writer in wanted:
                 cursor: str | None = writer
                 steps = 0  # a crafted endless chain stops here; the reader refuses it
-                while cursor is not None and (channel, cursor) not in out and steps <= MAX_CHAIN:
+                limit = encoding.MAX_CHAIN_LENGTH
+                while cursor is not None and (channel, cursor) not in out and steps <= limit:
                     row = thread.versions.get((channel, cursor))
                     if row is None:
                         break

@@ -575,7 +575,7 @@ class BaseCheckpointSaver:
         decoder: ChainDecoder | None = None
         count = 0
         for batch in self._iter_checkpoints(thread_id, ns, before_seq):
-            selected = self._select(batch, wanted)
+            selected = self._select(batch, wanted, None if limit is None else limit - count)
             if not selected:
                 continue
             if decoder is None:
@@ -607,10 +607,14 @@ class BaseCheckpointSaver:
         return next(iter(self.list(config, filter=filter, limit=1)), None)
 
     def _select(
-        self, batch: builtins.list[CheckpointRow], wanted: dict[str, Any]
+        self, batch: builtins.list[CheckpointRow], wanted: dict[str, Any], need: int | None
     ) -> builtins.list[tuple[CheckpointRow, Checkpoint]]:
-        out = []
+        """The rows of ``batch`` matching ``wanted``, at most ``need`` of them: a limited
+        history decodes, and reads the versions of, only the checkpoints it returns."""
+        out: builtins.list[tuple[CheckpointRow, Checkpoint]] = []
         for row in batch:
+            if need is not None and len(out) >= need:
+                break
             checkpoint = self._checkpoint(row, {})
             if metadata_matches(checkpoint.metadata, wanted):
                 out.append((row, checkpoint))
@@ -836,7 +840,7 @@ class BaseCheckpointSaver:
         decoder: ChainDecoder | None = None
         count = 0
         async for batch in self._aiter_checkpoints(thread_id, ns, before_seq):
-            selected = self._select(batch, wanted)
+            selected = self._select(batch, wanted, None if limit is None else limit - count)
             if not selected:
                 continue
             if decoder is None:

@@ -7,6 +7,13 @@ read the full history, the median time of get_state, and the ratios. Then 50 thr
 the async Postgres saver with a pool (async nodes), 20 turns each from a new thread: steps
 (checkpoints) per second, over the whole run (the threads' creation included).
 
+With `--long N` (off by default: building the thread dominates the run), one more table: a
+thread of N checkpoints (N/2 turns of a one-node graph appending a 45-byte message, so the
+messages list grows to N items) on memory and SQLite, then in a fresh process the time and the
+tracemalloc peak of get_state and of get_state_history(limit=10). LangGraph stores every
+checkpoint's whole list (quadratic storage: 20,000 checkpoints would be ~20 GB), so it is
+measured at `--long-langgraph` checkpoints (default 2,000), and the row says so.
+
 Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`;
 `--encrypt` has both libraries encrypt every stored value with AES-256-GCM.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -286,6 +293,54 @@ async def concurrent_steps(lib_name: str, threads: int, turns: int, sync: str | 
     return threads * turns * 3 / elapsed
 
 
+def long_thread(lib: dict[str, Any], saver: Any, checkpoints: int) -> dict[str, float]:
+    """Build a thread of ``checkpoints`` checkpoints, then time and trace its reads."""
+    import tracemalloc
+
+    builder = lib["StateGraph"](engine.ChatState)
+    builder.add_node("echo", lambda state: {"messages": [{"role": "ai", "content": "echo"}]})
+    builder.add_edge(lib["START"], "echo")
+    builder.add_edge("echo", lib["END"])
+    app = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "long"}}
+    for k in range(checkpoints // 2):
+        msg = {"role": "user", "content": f"turn {k:05d}: some user text of modest length"}
+        app.invoke({"messages": [msg]}, config)
+
+    def cold() -> None:
+        """Forget what threadline caches (decoded values, heads): reads as a fresh process."""
+        for attr in ("_cache", "_heads"):
+            if hasattr(saver, attr):
+                getattr(saver, attr).clear()
+        gc.collect()
+
+    out: dict[str, float] = {"checkpoints": float(checkpoints)}
+    reads: dict[str, Callable[[], Any]] = {
+        "get_state": lambda: app.get_state(config),
+        "history10": lambda: list(app.get_state_history(config, limit=10)),
+    }
+    for name, read in reads.items():
+        times = []
+        for _ in range(3):
+            cold()
+            start = time.perf_counter()
+            read()
+            times.append((time.perf_counter() - start) * 1e3)
+        out[f"{name}_ms"] = statistics.median(times)
+        cold()
+        tracemalloc.start()
+        read()
+        out[f"{name}_peak"] = float(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return out
+
+
+def long_worker(kind: str, name: str, checkpoints: int) -> dict[str, float]:
+    factory = threadline_saver if name == "threadline" else langgraph_saver
+    with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, _):
+        return long_thread(engine.libraries(only=name)[name], saver, checkpoints)
+
+
 def conversation_worker(kind: str, name: str, turns: int) -> dict[str, float]:
     factory = threadline_saver if name == "threadline" else langgraph_saver
     with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, size):
@@ -305,7 +360,11 @@ def main() -> None:
     )
     # One measurement in this fresh process, printed as JSON: --worker conversation|concurrent
     # --kind KIND --library LIB (concurrent: --kind postgres or postgres-nosync).
-    parser.add_argument("--worker", choices=["conversation", "concurrent"], help=argparse.SUPPRESS)
+    parser.add_argument("--long", type=int, default=0, help="checkpoints of the long thread")
+    parser.add_argument("--long-langgraph", type=int, default=2000)
+    parser.add_argument(
+        "--worker", choices=["conversation", "concurrent", "long"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--library", choices=["threadline", "langgraph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -313,6 +372,9 @@ def main() -> None:
     ENCRYPT = args.encrypt
     if args.worker == "conversation":
         print(json.dumps(conversation_worker(args.kind, args.library, args.turns)))
+        return
+    if args.worker == "long":
+        print(json.dumps(long_worker(args.kind, args.library, args.long)))
         return
     if args.worker == "concurrent":
         sync = "off" if args.kind == "postgres-nosync" else None
@@ -364,6 +426,8 @@ def main() -> None:
                 f"{lg['get_state_ms'] / t['get_state_ms']:>10.1f}x"
             )
     print("ratio = langgraph / threadline (higher is better for threadline)\n")
+    if args.long:
+        long_table(args.long, args.long_langgraph, [k for k in args.only.split(",")], libs)
     if "postgres" in args.only:
         print(
             f"{args.threads} threads at once, {args.thread_turns} turns each, async Postgres"
@@ -374,6 +438,30 @@ def main() -> None:
             for name in libs:
                 rate = worker("concurrent", "--kind", kind, "--library", name)["steps_per_s"]
                 print(f"  {label:<24}{name:<12}{rate:>10.0f} steps/s", flush=True)
+
+
+def long_table(checkpoints: int, lg_checkpoints: int, kinds: list[str], libs: list[str]) -> None:
+    print(f"long thread: {checkpoints} checkpoints (LangGraph: {lg_checkpoints}), cold reads")
+    print(
+        f"{'backend':<16}{'library':<12}{'checkpoints':>12}{'get_state':>11}{'peak':>9}"
+        f"{'history10':>11}{'peak':>9}"
+    )
+    print(f"{'':<40}{'ms':>11}{'MB':>9}{'ms':>11}{'MB':>9}")
+    for kind in kinds:
+        if kind not in ("memory", "sqlite"):
+            continue
+        for name in libs:
+            n = checkpoints if name == "threadline" else lg_checkpoints
+            r = engine.run_worker(
+                __file__, "long", "--kind", kind, "--library", name, "--long", str(n)
+            )
+            print(
+                f"{kind:<16}{name:<12}{n:>12}{r['get_state_ms']:>11.1f}"
+                f"{r['get_state_peak'] / 1e6:>9.1f}{r['history10_ms']:>11.1f}"
+                f"{r['history10_peak'] / 1e6:>9.1f}",
+                flush=True,
+            )
+    print()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BaseCheckpointGoneError",
     "CheckpointConflictError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
@@ -17,6 +18,7 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "InvalidUpdateError",
+    "MissingVersionError",
     "NoCheckpointerError",
     "ParentCommand",
     "SchemaMissingError",
@@ -72,6 +74,15 @@ class CheckpointConflictError(ThreadlineError):
         self.actual = actual
 
 
+class BaseCheckpointGoneError(CheckpointConflictError):
+    """The checkpoint a commit builds on (its parent, whose channel versions it refers to)
+    was pruned or deleted while the step ran; nothing of this step was stored.
+
+    The runtime never shows it: it stores the step again with full values. Callers of
+    ``saver.put`` see it when their draft carries no ``values``.
+    """
+
+
 class SerializationError(ThreadlineError, TypeError):
     """A value cannot be encoded (or decoded) by the serializer."""
 
@@ -83,6 +94,11 @@ class CorruptCheckpointError(ThreadlineError):
 class DecryptionError(CorruptCheckpointError):
     """An encrypted value that does not authenticate: a wrong or missing key, altered bytes, or
     a ciphertext moved from another row, thread, channel or version, or replayed."""
+
+
+class MissingVersionError(CorruptCheckpointError):
+    """A checkpoint refers to a channel version that is not stored (rows deleted outside
+    threadline; readers first rule out a prune or delete that ran while they read)."""
 
 
 class SchemaVersionError(CorruptCheckpointError):

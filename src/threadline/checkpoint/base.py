@@ -19,9 +19,11 @@ from typing import Any
 from typing_extensions import Self
 
 from ..errors import (
+    BaseCheckpointGoneError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    MissingVersionError,
     ThreadlineError,
 )
 from .binding import (
@@ -58,6 +60,8 @@ from .types import (
 
 __all__ = [
     "BaseCheckpointSaver",
+    "base_gone_error",
+    "borrowed_base",
     "conflict_error",
     "metadata_matches",
     "missing_head_error",
@@ -67,6 +71,10 @@ __all__ = [
 ]
 
 SWEEP_INTERVAL = 60.0
+READ_ATTEMPTS = 5
+"""Reads of a checkpoint that a concurrent prune or delete can overtake before one is final."""
+HISTORY_MEMO_BYTES = 8 * 1024 * 1024
+"""Bound of the decoded values a history keeps to reuse (channels unchanged between steps)."""
 HEAD_CACHE_SIZE = 10_000
 """Threads whose last head this process remembers (see :meth:`BaseCheckpointSaver.cached_head`)."""
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
@@ -136,6 +144,54 @@ def missing_head_error(thread_id: str, ns: str, head: object) -> CorruptCheckpoi
         f"the head of thread {thread_id!r}{where} points to checkpoint {head}, which is not"
         " stored; the rows were changed outside threadline. Restore the database from a"
         " backup, or delete_thread() the thread"
+    )
+
+
+def borrowed_base(
+    row: CheckpointRow, versions: Sequence[VersionRow], expected_head: str | None
+) -> str | None:
+    """The checkpoint a commit must find still stored, in the commit's transaction, or None.
+
+    A commit refers to versions it did not write: the refs it carries over unchanged and the
+    bases of its deltas, all from its parent's refs. The parent keeps them alive (prune keeps
+    what any remaining checkpoint reaches), so the parent must still exist when the commit
+    lands. When the parent is the expected head the head's compare-and-swap proves it (heads
+    are never pruned); otherwise (time travel, a fork within the thread, a step after
+    ``update_state`` on an old checkpoint) the backend checks it, or locks it against a
+    concurrent prune, and raises :func:`base_gone_error` when it is gone.
+    """
+    parent = row.parent_id
+    if parent is None or parent == expected_head:
+        return None
+    if all(ref.writer == row.id for ref in row.refs.values()) and all(
+        v.base is None for v in versions
+    ):
+        return None  # nothing borrowed: every value is a snapshot written by this commit
+    return parent
+
+
+def base_gone_error(thread_id: str, row: CheckpointRow) -> BaseCheckpointGoneError:
+    """The error a backend raises when :func:`borrowed_base` is no longer stored."""
+    return BaseCheckpointGoneError(
+        f"checkpoint {row.parent_id} of thread {row.thread_id!r}, which checkpoint {row.id}"
+        " builds on, was pruned or deleted while the step ran; nothing of this step was"
+        " stored. Store it with every channel's value (draft.values) or run again from the"
+        " thread's head",
+        thread_id=thread_id,
+        expected=row.parent_id,
+        actual=None,
+    )
+
+
+def _standalone(draft: CheckpointDraft) -> CheckpointDraft | None:
+    """``draft`` with every channel as a snapshot of its own, when it carries the values."""
+    if draft.values is None:
+        return None
+    return dataclasses.replace(
+        draft,
+        changes={name: ChannelChange(value) for name, value in draft.values.items()},
+        base_refs={},
+        removed=frozenset(),
     )
 
 
@@ -227,7 +283,9 @@ class BaseCheckpointSaver:
         """Atomically add the checkpoint and its versions and move the head from ``expected_head``.
 
         ``row.seq`` is a placeholder: assign the thread's next sequence number and return it.
-        Raise :class:`CheckpointConflictError` (storing nothing) when the head is elsewhere.
+        Raise :class:`CheckpointConflictError` (storing nothing) when the head is elsewhere,
+        and :func:`base_gone_error` when :func:`borrowed_base` names a checkpoint no longer
+        stored (checked atomically with the commit, so no prune can remove it meanwhile).
         """
         raise self._no_sync()
 
@@ -493,7 +551,7 @@ class BaseCheckpointSaver:
             return self._heads.get((thread_id, ns))
 
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
-        memo = self._cache if shared else ValueCache(None)
+        memo = self._cache if shared else ValueCache(HISTORY_MEMO_BYTES)
         thread_id = row.thread_id
         return ChainDecoder(
             lambda version, limit: self._load_version(thread_id, version, limit),
@@ -604,19 +662,29 @@ class BaseCheckpointSaver:
         must not be mutated (the runtime's fast path). With ``task_writes_only=True`` a
         checkpoint without tasks is returned without its pending writes (saves a query when
         only the tasks' writes matter, as for the runtime)."""
-        row = self._read_checkpoint(thread_id, ns, checkpoint_id)
-        if row is None:
-            if checkpoint_id is not None:
-                raise self._not_found(thread_id, ns, checkpoint_id)
-            return None
-        decoder = self._decoder(row, shared)
-        missing = decoder.missing(row.refs)
-        if missing:
-            decoder.add_rows(self._read_versions(thread_id, missing))
-        checkpoint = self._checkpoint(row, decoder.values(row.refs))
-        skip = task_writes_only and not checkpoint.tasks
-        writes = [] if skip else self._read_writes(thread_id, ns, row.id)
-        return CheckpointTuple(checkpoint, self._pending(row, writes))
+        for attempt in range(READ_ATTEMPTS):
+            row = self._read_checkpoint(thread_id, ns, checkpoint_id)
+            if row is None:
+                if checkpoint_id is not None:
+                    raise self._not_found(thread_id, ns, checkpoint_id)
+                return None
+            decoder = self._decoder(row, shared)
+            missing = decoder.missing(row.refs)
+            if missing:
+                decoder.add_rows(self._read_versions(thread_id, missing))
+            try:
+                values = decoder.values(row.refs)
+            except MissingVersionError:
+                # Pruned or deleted between the two reads? Then read again; else it is corrupt.
+                again = self._read_checkpoint(thread_id, ns, checkpoint_id)
+                if _same(row, again) or attempt == READ_ATTEMPTS - 1:
+                    raise
+                continue
+            checkpoint = self._checkpoint(row, values)
+            skip = task_writes_only and not checkpoint.tasks
+            writes = [] if skip else self._read_writes(thread_id, ns, row.id)
+            return CheckpointTuple(checkpoint, self._pending(row, writes))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def cached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
         """The head this process last saved to the thread, if it had no next tasks, without
@@ -670,7 +738,7 @@ class BaseCheckpointSaver:
         decoder: ChainDecoder | None = None
         count = 0
         for batch in self._iter_checkpoints(thread_id, ns, before_seq):
-            selected = self._select(batch, wanted)
+            selected = self._select(batch, wanted, None if limit is None else limit - count)
             if not selected:
                 continue
             if decoder is None:
@@ -683,7 +751,12 @@ class BaseCheckpointSaver:
             keys = [(row.ns, row.id) for row, c in selected if c.tasks]
             writes = self._read_writes_many(thread_id, keys) if keys else {}
             for row, checkpoint in selected:
-                checkpoint.values = decoder.values(row.refs, where=_where(row))
+                try:
+                    checkpoint.values = decoder.values(row.refs, where=_where(row))
+                except MissingVersionError:
+                    if self._read_checkpoint(thread_id, row.ns, row.id) is not None:
+                        raise
+                    continue  # pruned while the history was read: it is no longer listed
                 found = writes.get((row.ns, row.id), [])
                 yield CheckpointTuple(checkpoint, self._pending(row, found))
                 count += 1
@@ -697,10 +770,14 @@ class BaseCheckpointSaver:
         return next(iter(self.list(config, filter=filter, limit=1)), None)
 
     def _select(
-        self, batch: builtins.list[CheckpointRow], wanted: dict[str, Any]
+        self, batch: builtins.list[CheckpointRow], wanted: dict[str, Any], need: int | None
     ) -> builtins.list[tuple[CheckpointRow, Checkpoint]]:
-        out = []
+        """The rows of ``batch`` matching ``wanted``, at most ``need`` of them: a limited
+        history decodes, and reads the versions of, only the checkpoints it returns."""
+        out: builtins.list[tuple[CheckpointRow, Checkpoint]] = []
         for row in batch:
+            if need is not None and len(out) >= need:
+                break
             checkpoint = self._checkpoint(row, {})
             if metadata_matches(checkpoint.metadata, wanted):
                 out.append((row, checkpoint))
@@ -736,6 +813,13 @@ class BaseCheckpointSaver:
         )
         try:
             seq = self._commit(row, versions, expected_head, meta, expires_at)
+        except BaseCheckpointGoneError:
+            alone = _standalone(draft)
+            if alone is None:
+                raise
+            return self.put(
+                thread_id, ns, alone, expected_head=expected_head, thread_metadata=thread_metadata
+            )
         except CheckpointConflictError:
             self._forget_head(thread_id, ns)
             raise
@@ -854,19 +938,28 @@ class BaseCheckpointSaver:
         task_writes_only: bool = False,
     ) -> CheckpointTuple | None:
         """Async :meth:`load`."""
-        row = await self._aread_checkpoint(thread_id, ns, checkpoint_id)
-        if row is None:
-            if checkpoint_id is not None:
-                raise self._not_found(thread_id, ns, checkpoint_id)
-            return None
-        decoder = self._decoder(row, shared)
-        missing = decoder.missing(row.refs)
-        if missing:
-            decoder.add_rows(await self._aread_versions(thread_id, missing))
-        checkpoint = self._checkpoint(row, decoder.values(row.refs))
-        skip = task_writes_only and not checkpoint.tasks
-        writes = [] if skip else await self._aread_writes(thread_id, ns, row.id)
-        return CheckpointTuple(checkpoint, self._pending(row, writes))
+        for attempt in range(READ_ATTEMPTS):
+            row = await self._aread_checkpoint(thread_id, ns, checkpoint_id)
+            if row is None:
+                if checkpoint_id is not None:
+                    raise self._not_found(thread_id, ns, checkpoint_id)
+                return None
+            decoder = self._decoder(row, shared)
+            missing = decoder.missing(row.refs)
+            if missing:
+                decoder.add_rows(await self._aread_versions(thread_id, missing))
+            try:
+                values = decoder.values(row.refs)
+            except MissingVersionError:
+                again = await self._aread_checkpoint(thread_id, ns, checkpoint_id)
+                if _same(row, again) or attempt == READ_ATTEMPTS - 1:
+                    raise
+                continue
+            checkpoint = self._checkpoint(row, values)
+            skip = task_writes_only and not checkpoint.tasks
+            writes = [] if skip else await self._aread_writes(thread_id, ns, row.id)
+            return CheckpointTuple(checkpoint, self._pending(row, writes))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def acached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
         """Async :meth:`cached_head`."""
@@ -910,7 +1003,7 @@ class BaseCheckpointSaver:
         decoder: ChainDecoder | None = None
         count = 0
         async for batch in self._aiter_checkpoints(thread_id, ns, before_seq):
-            selected = self._select(batch, wanted)
+            selected = self._select(batch, wanted, None if limit is None else limit - count)
             if not selected:
                 continue
             if decoder is None:
@@ -923,7 +1016,12 @@ class BaseCheckpointSaver:
             keys = [(row.ns, row.id) for row, c in selected if c.tasks]
             writes = await self._aread_writes_many(thread_id, keys) if keys else {}
             for row, checkpoint in selected:
-                checkpoint.values = decoder.values(row.refs, where=_where(row))
+                try:
+                    checkpoint.values = decoder.values(row.refs, where=_where(row))
+                except MissingVersionError:
+                    if await self._aread_checkpoint(thread_id, row.ns, row.id) is not None:
+                        raise
+                    continue  # pruned while the history was read: it is no longer listed
                 found = writes.get((row.ns, row.id), [])
                 yield CheckpointTuple(checkpoint, self._pending(row, found))
                 count += 1
@@ -966,6 +1064,13 @@ class BaseCheckpointSaver:
         )
         try:
             seq = await self._acommit(row, versions, expected_head, meta, expires_at)
+        except BaseCheckpointGoneError:
+            alone = _standalone(draft)
+            if alone is None:
+                raise
+            return await self.aput(
+                thread_id, ns, alone, expected_head=expected_head, thread_metadata=thread_metadata
+            )
         except CheckpointConflictError:
             self._forget_head(thread_id, ns)
             raise
@@ -1064,6 +1169,11 @@ def _fork_plan(
     for w in src.pending_writes:
         pending.setdefault(w.task_id, []).append((w.channel, w.value))
     return draft, pending
+
+
+def _same(row: CheckpointRow, again: CheckpointRow | None) -> bool:
+    """Whether a second read found the very checkpoint a first one did (nothing raced it)."""
+    return again is not None and again.id == row.id and again.refs == row.refs
 
 
 def _where(row: CheckpointRow) -> str:

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..errors import CorruptCheckpointError
+from ..errors import CorruptCheckpointError, MissingVersionError
 from .types import CheckpointDraft, VersionRef, VersionRow
 
 DEFAULT_SNAPSHOT_RATIO = 3.0
@@ -70,6 +70,23 @@ def encode_changes(
     return refs, rows
 
 
+MAX_CHAIN_LENGTH = 100_000
+"""Most versions a read replays for one channel value (its snapshot and the deltas on it).
+
+The snapshot rule keeps real chains far shorter (a chain of ``k`` deltas needs a snapshot of at
+least ``k / (1 + snapshot_ratio)`` items); a longer one is a crafted or corrupt row, refused
+before it costs unbounded time or memory."""
+
+
+def chain_rows_cap(wanted: Iterable[tuple[str, str]]) -> int:
+    """Most version rows a read of the ``(channel, writer)`` keys ``wanted`` needs: for each
+    channel one chain of at most :data:`MAX_CHAIN_LENGTH` deltas and its snapshot, plus the
+    keys. A backend stops walking chains there, so a crafted endless chain costs bounded work
+    (the decoder then reports it)."""
+    keys = list(wanted)
+    return (MAX_CHAIN_LENGTH + 1) * len({channel for channel, _ in keys}) + len(keys)
+
+
 class ChainDecoder:
     """Rebuilds channel values from version rows, decoding each row at most once.
 
@@ -77,6 +94,14 @@ class ChainDecoder:
     :class:`ValueCache` to reuse values across calls, or a fresh one for values that share
     nothing with earlier reads. Only versions of ``thread_id`` are looked up or cached: a row
     that names another thread's version finds nothing, warm cache or cold.
+
+    Cost: a value is built by copying its snapshot once and extending it by each delta, so it
+    costs what it holds plus the deltas replayed; only the values asked for are kept in
+    ``memo`` (never the intermediate versions of a chain, which made a long thread's history
+    cost the square of its length). Each row is decoded once per decoder, and an older version
+    of a chain already replayed is a slice of the value built, so a history replays each chain
+    once however many of its versions it returns. A value built by a replay is referenced by
+    the slices taken of it: a caller must not change the items it holds in place.
     """
 
     def __init__(
@@ -86,12 +111,19 @@ class ChainDecoder:
         *,
         where: str,
         thread_id: str = "",
+        max_chain: int | None = None,
     ) -> None:
         self._loads = loads
         self._memo = memo
         self._rows: dict[tuple[str, str], VersionRow] = {}
+        self._decoded: dict[tuple[str, str], tuple[Any, int]] = {}
+        # (channel, writer) -> (a list built here, the length of that version's prefix of it):
+        # every version of a chain replayed once is a prefix of the value replayed, so a
+        # history (newest first) slices it instead of replaying the chain again.
+        self._prefix: dict[tuple[str, str], tuple[list[Any], int]] = {}
         self._where = where
         self._thread = thread_id
+        self._max_chain = MAX_CHAIN_LENGTH if max_chain is None else max_chain
 
     def missing(self, refs: Mapping[str, VersionRef]) -> set[tuple[str, str]]:
         """The versions among ``refs`` that are neither decoded nor held as rows."""
@@ -118,24 +150,70 @@ class ChainDecoder:
     def value(self, channel: str, writer: str, recorded: int = 0) -> Any:
         """The value of one version. ``recorded`` is the larger of the sizes its ref recorded
         at write time (snapshot, deltas since): no row of its chain decodes to more."""
-        t = self._thread
-        hit = self._memo.get((t, channel, writer), _MISS)
+        key = (self._thread, channel, writer)
+        hit = self._memo.get(key, _MISS)
         if hit is not _MISS:
             return hit
-        # Walk back to the nearest decoded version or the snapshot, then replay forward.
+        limit = recorded if recorded > 0 else None
+        chain, base_value, size = self._walk(channel, writer)
+        if base_value is _MISS:
+            snapshot = chain.pop()  # _walk ends a chain without a cached base at a snapshot
+            base_value, held = self._decode(snapshot, limit)
+            size += held
+        if chain:
+            if not isinstance(base_value, list):
+                raise CorruptCheckpointError(
+                    f"channel {channel!r} version {chain[-1].writer} is a delta on a value that"
+                    f" is not a list ({self._where})"
+                )
+            value = list(base_value)  # one copy, extended in place by each delta
+            for row in reversed(chain):
+                items, held = self._decode(row, limit)
+                if not isinstance(items, list):
+                    raise CorruptCheckpointError(
+                        f"channel {channel!r} version {row.writer} is a delta whose items are not"
+                        f" a list ({self._where})"
+                    )
+                value.extend(items)
+                size += held
+                self._prefix[(channel, row.writer)] = (value, len(value))
+            base_value = value
+        self._memo.put(key, base_value, size)
+        return base_value
+
+    def _walk(self, channel: str, writer: str) -> tuple[list[VersionRow], Any, int]:
+        """Rows from ``writer`` back to a cached value (returned with its size) or to the
+        snapshot (the last row; the value is then ``_MISS``), newest first.
+
+        Refuses a cycle and a chain longer than ``max_chain``: both can only come from rows
+        written outside threadline, and following them would never end.
+        """
         chain: list[VersionRow] = []
-        base_value: Any = _MISS
-        size = 0
+        seen: set[str] = set()
         cursor: str | None = writer
+        t = self._thread
         while cursor is not None:
             hit = self._memo.get((t, channel, cursor), _MISS)
             if hit is not _MISS:
-                base_value = hit
-                size = self._memo.size_of((t, channel, cursor))
-                break
+                return chain, hit, self._memo.size_of((t, channel, cursor))
+            prefix = self._prefix.get((channel, cursor))
+            if prefix is not None:
+                built, length = prefix
+                return chain, built[:length], 8 * length  # charged like a list of references
+            if cursor in seen:
+                raise CorruptCheckpointError(
+                    f"channel {channel!r} version {writer} has a delta chain that loops back to"
+                    f" version {cursor} ({self._where}); the rows were altered outside threadline"
+                )
+            if len(chain) >= self._max_chain:
+                raise CorruptCheckpointError(
+                    f"channel {channel!r} version {writer} has a delta chain longer than"
+                    f" {self._max_chain} versions ({self._where}); threadline never writes one,"
+                    " so the rows were altered outside threadline"
+                )
             row = self._rows.get((channel, cursor))
             if row is None:
-                raise CorruptCheckpointError(
+                raise MissingVersionError(
                     f"channel {channel!r} version {cursor} is missing from storage ({self._where});"
                     " the thread's rows were deleted or pruned while in use"
                 )
@@ -144,32 +222,25 @@ class ChainDecoder:
                     f"channel {channel!r} version {cursor} has the base {row.base!r}, not an id"
                     f" ({self._where}); the row was changed outside threadline"
                 )
+            seen.add(cursor)
             chain.append(row)
             cursor = row.base
-        limit = recorded if recorded > 0 else None
-        for row in reversed(chain):
-            decoded, held = self._decode(row, limit)
-            size += held
-            if row.base is None:
-                base_value = decoded
-            else:
-                if not isinstance(base_value, list) or not isinstance(decoded, list):
-                    raise CorruptCheckpointError(
-                        f"channel {channel!r} version {row.writer} is a delta on a value that is"
-                        f" not a list ({self._where})"
-                    )
-                base_value = base_value + decoded
-            self._memo.put((t, channel, row.writer), base_value, size)
-        return base_value
+        return chain, _MISS, 0
 
     def _decode(self, row: VersionRow, limit: int | None) -> tuple[Any, int]:
-        """The row's value and what it holds in memory (an estimate)."""
+        """The row's value and what it holds in memory (an estimate); once per decoder."""
+        key = (row.channel, row.writer)
+        found = self._decoded.get(key)
+        if found is not None:
+            return found
         try:
-            return self._loads(row, limit)
+            decoded = self._loads(row, limit)
         except CorruptCheckpointError as exc:
             raise type(exc)(
                 f"{exc} (channel {row.channel!r}, version {row.writer}, {self._where})"
             ) from exc
+        self._decoded[key] = decoded
+        return decoded
 
 
 _MISS: Any = object()

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ThreadlineError, ThreadNotFoundError
+from . import encoding
 from .base import (
     BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
     conflict_error,
     metadata_matches,
     missing_head_error,
@@ -81,12 +84,15 @@ class InMemorySaver(BaseCheckpointSaver):
             out: dict[tuple[str, str], VersionRow] = {}
             for channel, writer in wanted:
                 cursor: str | None = writer
-                while cursor is not None and (channel, cursor) not in out:
+                steps = 0  # a crafted endless chain stops here; the reader refuses it
+                limit = encoding.MAX_CHAIN_LENGTH
+                while cursor is not None and (channel, cursor) not in out and steps <= limit:
                     row = thread.versions.get((channel, cursor))
                     if row is None:
                         break
                     out[(channel, cursor)] = row
                     cursor = row.base
+                    steps += 1
             return list(out.values())
 
     def _read_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> list[WriteRow]:
@@ -140,6 +146,9 @@ class InMemorySaver(BaseCheckpointSaver):
             head = None if thread is None else thread.heads.get(row.ns)
             if head != expected_head:
                 raise conflict_error(row.thread_id, expected_head, head)
+            base = borrowed_base(row, versions, expected_head)
+            if base is not None and (thread is None or base not in thread.checkpoints):
+                raise base_gone_error(row.thread_id, row)
             if thread is None:
                 thread = self._threads[row.thread_id] = _Thread(row.created_at, row.created_at)
             thread.seq += 1

@@ -144,6 +144,10 @@ class CheckpointDraft:
     base_refs: Mapping[str, VersionRef] = field(default_factory=dict)
     removed: frozenset[str] = frozenset()
     id: str | None = None  # pre-assigned by the runtime; a fresh one when None
+    # Every channel's value at this checkpoint, when the writer has them (the runtime does):
+    # lets the saver store them as snapshots if the checkpoint that ``base_refs`` come from
+    # (``parent_id``) was pruned while the step ran. ``base_refs`` must be that checkpoint's.
+    values: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

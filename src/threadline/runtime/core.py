@@ -647,6 +647,7 @@ class RunCore:
             changes=changes,
             parent_id=self.saved_id,
             id=checkpoint_id,
+            values=dict(self.values),  # values are replaced, never mutated: a cheap snapshot
         )
         self.dirty = {}
         self.saved_id = checkpoint_id

@@ -29,7 +29,7 @@ from ..binding import StoredValue
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _values
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
-from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken, is_id
+from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken
 
 __all__ = ["PostgresSaver"]
 
@@ -267,8 +267,7 @@ class PostgresSaver(PostgresCore):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> int:
-        # A head no checkpoint could have goes alone: it only fails, and would fail a batch.
-        if not self.group_commit or (expected_head is not None and not is_id(expected_head)):
+        if not self.group_commit or self._commits_alone(row, versions, expected_head):
             return self._run(
                 self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
             )

@@ -40,12 +40,15 @@ from ...errors import (
 )
 from ..base import (
     BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
     conflict_error,
     metadata_matches,
     missing_head_error,
     validate_filter,
 )
 from ..base import validate_thread_id as _validate_thread_id
+from ..encoding import chain_rows_cap
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
 
@@ -69,6 +72,9 @@ PAGE_SIZE = 100
 """Checkpoints per page when listing a thread (keyset pagination on ``seq``)."""
 
 _THREAD_PAGE = 500
+
+PRUNE_BATCH = 500
+"""Rows one statement of a prune deletes at most: each batch is a short transaction."""
 _NO_SEQ = 1 << 62  # "before" for the first page: larger than any seq
 
 
@@ -386,6 +392,7 @@ class PostgresCore(BaseCheckpointSaver):
             "tid": thread_id,
             "channels": [c for c, _ in wanted],
             "writers": [w for _, w in wanted],
+            "cap": chain_rows_cap(wanted),
         }
 
         def proc() -> Proc[list[VersionRow]]:
@@ -484,10 +491,15 @@ class PostgresCore(BaseCheckpointSaver):
         variants = q.commit_create if expected_head is None else q.commit_move
         statement = variants[min(len(versions), INLINE_ROWS + 1)]
         possible = expected_head is None or is_id(expected_head)
+        base = None if error is not None else borrowed_base(row, versions, expected_head)
 
         def proc() -> Proc[int]:
             if error is not None:
                 raise error
+            if possible and base is not None:  # in a transaction (see _sql.LOCK_BASE)
+                yield Op(q.lock_head, (row.thread_id, row.ns))
+                if not (yield Op(q.lock_base, (row.thread_id, base))):
+                    raise base_gone_error(row.thread_id, row)
             if possible:
                 rows = yield Op(statement, params)
                 if rows:
@@ -503,7 +515,19 @@ class PostgresCore(BaseCheckpointSaver):
             rows = yield Op(q.checkpoint_seq, (row.thread_id, row.id))
             return int(rows[0][0]) if rows else None
 
-        return Call(proc, retry=False, recover=recover)
+        return Call(proc, tx=base is not None, retry=False, recover=recover)
+
+    @staticmethod
+    def _commits_alone(
+        row: CheckpointRow, versions: Sequence[VersionRow], expected_head: str | None
+    ) -> bool:
+        """Whether a commit must not join a group commit: one whose expected head no
+        checkpoint could have (it only fails, and would fail the batch), or one that must
+        lock its base checkpoint first (see :func:`~threadline.checkpoint.base.borrowed_base`).
+        """
+        if expected_head is not None and not is_id(expected_head):
+            return True
+        return borrowed_base(row, versions, expected_head) is not None
 
     def _c_commit_writes(
         self,
@@ -639,26 +663,69 @@ class PostgresCore(BaseCheckpointSaver):
         )
 
     def _c_prune(self, thread_id: str, keep_last: int) -> Call[int]:
-        """Prune one thread in one transaction; commits to it wait on its row lock meanwhile."""
+        """Prune one thread in batches of :data:`PRUNE_BATCH`, each statement its own short
+        transaction (see ``_sql.PRUNE_CUTOFFS``): a turn running meanwhile never waits for it.
+
+        First the checkpoints below each namespace's cutoff go, with their pending writes;
+        then the versions those checkpoints wrote that no remaining checkpoint reaches. Safe
+        against concurrent commits: one that builds on a deleted checkpoint stores nothing
+        (see :func:`~threadline.checkpoint.base.borrowed_base`), and every other one refers
+        only to versions reached from checkpoints that remain, whose refs are read after the
+        deletions. Interrupted, it leaves only unreferenced versions behind, which the next
+        prune cannot see (they are harmless: never read, removed with the thread).
+        """
         q = self._q
 
         def proc() -> Proc[int]:
-            if not (yield Op(q.lock_thread, (thread_id,))):
-                return 0
-            kept: set[tuple[str, str]] = set()
-            for checkpoint_id, refs in (yield Op(q.kept_refs, (thread_id, keep_last))):
-                for name, ref in _unpack_refs(refs, thread_id, checkpoint_id).items():
-                    kept.add((name, ref.writer))
-            params = {
-                "tid": thread_id,
-                "keep": keep_last,
-                "channels": [c for c, _ in kept],
-                "writers": [w for _, w in kept],
-            }
-            rows = yield Op(q.prune, params)
-            return int(rows[0][0])
+            removed = 0
+            written: set[tuple[str, str]] = set()  # the versions deleted checkpoints wrote
+            for ns, cutoff in (yield Op(q.prune_cutoffs, {"tid": thread_id, "keep": keep_last})):
+                params = {"tid": thread_id, "ns": ns, "cutoff": cutoff, "batch": PRUNE_BATCH}
+                while True:
+                    rows = yield Op(q.prune_checkpoints, params)
+                    removed += len(rows)
+                    for checkpoint_id, packed in rows:
+                        for name, ref in _unpack_refs(packed, thread_id, checkpoint_id).items():
+                            if ref.writer == checkpoint_id:
+                                written.add((name, checkpoint_id))
+                    if len(rows) < PRUNE_BATCH:
+                        break
+            if not written:
+                return removed
+            refs: set[tuple[str, str]] = set()
+            after = -1
+            while True:
+                page = yield Op(
+                    q.remaining_refs, {"tid": thread_id, "after": after, "batch": PRUNE_BATCH}
+                )
+                for checkpoint_id, packed, _ in page:
+                    for name, ref in _unpack_refs(packed, thread_id, checkpoint_id).items():
+                        refs.add((name, ref.writer))
+                if len(page) < PRUNE_BATCH:
+                    break
+                after = page[-1][2]
+            if refs:
+                walk = {
+                    "tid": thread_id,
+                    "channels": [c for c, _ in refs],
+                    "writers": [w for _, w in refs],
+                }
+                for channel, writer in (yield Op(q.live_versions, walk)):
+                    written.discard((channel, writer))
+            doomed = sorted(written)
+            for start in range(0, len(doomed), PRUNE_BATCH):
+                batch = doomed[start : start + PRUNE_BATCH]
+                yield Op(
+                    q.prune_versions,
+                    {
+                        "tid": thread_id,
+                        "channels": [c for c, _ in batch],
+                        "writers": [w for _, w in batch],
+                    },
+                )
+            return removed
 
-        return Call(proc, tx=True)
+        return Call(proc)
 
     @staticmethod
     def _check_keep_last(keep_last: int) -> None:

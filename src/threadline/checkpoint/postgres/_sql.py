@@ -309,6 +309,14 @@ SELECT head::text, thread_exists, checkpoint_exists FROM chk
 
 HEAD = "SELECT head::text FROM {heads} WHERE thread_id = %s AND ns = %s"
 
+# A commit that builds on a checkpoint other than the head (time travel) runs in a transaction
+# that first locks the head row (the order deletions take) and then holds its base checkpoint
+# with a key-share lock: a prune deleting it waits for the commit to land (and then sees its
+# refs), or deleted it first and the commit finds no row and stores nothing.
+LOCK_HEAD = "SELECT FROM {heads} WHERE thread_id = %s AND ns = %s FOR UPDATE"
+
+LOCK_BASE = "SELECT FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid FOR KEY SHARE"
+
 CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid"
 
 # Checkpoint ids are unique per thread; copy_thread keeps them, so the original (the oldest
@@ -332,20 +340,37 @@ READ_CHECKPOINT = f"""
 SELECT {_CKPT_COLS} FROM {{checkpoints}} c WHERE c.thread_id = %s AND c.id = %s::uuid AND c.ns = %s
 """
 
-# Keys first (small rows, deduplicated by UNION), then the data of each version once.
-READ_VERSIONS = """
+# Keys first (small rows, deduplicated by UNION, so a cycle of bases ends), then the data of
+# each version once; at most %(cap)s keys (a chain longer than any threadline writes is
+# refused by the reader). Each step of the walk is a LATERAL lookup with LIMIT 1, which can
+# only run as one primary-key probe per key: a generic plan (prepared statements) otherwise
+# may join the work table by hash against all of the thread's versions at every step, which
+# took minutes for a chain of 14,000 deltas once the table's statistics said it was small
+# (as they do after a prune).
+_WALK = """
 WITH RECURSIVE k(channel, writer) AS (
     SELECT * FROM unnest(%(channels)s::text[], %(writers)s::uuid[])
     UNION
-    SELECT v.channel, v.base
-    FROM k JOIN {versions} v
-        ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
-    WHERE v.base IS NOT NULL
-)
-SELECT v.channel, v.writer::text, v.base::text, v.data
-FROM k JOIN {versions} v
-    ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+    SELECT b.channel, b.base
+    FROM k, LATERAL (
+        SELECT v.channel, v.base FROM {versions} v
+        WHERE v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+        LIMIT 1
+    ) b
+    WHERE b.base IS NOT NULL
+)"""
+
+READ_VERSIONS = (
+    _WALK
+    + """
+SELECT d.channel, d.writer::text, d.base::text, d.data
+FROM (SELECT * FROM k LIMIT %(cap)s) k, LATERAL (
+    SELECT v.channel, v.writer, v.base, v.data FROM {versions} v
+    WHERE v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
+    LIMIT 1
+) d
 """
+)
 
 READ_WRITES = """
 SELECT task_id, idx, channel, data FROM {writes}
@@ -440,42 +465,57 @@ ORDER BY t.updated_at DESC, t.thread_id DESC
 LIMIT %s
 """
 
-LOCK_THREAD = "SELECT FROM {threads} WHERE thread_id = %s FOR UPDATE"
+# Prune works in batches, each its own short transaction, and never locks the thread's row or
+# its heads: a turn running meanwhile commits as usual. A commit that builds on an older
+# checkpoint key-share locks it (LOCK_BASE), so a batch deleting that checkpoint waits for the
+# commit, or deleted it first and the commit stores nothing. The head is never deleted: it
+# ranks first in its namespace.
 
-KEPT_REFS = """
-SELECT id::text, refs FROM (
-    SELECT id, refs, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
-    FROM {checkpoints} WHERE thread_id = %s
-) k WHERE rn <= %s
+# Per namespace, the seq of its keep_last-th newest checkpoint: older ones go. Checkpoints
+# committed later are newer still, so the cutoffs stay right while prune runs.
+PRUNE_CUTOFFS = """
+SELECT ns, seq FROM (
+    SELECT ns, seq, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
+    FROM {checkpoints} WHERE thread_id = %(tid)s
+) r WHERE rn = %(keep)s
 """
 
-# Versions reachable from the kept checkpoints' refs through their base chains survive.
-PRUNE = """
-WITH RECURSIVE k(channel, writer) AS (
-    SELECT * FROM unnest(%(channels)s::text[], %(writers)s::uuid[])
-    UNION
-    SELECT v.channel, v.base
-    FROM k JOIN {versions} v
-        ON v.thread_id = %(tid)s AND v.channel = k.channel AND v.writer = k.writer
-    WHERE v.base IS NOT NULL
-), doomed AS (
-    SELECT id, ns FROM (
-        SELECT id, ns, row_number() OVER (PARTITION BY ns ORDER BY seq DESC) AS rn
-        FROM {checkpoints} WHERE thread_id = %(tid)s
-    ) r WHERE rn > %(keep)s
+# One batch: the oldest checkpoints below the cutoff, with their pending writes.
+PRUNE_CHECKPOINTS = """
+WITH doomed AS (
+    SELECT id FROM {checkpoints}
+    WHERE thread_id = %(tid)s AND ns = %(ns)s AND seq < %(cutoff)s
+    ORDER BY seq LIMIT %(batch)s
 ), dc AS (
     DELETE FROM {checkpoints} c USING doomed d
     WHERE c.thread_id = %(tid)s AND c.id = d.id
-    RETURNING c.id
+    RETURNING c.id, c.refs
 ), dw AS (
-    DELETE FROM {writes} w USING doomed d
-    WHERE w.thread_id = %(tid)s AND w.ns = d.ns AND w.checkpoint_id = d.id
-), dv AS (
-    DELETE FROM {versions} v
-    WHERE v.thread_id = %(tid)s
-        AND NOT EXISTS (SELECT FROM k WHERE k.channel = v.channel AND k.writer = v.writer)
+    DELETE FROM {writes} w USING dc
+    WHERE w.thread_id = %(tid)s AND w.ns = %(ns)s AND w.checkpoint_id = dc.id
 )
-SELECT count(*) FROM dc
+SELECT id::text, refs FROM dc
+"""
+
+# The refs of the checkpoints that remain, read after the batches above: a page at a time.
+REMAINING_REFS = """
+SELECT id::text, refs, seq FROM {checkpoints}
+WHERE thread_id = %(tid)s AND seq > %(after)s ORDER BY seq LIMIT %(batch)s
+"""
+
+# Every version the remaining checkpoints' refs reach through base chains (keys only).
+LIVE_VERSIONS = (
+    _WALK
+    + """
+SELECT channel, writer::text FROM k
+"""
+)
+
+# One batch of versions, by key: ones the deleted checkpoints wrote and no remaining one reaches.
+PRUNE_VERSIONS = """
+DELETE FROM {versions} v
+USING unnest(%(channels)s::text[], %(writers)s::uuid[]) AS d(channel, writer)
+WHERE v.thread_id = %(tid)s AND v.channel = d.channel AND v.writer = d.writer
 """
 
 # ---------------------------------------------------------------------- setup
@@ -525,6 +565,8 @@ class Statements:
         self.commit_create = [r(commit_sql(True, n)) for n in sizes]
         self.commit_writes = [r(commit_writes_sql(n)) for n in sizes]
         self.head = r(HEAD)
+        self.lock_head = r(LOCK_HEAD)
+        self.lock_base = r(LOCK_BASE)
         self.checkpoint_seq = r(CHECKPOINT_SEQ)
         self.locate = r(LOCATE)
         self.read_head = r(READ_HEAD)
@@ -544,9 +586,11 @@ class Statements:
         self.copy_thread = r(COPY_THREAD)
         self.list_threads = r(LIST_THREADS)
         self.list_threads_after = r(LIST_THREADS_AFTER)
-        self.lock_thread = r(LOCK_THREAD)
-        self.kept_refs = r(KEPT_REFS)
-        self.prune = r(PRUNE)
+        self.prune_cutoffs = r(PRUNE_CUTOFFS)
+        self.prune_checkpoints = r(PRUNE_CHECKPOINTS)
+        self.remaining_refs = r(REMAINING_REFS)
+        self.live_versions = r(LIVE_VERSIONS)
+        self.prune_versions = r(PRUNE_VERSIONS)
         self.setup_lock = r(SETUP_LOCK)
         self.create_schema = r(CREATE_SCHEMA)
         self.schema_exists = r(SCHEMA_EXISTS)

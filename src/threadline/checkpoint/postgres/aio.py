@@ -43,7 +43,6 @@ from ._core import (
     as_id_list,
     has_rows,
     is_broken,
-    is_id,
     translate,
 )
 
@@ -280,8 +279,7 @@ class AsyncPostgresSaver(PostgresCore):
         thread_metadata: bytes | None,
         expires_at: float | None,
     ) -> int:
-        # A head no checkpoint could have goes alone: it only fails, and would fail a batch.
-        if not self.group_commit or (expected_head is not None and not is_id(expected_head)):
+        if not self.group_commit or self._commits_alone(row, versions, expected_head):
             return await self._run(
                 self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
             )

@@ -31,7 +31,15 @@ from ...errors import (
     ThreadlineError,
     ThreadNotFoundError,
 )
-from ..base import BaseCheckpointSaver, conflict_error, metadata_matches, missing_head_error
+from ..base import (
+    BaseCheckpointSaver,
+    base_gone_error,
+    borrowed_base,
+    conflict_error,
+    metadata_matches,
+    missing_head_error,
+)
+from ..encoding import chain_rows_cap
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 
 T = TypeVar("T")
@@ -416,7 +424,9 @@ def read_checkpoint(
 # Walk each wanted version's base chain back to its snapshot: keys only (UNION dedups shared
 # chains), then fetch each row's data once. The wanted keys are a JSON array of channels and
 # their writers' bytes end to end (?3): JSON cannot carry bytes, and SQLite < 3.41 has no
-# unhex(); one parameter of each keeps the statement the same for any number of keys.
+# unhex(); one parameter of each keeps the statement the same for any number of keys. UNION
+# ends a cycle of bases; LIMIT (?4, encoding.chain_rows_cap) bounds an endless chain, which
+# the reader then refuses.
 _READ_VERSIONS = """
 WITH RECURSIVE chain(channel, writer) AS (
     SELECT value, substr(?3, 16 * key + 1, 16) FROM json_each(?2)
@@ -424,6 +434,7 @@ WITH RECURSIVE chain(channel, writer) AS (
     SELECT v.channel, v.base FROM chain CROSS JOIN versions v
     WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer
       AND v.base IS NOT NULL
+    LIMIT ?4
 )
 SELECT v.channel, v.writer, v.base, v.data FROM chain CROSS JOIN versions v
 WHERE v.thread_id = ?1 AND v.channel = chain.channel AND v.writer = chain.writer"""
@@ -433,7 +444,7 @@ def read_versions(thread_id: str, wanted: Iterable[tuple[str, str]]) -> Proc[lis
     pairs = list(wanted)
     channels = json.dumps([c for c, _ in pairs], separators=(",", ":"), ensure_ascii=False)
     writers = b"".join(id_blob(w) for _, w in pairs)  # from stored refs: always UUIDs
-    rows = yield Step(_READ_VERSIONS, (thread_id, channels, writers))
+    rows = yield Step(_READ_VERSIONS, (thread_id, channels, writers, chain_rows_cap(pairs)))
     return [
         VersionRow(r[0], id_text(r[1]), None if r[2] is None else id_text(r[2]), r[3]) for r in rows
     ]
@@ -531,6 +542,8 @@ _INSERT_VERSION = (
     "INSERT INTO versions (thread_id, channel, writer, base, data) VALUES (?, ?, ?, ?, ?)"
 )
 
+_CHECKPOINT_EXISTS = "SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?"
+
 _SET_HEAD = """
 INSERT INTO heads (thread_id, ns, checkpoint_id) VALUES (?, ?, ?)
 ON CONFLICT (thread_id, ns) DO UPDATE SET checkpoint_id = excluded.checkpoint_id"""
@@ -551,6 +564,9 @@ def commit(
     head = id_text(rows[0][0]) if rows else None
     if head != expected_head:
         raise conflict_error(tid, expected_head, head)
+    base = borrowed_base(row, versions, expected_head)
+    if base is not None and not (yield Step(_CHECKPOINT_EXISTS, (tid, id_blob(base)))):
+        raise base_gone_error(tid, row)  # pruned meanwhile (one writer: it cannot be now)
     rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
     seq: int = rows[0][0]
     yield Step(

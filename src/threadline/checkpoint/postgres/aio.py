@@ -31,9 +31,10 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
+from ..lease import Lease, LeaseOp, LeaseState
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import connection_kwargs
-from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
+from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
 from ._core import (
     Call,
     PostgresCore,
@@ -42,7 +43,6 @@ from ._core import (
     as_id_list,
     has_rows,
     is_broken,
-    is_id,
     translate,
 )
 
@@ -278,14 +278,16 @@ class AsyncPostgresSaver(PostgresCore):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        # A head no checkpoint could have goes alone: it only fails, and would fail a batch.
-        if not self.group_commit or (expected_head is not None and not is_id(expected_head)):
+        # A head no checkpoint could have goes alone: it only fails, and would fail a batch;
+        # so does a commit that takes or checks a lease (once per run: not worth batching).
+        if not batchable(self.group_commit, expected_head, lease):
             return await self._run(
-                self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+                self._c_commit(row, versions, expected_head, thread_metadata, expires_at, lease)
             )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        args = (row, versions, expected_head, thread_metadata, expires_at)
+        args = (row, versions, expected_head, thread_metadata, expires_at, lease)
         queue = self._commits
         queue.waiting.append(Pending(args, future))
         if queue.can_send:
@@ -332,8 +334,19 @@ class AsyncPostgresSaver(PostgresCore):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        await self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head))
+        await self._run(
+            self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
+        )
+
+    async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return await self._run(self._c_lease_acquire(thread_id, owner, ttl))
+
+    async def _alease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> float | None:
+        return await self._run(self._c_lease_renew(thread_id, epoch, ttl, release))
 
     # ------------------------------------------------------------------ thread operations
 

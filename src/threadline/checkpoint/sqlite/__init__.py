@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from typing_extensions import Self
 
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
+from ..lease import Lease, LeaseOp, LeaseState
 from ..serde import Serializer
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _sql
@@ -176,8 +177,9 @@ class SqliteSaver(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at)
+        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at, lease)
         return self._run(proc, write=True)
 
     def _commit_writes(
@@ -187,9 +189,16 @@ class SqliteSaver(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
         self._run(proc, write=True)
+
+    def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return self._run(_sql.lease_acquire(thread_id, owner, ttl), write=True)
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        return self._run(_sql.lease_renew(thread_id, epoch, ttl, release), write=True)
 
     # ------------------------------------------------------------------ thread operations
 

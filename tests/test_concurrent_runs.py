@@ -85,8 +85,16 @@ def _race(tmp_path: Path, url: str, options: list[str]) -> None:
     start = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), url, thread_id, str(start), f"p{n}", str(MESSAGES)]
-            + options,
+            [
+                sys.executable,
+                str(script),
+                url,
+                thread_id,
+                str(start),
+                f"p{n}",
+                str(MESSAGES),
+                *options,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

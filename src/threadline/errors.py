@@ -20,6 +20,7 @@ __all__ = [
     "LeaseLostError",
     "NoCheckpointerError",
     "ParentCommand",
+    "ReducerTypeError",
     "SchemaMissingError",
     "SchemaVersionError",
     "SerializationError",
@@ -158,3 +159,9 @@ class LeaseLostError(CheckpointConflictError):
 class InvalidArgumentError(ThreadlineError, ValueError):
     """An argument of a checkpointer or graph method has the wrong type or value (a thread
     id, a namespace, a config, a limit); the message says what is accepted."""
+
+
+class ReducerTypeError(InvalidUpdateError, TypeError):
+    """A state key's reducer could not combine the current value with a node's update (e.g.
+    ``operator.add`` of a list and a str); the message names the key, the writer and both
+    types."""

@@ -14,7 +14,7 @@ from backends import Backend, Driver
 
 from threadline.checkpoint.base import MAX_ID_BYTES, BaseCheckpointSaver
 from threadline.checkpoint.memory import MemorySaver
-from threadline.checkpoint.types import CheckpointDraft, ChannelChange
+from threadline.checkpoint.types import ChannelChange, CheckpointDraft
 from threadline.errors import InvalidArgumentError, ReducerTypeError
 from threadline.graph import START, StateGraph
 

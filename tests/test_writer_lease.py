@@ -481,3 +481,80 @@ def test_a_frozen_holder_on_postgres_cannot_commit_after_a_takeover(
 ) -> None:
     url, schema = pg_schema
     _frozen_holder(tmp_path, url, [schema])
+
+
+def test_an_uncontended_turn_costs_no_extra_storage_call(saver: BaseCheckpointSaver) -> None:
+    """The lease rides on the commits: the second turn is its three commits, nothing more
+    (no head read, no acquire, no release)."""
+    app = chat(saver)
+    app.invoke({"log": ["one"]}, cfg())
+    calls: dict[str, int] = {}
+    for name in ("_commit", "_read_checkpoint", "_lease_acquire", "_lease_renew"):
+        original = getattr(saver, name)
+
+        def counted(*args: Any, _name: str = name, _fn: Any = original, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _fn(*args, **kwargs)
+
+        setattr(saver, name, counted)
+    app.invoke({"log": ["two"]}, cfg())
+    assert calls == {"_commit": 3}, calls
+    assert saver.acquire_lease("t", on_busy="raise").held  # and it was released
+
+
+@pytest.mark.postgres
+async def test_group_commit_fences_each_commit_of_a_batch(
+    pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holders' commits to many threads go in one statement; the one whose lease was taken
+    over fails alone, the others land (and the releasing one releases)."""
+    from threadline.checkpoint.postgres import _batch
+    from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    url, schema = pg_schema
+    batches: list[int] = []
+    original = _batch.commit_many_call
+
+    def counted(statement: bytes, batch: Any) -> Any:
+        batches.append(len(batch))
+        return original(statement, batch)
+
+    monkeypatch.setattr(_batch, "commit_many_call", counted)
+    async with AsyncPostgresSaver.from_conn_string(url, schema=schema) as saver:
+        names = [f"t{i}" for i in range(6)]
+        leases = {n: await saver.aacquire_lease(n, ttl=0.5) for n in names}
+        heads = {
+            n: await saver.aput(n, "", draft(0), expected_head=None, lease=LeaseOp("hold", lease))
+            for n, lease in leases.items()
+        }
+        await asyncio.sleep(0.6)  # every lease expired; t3's is taken over, the rest renewed
+        taker = await saver.aacquire_lease("t3", on_busy="raise")
+        for n in names:
+            if n != "t3":
+                assert await saver.arenew_lease(leases[n])
+        modes = {n: "release" if n == "t5" else "hold" for n in names}
+        results = await asyncio.gather(
+            *(
+                saver.aput(
+                    n,
+                    "",
+                    draft(1, heads[n]),
+                    expected_head=heads[n].id,
+                    lease=LeaseOp(modes[n], leases[n]),  # type: ignore[arg-type]
+                )
+                for n in names
+            ),
+            return_exceptions=True,
+        )
+        assert max(batches, default=0) >= 2, batches  # the commits went as a batch
+        for n, result in zip(names, results):
+            if n == "t3":
+                assert isinstance(result, LeaseLostError), result
+                assert (await saver.aget(cfg(n)))["a"] == 0
+            else:
+                assert not isinstance(result, BaseException), result
+                assert (await saver.aget(cfg(n)))["a"] == 1
+        assert (await saver.aacquire_lease("t5", on_busy="raise")).held  # released in batch
+        with pytest.raises(ThreadBusyError):
+            await saver.aacquire_lease("t4", on_busy="raise")  # renewed, still held
+        assert taker.held

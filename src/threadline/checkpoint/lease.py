@@ -43,7 +43,7 @@ __all__ = [
     "wait_delay",
 ]
 
-DEFAULT_LEASE_TTL = 30.0
+DEFAULT_LEASE_TTL = 10.0
 """Seconds a lease lasts unless renewed: how long a crashed holder blocks its thread."""
 DEFAULT_LEASE_TIMEOUT = 60.0
 """Seconds a run waits for a busy thread (``on_busy="wait"``) before raising."""

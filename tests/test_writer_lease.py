@@ -558,3 +558,52 @@ async def test_group_commit_fences_each_commit_of_a_batch(
         with pytest.raises(ThreadBusyError):
             await saver.aacquire_lease("t4", on_busy="raise")  # renewed, still held
         assert taker.held
+
+
+async def _blocked_loop_keeps_lease(saver: BaseCheckpointSaver, probe: BaseCheckpointSaver) -> None:
+    seen: list[object] = []
+
+    async def think(state: State) -> dict[str, Any]:
+        time.sleep(1.0)  # blocks the event loop for three lease lifetimes
+        return {"log": [state["log"][-1] + ":thought"]}
+
+    def try_take() -> None:
+        time.sleep(0.6)
+        try:
+            probe.acquire_lease("t", on_busy="raise")
+            seen.append("taken")
+        except ThreadBusyError as exc:
+            seen.append(exc)
+
+    builder = StateGraph(State)
+    builder.add_node("think", think)
+    builder.add_edge(START, "think")
+    app = builder.compile(checkpointer=saver)
+    prober = threading.Thread(target=try_take)
+    prober.start()
+    out = await app.ainvoke({"log": ["hi"]}, cfg())
+    prober.join()
+    assert out["log"] == ["hi", "hi:thought"]
+    assert isinstance(seen[0], ThreadBusyError), seen  # renewed from a thread meanwhile
+
+
+async def test_an_async_run_keeps_its_lease_while_its_loop_is_blocked_memory() -> None:
+    from threadline.checkpoint.memory import MemorySaver
+
+    saver = MemorySaver(lease_ttl=0.3)
+    await _blocked_loop_keeps_lease(saver, saver)
+
+
+@pytest.mark.postgres
+async def test_an_async_run_keeps_its_lease_while_its_loop_is_blocked_postgres(
+    pg_schema: tuple[str, str],
+) -> None:
+    from threadline.checkpoint.postgres import PostgresSaver
+    from threadline.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    url, schema = pg_schema
+    async with AsyncPostgresSaver.from_conn_string(url, schema=schema, lease_ttl=0.3) as saver:
+        await saver.asetup()
+        assert saver.blocking_lease_renewer() is not None
+        with PostgresSaver.from_conn_string(url, schema=schema) as probe:
+            await _blocked_loop_keeps_lease(saver, probe)

@@ -896,6 +896,14 @@ class BaseCheckpointSaver:
         lease.released = True
         return expires is not None
 
+    def blocking_lease_renewer(self) -> LeaseRenewer | None:
+        """The renewer thread, if this saver can renew from a thread of its own (sync savers,
+        the memory saver, the async PostgreSQL saver with a pool); None for one that can only
+        renew on its event loop."""
+        if type(self)._lease_renew is BaseCheckpointSaver._lease_renew:
+            return None
+        return self.lease_renewer()
+
     def lease_renewer(self) -> LeaseRenewer:
         """This saver's renewer thread (created on first use): renews the leases given to it
         every ``ttl / 3`` seconds, off the graph's threads and event loop."""

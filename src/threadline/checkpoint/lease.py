@@ -126,7 +126,7 @@ def lease_lost(thread_id: str, epoch: int | None) -> LeaseLostError:
         f"this writer's lease of thread {thread_id!r} (epoch {epoch}) is no longer held: it"
         " expired and another writer took it over, or it was released; nothing of this commit"
         " was stored. Reload the thread with get_state() before writing again, and raise the"
-        " saver's lease_ttl= if a step can take longer than it",
+        " saver's lease_ttl= if a step can take longer than it.",
         thread_id=thread_id,
         epoch=epoch,
     )

@@ -56,9 +56,15 @@ class RunLease:
             self.saver.lease_renewer().add(self.lease)
 
     def astarted(self) -> None:
-        """Async runs renew from a task of their event loop (async savers have no blocking
-        connection a thread could use)."""
-        if self.lease.held and self._task is None:
+        """Async runs renew from the saver's renewer thread too when the saver can renew
+        without its event loop (the async PostgreSQL saver, on a connection of its own);
+        otherwise from a task of their loop (the async SQLite saver)."""
+        if not self.lease.held:
+            return
+        renewer = self.saver.blocking_lease_renewer()
+        if renewer is not None:
+            renewer.add(self.lease)
+        elif self._task is None:
             self._task = asyncio.ensure_future(_renew_loop(self.saver, self.lease))
 
     def end(self) -> None:
@@ -67,6 +73,9 @@ class RunLease:
             self.saver.release_lease(self.lease)
 
     async def aend(self) -> None:
+        renewer = self.saver.blocking_lease_renewer()
+        if renewer is not None:
+            renewer.discard(self.lease)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -22,6 +22,7 @@ opening needs a running event loop. The procedures it runs are the ones the sync
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -31,7 +32,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
-from ..lease import Lease, LeaseOp, LeaseState
+from ..lease import Lease, LeaseOp, LeaseRenewer, LeaseState
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import connection_kwargs
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
@@ -41,6 +42,7 @@ from ._core import (
     Proc,
     _Broken,
     as_id_list,
+    drive,
     has_rows,
     is_broken,
     translate,
@@ -118,6 +120,8 @@ class AsyncPostgresSaver(PostgresCore):
         self._commits = CommitQueue()
         self._flushers: set[asyncio.Task[None]] = set()  # referenced while they run
         self._commit_many = self._q.render(COMMIT_MANY)
+        self._renew_lock = threading.Lock()
+        self._renew_conn: psycopg.Connection[Any] | None = None  # the renewer thread's
 
     @classmethod
     def from_conn_string(
@@ -168,6 +172,10 @@ class AsyncPostgresSaver(PostgresCore):
         stays open: it is yours."""
         if self._owned_pool is not None:
             await self._owned_pool.close()
+        with self._renew_lock:
+            if self._renew_conn is not None:
+                self._renew_conn.close()
+                self._renew_conn = None
 
     async def _open_pool(self) -> None:
         pool = self._owned_pool
@@ -339,6 +347,32 @@ class AsyncPostgresSaver(PostgresCore):
         await self._run(
             self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
         )
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        """Blocking, on a connection of its own: the saver's renewer thread calls it, so a
+        run's lease is renewed even while its event loop is blocked. Needs a pool (its
+        connection string); with one AsyncConnection, runs renew on their loop instead."""
+        conninfo = self._renew_conninfo()
+        if conninfo is None:
+            raise self._no_sync()
+        with self._renew_lock:
+            conn = self._renew_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._renew_conn = psycopg.connect(conninfo, autocommit=True)
+            try:
+                return drive(
+                    conn, self._c_lease_renew(thread_id, epoch, ttl, release).proc(), False
+                )
+            except psycopg.OperationalError:
+                conn.close()
+                raise
+
+    def blocking_lease_renewer(self) -> LeaseRenewer | None:
+        return None if self._renew_conninfo() is None else self.lease_renewer()
+
+    def _renew_conninfo(self) -> str | None:
+        conninfo = None if self._pool is None else self._pool.conninfo
+        return conninfo if isinstance(conninfo, str) else None
 
     async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
         return await self._run(self._c_lease_acquire(thread_id, owner, ttl))

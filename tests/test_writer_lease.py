@@ -607,3 +607,19 @@ async def test_an_async_run_keeps_its_lease_while_its_loop_is_blocked_postgres(
         assert saver.blocking_lease_renewer() is not None
         with PostgresSaver.from_conn_string(url, schema=schema) as probe:
             await _blocked_loop_keeps_lease(saver, probe)
+
+
+def test_update_state_waits_for_a_running_run_and_both_land(saver: BaseCheckpointSaver) -> None:
+    inside = threading.Event()
+
+    def think(state: State) -> None:
+        inside.set()
+        time.sleep(0.3)
+
+    app = chat(saver, think=think)
+    runner = threading.Thread(target=app.invoke, args=({"log": ["hi"]}, cfg()))
+    runner.start()
+    assert inside.wait(30)
+    app.update_state(cfg(), {"log": ["edited"]}, as_node="reply")  # waits for the run
+    runner.join()
+    assert app.get_state(cfg()).values["log"] == ["hi", "hi:thought", "hi:reply", "edited"]

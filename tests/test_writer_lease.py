@@ -623,3 +623,32 @@ def test_update_state_waits_for_a_running_run_and_both_land(saver: BaseCheckpoin
     app.update_state(cfg(), {"log": ["edited"]}, as_node="reply")  # waits for the run
     runner.join()
     assert app.get_state(cfg()).values["log"] == ["hi", "hi:thought", "hi:reply", "edited"]
+
+
+@pytest.mark.postgres
+def test_a_version_1_postgres_schema_migrates_to_leases(pg_schema: tuple[str, str]) -> None:
+    from threadline.checkpoint.postgres import PostgresSaver
+
+    class SaverV1(PostgresSaver):
+        migrations = PostgresSaver.migrations[:1]
+
+    url, schema = pg_schema
+    with SaverV1.from_conn_string(url, schema=schema) as old:
+        old.put("t", "", draft(1), expected_head=None)
+    with PostgresSaver.from_conn_string(url, schema=schema) as saver:  # auto_setup migrates
+        assert saver.get(cfg()) == {"a": 1}
+        lease = saver.acquire_lease("t")
+        assert lease.held
+    with psycopg.connect(url) as conn:
+        versions = conn.execute(
+            sql.SQL("SELECT version FROM {} ORDER BY 1").format(
+                sql.Identifier(schema, "threadline_migrations")
+            )
+        ).fetchall()
+        leases = conn.execute(
+            sql.SQL("SELECT thread_id, epoch FROM {}").format(
+                sql.Identifier(schema, "threadline_leases")
+            )
+        ).fetchall()
+    assert versions == [(1,), (2,)]
+    assert leases == [("t", 1)]

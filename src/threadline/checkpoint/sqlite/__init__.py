@@ -52,9 +52,10 @@ class SqliteSaver(BaseCheckpointSaver):
     it.
 
     Calls from several threads are serialized by a lock. Several processes may share one file:
-    every commit runs in ``BEGIN IMMEDIATE``, so the compare-and-swap of a thread's head is
-    atomic across processes and exactly one of two racing writers wins; the other gets
-    :class:`~threadline.errors.CheckpointConflictError` with nothing stored.
+    every commit runs in ``BEGIN IMMEDIATE``, so the writer-lease check and the
+    compare-and-swap of a thread's head are atomic across processes: two runs on one thread
+    take turns (see ``lease_ttl``, ``on_busy`` and ``lease_timeout`` in
+    :class:`~threadline.checkpoint.base.BaseCheckpointSaver`).
 
     Args:
         conn: the connection to use.

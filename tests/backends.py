@@ -332,6 +332,9 @@ _CALLS = frozenset(
         "prune",
         "sweep_expired",
         "setup",
+        "acquire_lease",
+        "renew_lease",
+        "release_lease",
     }
 )
 

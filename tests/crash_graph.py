@@ -65,7 +65,8 @@ def main() -> None:
 
     url, thread_id = sys.argv[1], sys.argv[2]
     options = {"schema": sys.argv[3]} if len(sys.argv) > 3 else {}
-    with from_url(url, **options) as saver:
+    # A killed run's lease keeps the thread for lease_ttl: short, so each resume goes on soon.
+    with from_url(url, lease_ttl=0.3, **options) as saver:
         app = build(saver)
         config = {**CONFIG_LIMIT, "configurable": {"thread_id": thread_id}}
         print("READY", flush=True)

@@ -1122,6 +1122,7 @@ class CheckpointerContract:
 
     async def test_ttl_and_sweep_expired(self, make_cp: MakeDriver) -> None:
         cp = await make_cp(ttl=0.2, auto_sweep=False)
+        await cp.setup()  # not inside the first put's 0.2 s
         old = await cp.put("old", "", draft({"a": 1}), expected_head=None)
         kept = await cp.put("kept", "", draft({"a": 1}), expected_head=None)
         info = {t.thread_id: t for t in await cp.list_threads()}

@@ -1,8 +1,10 @@
-"""Two processes run the same graph on the same thread at once: no update is lost silently.
+"""Several processes send messages to one thread at once: every message is applied exactly once.
 
-Each step commits by compare-and-swap on the thread's head, so exactly one process commits
-each step; the other stops with CheckpointConflictError naming the thread, and nothing of its
-step is stored. The thread's history stays one chain with every message once.
+Each run takes the thread's writer lease before its first commit; a second run on the thread
+waits for it (``on_busy="wait"``, the default). So four processes sending 30 messages each get
+120 acknowledged invokes, and the thread's history is one chain in which each message and its
+reply appear once, one run after the other (issue 8, item 8). Before leases, 6 of 120 (SQLite)
+and 30 of 120 (PostgreSQL) succeeded and the rest raised CheckpointConflictError.
 """
 
 from __future__ import annotations
@@ -24,61 +26,47 @@ from backends import postgres_url_or_skip
 from psycopg import sql
 
 from threadline.checkpoint import from_url
-from threadline.graph import START, StateGraph
+
+PROCESSES = 4
+MESSAGES = 30
 
 SCRIPT = textwrap.dedent(
     """
-    import operator, sys, time
+    import operator, os, sys, time
     from typing import Annotated, TypedDict
     from threadline.checkpoint import from_url
-    from threadline.errors import CheckpointConflictError
     from threadline.graph import END, START, StateGraph
 
-    url, thread_id, start_file, who = sys.argv[1:5]
-    options = {"schema": sys.argv[5]} if len(sys.argv) > 5 else {}
+    url, thread_id, start_file, who, count = sys.argv[1:6]
+    options = {"schema": sys.argv[6]} if len(sys.argv) > 6 else {}
 
     class State(TypedDict):
         log: Annotated[list[str], operator.add]
 
-    def rendezvous():
-        # Both processes inside the first step: both started from the same head.
-        here = __import__("pathlib").Path(start_file + "." + who)
-        here.touch()
-        other = "p2" if who == "p1" else "p1"
-        deadline = time.monotonic() + 60
-        while not __import__("os").path.exists(start_file + "." + other):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the other process never started")
-            time.sleep(0.001)
+    def think(state):
+        time.sleep(0.002)  # long enough for the others to arrive meanwhile
+        return {"log": [state["log"][-1] + ":thought"]}
 
-    def step(name):
-        def node(state):
-            if name == "a":
-                rendezvous()
-            time.sleep(0.02)
-            return {"log": [f"{who}:{name}"]}
-        return node
+    def reply(state):
+        return {"log": [state["log"][-2] + ":reply"]}
 
     builder = StateGraph(State)
-    for name in ("a", "b", "c", "d"):
-        builder.add_node(name, step(name))
-    builder.add_edge(START, "a")
-    builder.add_edge("a", "b")
-    builder.add_edge("b", "c")
-    builder.add_edge("c", "d")
-    builder.add_edge("d", END)
+    builder.add_node("think", think)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "think")
+    builder.add_edge("think", "reply")
+    builder.add_edge("reply", END)
     with from_url(url, **options) as saver:
         app = builder.compile(checkpointer=saver)
         config = {"configurable": {"thread_id": thread_id}}
-        while not __import__("os").path.exists(start_file):
+        while not os.path.exists(start_file):
             time.sleep(0.001)
-        try:
-            app.invoke(None, config)
-        except CheckpointConflictError as exc:
-            assert thread_id in str(exc), str(exc)
-            print("CONFLICT", flush=True)
-            sys.exit(3)
-        print("DONE", flush=True)
+        done = 0
+        for i in range(int(count)):
+            out = app.invoke({"log": [f"{who}-{i}"]}, config)
+            assert out["log"][-3:] == [f"{who}-{i}", f"{who}-{i}:thought", f"{who}-{i}:reply"]
+            done += 1
+        print("DONE", done, flush=True)
     """
 )
 
@@ -91,31 +79,33 @@ def _race(tmp_path: Path, url: str, options: list[str]) -> None:
     thread_id = f"race-{uuid.uuid4().hex[:6]}"
     script = tmp_path / "racer.py"
     script.write_text(SCRIPT)
-    # Start the thread (input checkpoint only) so both processes continue the same head.
     extra = {"schema": options[0]} if options else {}
     with from_url(url, **extra) as saver:
-        builder = StateGraph(State)
-        builder.add_node("a", lambda s: {})
-        builder.add_edge(START, "a")
-        app = builder.compile(checkpointer=saver, interrupt_before=["a"])
-        app.invoke({"log": []}, {"configurable": {"thread_id": thread_id}})
-
+        saver.setup()  # once, before the racers start
     start = tmp_path / "go"
-    env = {**os.environ}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), url, thread_id, str(start), who, *options],
+            [
+                sys.executable,
+                str(script),
+                url,
+                thread_id,
+                str(start),
+                f"p{n}",
+                str(MESSAGES),
+                *options,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env={**os.environ},
         )
-        for who in ("p1", "p2")
+        for n in range(PROCESSES)
     ]
     start.touch()
-    results = [p.communicate(timeout=120) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 3], results  # one finished, the other was told it lost
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * PROCESSES, results
+    assert all(out.split() == ["DONE", str(MESSAGES)] for out, _ in results), results
 
     with from_url(url, **extra) as saver:
         history = list(saver.list({"configurable": {"thread_id": thread_id}}))
@@ -123,12 +113,17 @@ def _race(tmp_path: Path, url: str, options: list[str]) -> None:
         for older, newer in itertools.pairwise(chain):
             assert newer.checkpoint.parent_id == older.checkpoint.id  # one chain, no fork
         log = history[0].checkpoint.values["log"]
-    # Steps a-d each once; the winner of each step may differ, but no step is lost or doubled.
-    assert [entry.split(":")[1] for entry in log] == ["a", "b", "c", "d"], log
-    assert len(history) == 5  # input + 4 steps
+    sent = {f"p{n}-{i}" for n in range(PROCESSES) for i in range(MESSAGES)}
+    # Each message once, each followed at once by its own thought and reply: runs one after
+    # the other, in some order.
+    assert len(log) == 3 * len(sent)
+    runs = [log[k : k + 3] for k in range(0, len(log), 3)]
+    assert {r[0] for r in runs} == sent
+    assert all(r == [r[0], f"{r[0]}:thought", f"{r[0]}:reply"] for r in runs), runs
+    assert len(history) == 3 * len(sent)  # input + 2 steps per message, nothing else
 
 
-def test_two_processes_on_one_sqlite_thread(tmp_path: Path) -> None:
+def test_four_processes_send_to_one_sqlite_thread(tmp_path: Path) -> None:
     _race(tmp_path, f"sqlite:///{tmp_path / 'race.db'}", [])
 
 
@@ -142,6 +137,8 @@ def pg_schema() -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.postgres
-def test_two_processes_on_one_postgres_thread(tmp_path: Path, pg_schema: tuple[str, str]) -> None:
+def test_four_processes_send_to_one_postgres_thread(
+    tmp_path: Path, pg_schema: tuple[str, str]
+) -> None:
     url, schema = pg_schema
     _race(tmp_path, url, [schema])

@@ -42,7 +42,8 @@ def _expected() -> dict[str, object]:
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # This checkout's code, not whatever the virtualenv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         stdout=subprocess.PIPE,

@@ -46,7 +46,7 @@ from threadline.graph import END, START, StateGraph  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-TABLES = ("threads", "heads", "checkpoints", "versions", "writes")
+TABLES = ("threads", "heads", "checkpoints", "versions", "writes", "leases")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -265,8 +265,10 @@ def test_setup_is_idempotent(url: str, schema: str) -> None:
         saver.setup()
         saver.setup()
         assert saver.get(cfg("t")) == {"items": ["t-0", "t-1"]}
-    versions = query(url, sql.SQL("SELECT version FROM {}").format(table(schema, "migrations")))
-    assert versions == [(1,)]
+    versions = query(
+        url, sql.SQL("SELECT version FROM {} ORDER BY version").format(table(schema, "migrations"))
+    )
+    assert versions == ALL_VERSIONS
 
 
 def _setup_worker(url: str, schema: str, barrier: Any, results: Any) -> None:
@@ -284,8 +286,10 @@ def test_setup_from_several_processes_at_once(url: str, schema: str) -> None:
     n = 4
     outcomes = in_processes(_setup_worker, (url, schema), n, n)
     assert outcomes == ["ok"] * n
-    versions = query(url, sql.SQL("SELECT version FROM {}").format(table(schema, "migrations")))
-    assert versions == [(1,)]
+    versions = query(
+        url, sql.SQL("SELECT version FROM {} ORDER BY version").format(table(schema, "migrations"))
+    )
+    assert versions == ALL_VERSIONS
     threads = query(url, sql.SQL("SELECT count(*) FROM {}").format(table(schema, "threads")))
     assert threads == [(n,)]
 
@@ -359,12 +363,16 @@ def test_setup_of_an_up_to_date_schema_needs_no_create_privilege(url: str, schem
         query(url, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+_NEXT = len(PostgresSaver.migrations) + 1
+ALL_VERSIONS = [(m.version,) for m in PostgresSaver.migrations]
+
+
 class _SaverV2(PostgresSaver):
-    """The saver of a future release whose schema has a version 2."""
+    """The saver of a future release whose schema has one more version."""
 
     migrations = (
         *PostgresSaver.migrations,
-        Migration(2, "probe table", ("CREATE TABLE {schema}.threadline_probe (x int4)",)),
+        Migration(_NEXT, "probe table", ("CREATE TABLE {schema}.threadline_probe (x int4)",)),
     )
 
 
@@ -375,7 +383,7 @@ def test_setup_migrates_an_older_schema_and_older_code_refuses_a_newer_one(
         grow(saver, "t", 2)
     with (
         _SaverV2.from_conn_string(url, schema=schema, auto_setup=False) as saver,
-        pytest.raises(SchemaMissingError, match=r"version 1.*setup\(\)"),
+        pytest.raises(SchemaMissingError, match=rf"version {_NEXT - 1}.*setup\(\)"),
     ):
         saver.get_tuple(cfg("t"))
     with _SaverV2.from_conn_string(url, schema=schema) as saver:  # auto_setup migrates
@@ -383,11 +391,11 @@ def test_setup_migrates_an_older_schema_and_older_code_refuses_a_newer_one(
     versions = query(
         url, sql.SQL("SELECT version FROM {} ORDER BY version").format(table(schema, "migrations"))
     )
-    assert versions == [(1,), (2,)]
+    assert versions == [*ALL_VERSIONS, (_NEXT,)]
     assert query(url, sql.SQL("SELECT count(*) FROM {}").format(table(schema, "probe"))) == [(0,)]
     with (
         PostgresSaver.from_conn_string(url, schema=schema) as saver,
-        pytest.raises(CorruptCheckpointError, match=r"version 2.*[Uu]pgrade threadline"),
+        pytest.raises(CorruptCheckpointError, match=rf"version {_NEXT}.*[Uu]pgrade threadline"),
     ):
         saver.get_tuple(cfg("t"))
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 
+from threadline.checkpoint.lease import LeaseOp
 from threadline.checkpoint.memory import InMemorySaver
 from threadline.checkpoint.types import CheckpointRow, VersionRow
 from threadline.graph import END, START, StateGraph
@@ -33,11 +34,12 @@ class FailingCommitSaver(InMemorySaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
         self.commits += 1
         if self.commits == self.fail_at:
             raise Crash("the process died before this checkpoint committed")
-        return super()._commit(row, versions, expected_head, thread_metadata, expires_at)
+        return super()._commit(row, versions, expected_head, thread_metadata, expires_at, lease)
 
 
 class State(TypedDict):

@@ -40,6 +40,9 @@ T = "thread-1"
 BAD = b"\xc1\xc1 not a value \xc1"
 
 
+ALL_VERSIONS = [(v,) for v, _ in _sql.MIGRATIONS]
+
+
 def cfg(thread_id: str = T, checkpoint_id: str | None = None) -> dict[str, Any]:
     configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
     if checkpoint_id is not None:
@@ -338,7 +341,7 @@ def test_setup_is_idempotent(path: str) -> None:
         assert saver.get(cfg()) == {"a": 1}
     with SqliteSaver.from_conn_string(path, auto_setup=False) as saver:
         assert saver.get(cfg()) == {"a": 1}  # current schema: no setup needed
-    assert raw(path, "SELECT version FROM threadline_migrations") == [(_sql.SCHEMA_VERSION,)]
+    assert raw(path, "SELECT version FROM threadline_migrations") == ALL_VERSIONS
 
 
 def _setup_process(path: str, barrier: Any, out: Any) -> None:
@@ -364,7 +367,7 @@ def test_setup_from_several_processes_at_once(path: str) -> None:
     for p in procs:
         p.join(timeout=60)
     assert results == ["ok"] * n
-    assert raw(path, "SELECT version FROM threadline_migrations") == [(_sql.SCHEMA_VERSION,)]
+    assert raw(path, "SELECT version FROM threadline_migrations") == ALL_VERSIONS
     assert raw(path, "SELECT count(*) FROM threads")[0][0] == n
 
 
@@ -400,23 +403,27 @@ def test_setup_migrates_a_database_with_data_to_the_next_version(
     with SqliteSaver.from_conn_string(path) as saver:
         first = saver.put(T, "", draft({"a": 1}), expected_head=None)
         saver.put(T, "", draft({"a": 2}, parent=first), expected_head=first.id)
-    v2 = (2, ("CREATE INDEX checkpoints_by_created ON checkpoints (thread_id, created_at)",))
+    nxt = _sql.SCHEMA_VERSION + 1
+    v2 = (nxt, ("CREATE INDEX checkpoints_by_created ON checkpoints (thread_id, created_at)",))
     monkeypatch.setattr(_sql, "MIGRATIONS", (*_sql.MIGRATIONS, v2))
-    monkeypatch.setattr(_sql, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(_sql, "SCHEMA_VERSION", nxt)
     with (
         SqliteSaver.from_conn_string(path, auto_setup=False) as saver,
-        pytest.raises(SchemaMissingError, match="schema version 1"),
+        pytest.raises(SchemaMissingError, match=f"schema version {nxt - 1}"),
     ):
         saver.get_tuple(cfg())
     with SqliteSaver.from_conn_string(path) as saver:  # auto setup migrates
         assert saver.get(cfg()) == {"a": 2}
         assert len(list(saver.list(cfg()))) == 2
-    assert raw(path, "SELECT version FROM threadline_migrations ORDER BY version") == [(1,), (2,)]
+    assert raw(path, "SELECT version FROM threadline_migrations ORDER BY version") == [
+        *ALL_VERSIONS,
+        (nxt,),
+    ]
     assert raw(path, "SELECT name FROM sqlite_master WHERE name = 'checkpoints_by_created'")
-    monkeypatch.undo()  # the code of version 1 again
+    monkeypatch.undo()  # the code of the version before again
     with (
         SqliteSaver.from_conn_string(path) as saver,
-        pytest.raises(SchemaVersionError, match="version 2"),
+        pytest.raises(SchemaVersionError, match=f"version {nxt}"),
     ):
         saver.get_tuple(cfg())
 

@@ -17,13 +17,17 @@ __all__ = [
     "GraphInterrupt",
     "GraphRecursionError",
     "GraphValidationError",
+    "InvalidArgumentError",
     "InvalidUpdateError",
+    "LeaseLostError",
     "MissingVersionError",
     "NoCheckpointerError",
     "ParentCommand",
+    "ReducerTypeError",
     "SchemaMissingError",
     "SchemaVersionError",
     "SerializationError",
+    "ThreadBusyError",
     "ThreadNotFoundError",
     "ThreadlineError",
 ]
@@ -62,16 +66,30 @@ class ThreadNotFoundError(ThreadlineError, LookupError):
 
 
 class CheckpointConflictError(ThreadlineError):
-    """Another writer moved the thread's head first; nothing of this step was stored.
+    """Another writer moved the thread's head first; nothing of the failed step was stored.
 
-    Reload the thread (``get_state``) and decide whether to run again.
+    ``stored`` lists the checkpoints the failing run had committed before (oldest first; empty
+    when it stored nothing) and ``input_checkpoint_id`` is the one holding its input, if that
+    landed: retrying the same input then applies it twice, unless it is sent with an
+    ``idempotency_key`` (see docs/checkpointers.md, "Safe retries").
     """
 
-    def __init__(self, message: str, *, thread_id: str, expected: str | None, actual: str | None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        thread_id: str,
+        expected: str | None,
+        actual: str | None,
+        stored: tuple[str, ...] = (),
+        input_checkpoint_id: str | None = None,
+    ):
         super().__init__(message)
         self.thread_id = thread_id
         self.expected = expected
         self.actual = actual
+        self.stored = stored
+        self.input_checkpoint_id = input_checkpoint_id
 
 
 class BaseCheckpointGoneError(CheckpointConflictError):
@@ -128,3 +146,44 @@ class ParentCommand(ThreadlineError):
     def __init__(self, command: Any) -> None:
         super().__init__("a subgraph node routed its parent graph")
         self.command = command
+
+
+class ThreadBusyError(CheckpointConflictError):
+    """Another run holds the thread's writer lease; nothing was stored.
+
+    Raised at once with ``on_busy="raise"``, or after ``lease_timeout`` seconds of waiting with
+    ``on_busy="wait"``. ``holder`` is the lease's owner and ``expires_at`` (a Unix time) when
+    it runs out unless renewed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        thread_id: str,
+        holder: str | None,
+        expires_at: float | None,
+    ) -> None:
+        super().__init__(message, thread_id=thread_id, expected=None, actual=None)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLostError(CheckpointConflictError):
+    """A commit fenced off: the writer's lease of the thread expired and another writer took
+    it over (or it was released). Nothing of this commit was stored."""
+
+    def __init__(self, message: str, *, thread_id: str, epoch: int | None) -> None:
+        super().__init__(message, thread_id=thread_id, expected=None, actual=None)
+        self.epoch = epoch
+
+
+class InvalidArgumentError(ThreadlineError, ValueError):
+    """An argument of a checkpointer or graph method has the wrong type or value (a thread
+    id, a namespace, a config, a limit); the message says what is accepted."""
+
+
+class ReducerTypeError(InvalidUpdateError, TypeError):
+    """A state key's reducer could not combine the current value with a node's update (e.g.
+    ``operator.add`` of a list and a str); the message names the key, the writer and both
+    types."""

@@ -7,12 +7,16 @@ everything about encoding, deltas, caching and decoding is shared.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
+import functools
+import inspect
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +27,7 @@ from ..errors import (
     CheckpointConflictError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    InvalidArgumentError,
     MissingVersionError,
     ThreadlineError,
 )
@@ -42,6 +47,20 @@ from .encoding import (
     decoded_estimate,
     encode_changes,
 )
+from .lease import (
+    DEFAULT_LEASE_TIMEOUT,
+    DEFAULT_LEASE_TTL,
+    Lease,
+    LeaseOp,
+    LeaseRenewer,
+    LeaseState,
+    busy_error,
+    check_lease_timeout,
+    check_lease_ttl,
+    check_on_busy,
+    new_owner,
+    wait_delay,
+)
 from .serde import MsgpackSerializer, Serializer
 from .types import (
     ChannelChange,
@@ -59,14 +78,17 @@ from .types import (
 )
 
 __all__ = [
+    "MAX_ID_BYTES",
     "BaseCheckpointSaver",
     "base_gone_error",
     "borrowed_base",
+    "check_config",
     "conflict_error",
     "metadata_matches",
     "missing_head_error",
     "parse_config",
     "validate_filter",
+    "validate_ns",
     "validate_thread_id",
 ]
 
@@ -80,32 +102,177 @@ HEAD_CACHE_SIZE = 10_000
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 
-def validate_thread_id(thread_id: object) -> str:
-    """Return ``thread_id`` if it is a non-empty string, else raise a ``ValueError`` saying how."""
-    if not isinstance(thread_id, str) or not thread_id:
-        raise ValueError(
-            f"thread_id must be a non-empty string, got {thread_id!r} ({type(thread_id).__name__});"
-            f" pass str(...) of your id, e.g. {{'configurable': {{'thread_id': str(my_id)}}}}"
+MAX_ID_BYTES = 1024
+"""Longest thread id or checkpoint namespace accepted, in bytes of UTF-8 (1 KiB)."""
+
+
+def _check_text(what: str, value: str, example: str) -> None:
+    """The rules every backend applies to ids: valid UTF-8 text, no NUL, at most 1 KiB."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"{what} {value!r} is not valid text: it holds a lone surrogate (often the sign of"
+            f" bytes decoded with errors='surrogateescape'); pass proper text, e.g. {example}"
+        ) from None
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            f"{what} {value!r} holds a NUL character, which no database stores in text; remove"
+            f" it, e.g. {example}"
         )
+    if size > MAX_ID_BYTES:
+        raise InvalidArgumentError(
+            f"{what} is {size} bytes of UTF-8, more than the {MAX_ID_BYTES} allowed"
+            f" ({value[:40]!r}...); use a shorter id, e.g. a hash of it: {example}"
+        )
+
+
+def validate_thread_id(thread_id: object) -> str:
+    """``thread_id`` as the string stored: a non-empty ``str`` (at most :data:`MAX_ID_BYTES`
+    of UTF-8, no NUL, no lone surrogate) or a :class:`uuid.UUID` (its canonical string).
+
+    Anything else raises :class:`~threadline.errors.InvalidArgumentError` (a ``ValueError``)."""
+    if isinstance(thread_id, uuid.UUID):
+        return str(thread_id)
+    if not isinstance(thread_id, str) or not thread_id:
+        raise InvalidArgumentError(
+            f"thread_id must be a non-empty string or a uuid.UUID, got {thread_id!r}"
+            f" ({type(thread_id).__name__}); pass str(...) of your id, e.g."
+            " {'configurable': {'thread_id': str(my_id)}}"
+        )
+    _check_text("thread_id", thread_id, "hashlib.sha256(my_id.encode()).hexdigest()")
     return thread_id
+
+
+def validate_ns(ns: object) -> str:
+    """A checkpoint namespace: a string ("" for the root graph), under the thread id's rules."""
+    if ns is None:
+        return ""
+    if not isinstance(ns, str):
+        raise InvalidArgumentError(
+            f'checkpoint_ns must be a string ("" for the root graph), got {ns!r}'
+            f" ({type(ns).__name__})"
+        )
+    if ns:
+        _check_text("checkpoint_ns", ns, "'' for the root graph")
+    return ns
+
+
+def check_config(config: object, what: str = "config") -> Mapping[str, Any]:
+    """``config`` if it is a mapping (None: empty), else a clear error instead of an
+    AttributeError deep inside."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise InvalidArgumentError(
+            f"{what} must be a dict like {{'configurable': {{'thread_id': '...'}}}}, got"
+            f" {config!r} ({type(config).__name__})"
+        )
+    configurable = config.get("configurable")
+    if configurable is not None and not isinstance(configurable, Mapping):
+        raise InvalidArgumentError(
+            f"{what}['configurable'] must be a dict like {{'thread_id': '...'}}, got"
+            f" {configurable!r} ({type(configurable).__name__})"
+        )
+    return config
 
 
 def parse_config(config: RunnableConfig | None) -> tuple[str, str, str | None]:
     """``(thread_id, checkpoint_ns, checkpoint_id)`` from a config dict, validated."""
-    configurable = (config or {}).get("configurable") or {}
+    configurable = check_config(config).get("configurable") or {}
     if "thread_id" not in configurable:
-        raise ValueError(
+        raise InvalidArgumentError(
             "config has no thread_id; pass {'configurable': {'thread_id': '...'}} to say which"
             " thread to use"
         )
     thread_id = validate_thread_id(configurable["thread_id"])
-    ns = configurable.get("checkpoint_ns") or ""
+    ns = validate_ns(configurable.get("checkpoint_ns") or "")
     checkpoint_id = configurable.get("checkpoint_id") or None
-    if not isinstance(ns, str):
-        raise ValueError(f"checkpoint_ns must be a string, got {ns!r}")
     if checkpoint_id is not None and not isinstance(checkpoint_id, str):
-        raise ValueError(f"checkpoint_id must be a string, got {checkpoint_id!r}")
+        raise InvalidArgumentError(
+            f"checkpoint_id must be a string, got {checkpoint_id!r}; pass the id a checkpoint's"
+            " config holds"
+        )
     return thread_id, ns, checkpoint_id
+
+
+def _int_arg(name: str, value: object, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an int >= {minimum}" + (" or None" if optional else "")
+        raise InvalidArgumentError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _thread_ids(thread_ids: object) -> list[str]:
+    if isinstance(thread_ids, str | uuid.UUID) or not isinstance(thread_ids, Iterable):
+        raise InvalidArgumentError(
+            f"thread_ids must be a list of thread ids, got {thread_ids!r}; pass [{thread_ids!r}]"
+            " for one thread"
+        )
+    return [validate_thread_id(t) for t in thread_ids]
+
+
+def _checked_list_threads(
+    self: Any, *, filter: Any = None, limit: Any = None, offset: Any = 0
+) -> dict[str, Any]:
+    _int_arg("limit", limit, 0, optional=True)
+    _int_arg("offset", offset, 0)
+    return {"filter": validate_filter(filter), "limit": limit, "offset": offset}
+
+
+# Thread operations are implemented by each backend; their arguments are checked here, once,
+# by wrapping each backend's method (see BaseCheckpointSaver.__init_subclass__), so every
+# backend accepts and refuses exactly the same calls.
+def _wrap_thread_ops(cls: type) -> None:
+    def wrap(name: str, check: Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        fn = cls.__dict__.get(name)
+        if fn is None or getattr(fn, "_checked", False):
+            return
+        if inspect.iscoroutinefunction(fn):
+
+            async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+                args, kwargs = check(*args, **kwargs)
+                return await fn(self, *args, **kwargs)
+
+            wrapped: Any = functools.wraps(fn)(acall)
+        else:
+
+            def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                args, kwargs = check(*args, **kwargs)
+                return fn(self, *args, **kwargs)
+
+            wrapped = functools.wraps(fn)(call)
+        wrapped._checked = True
+        setattr(cls, name, wrapped)
+
+    def one_thread(thread_id: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (validate_thread_id(thread_id),), {}
+
+    def two_threads(source: Any, target: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (validate_thread_id(source), validate_thread_id(target)), {}
+
+    def listing(**kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        unknown = set(kwargs) - {"filter", "limit", "offset"}
+        if unknown:
+            raise InvalidArgumentError(
+                f"list_threads() takes filter=, limit= and offset=, not {', '.join(unknown)}"
+            )
+        return (), _checked_list_threads(None, **kwargs)
+
+    def pruning(thread_ids: Any, *, keep_last: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        ids = _thread_ids(thread_ids)
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise InvalidArgumentError(
+                f"keep_last must be an int of at least 1 (the head), got {keep_last!r}"
+            )
+        return (ids,), {"keep_last": keep_last}
+
+    for prefix in ("", "a"):
+        wrap(prefix + "delete_thread", one_thread)
+        wrap(prefix + "copy_thread", two_threads)
+        wrap(prefix + "list_threads", listing)
+        wrap(prefix + "prune", pruning)
 
 
 def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -113,10 +280,12 @@ def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
     if not filter:
         return {}
     if not isinstance(filter, Mapping):
-        raise ValueError(f"filter must be a mapping of metadata keys to values, got {filter!r}")
+        raise InvalidArgumentError(
+            f"filter must be a mapping of metadata keys to values, got {filter!r}"
+        )
     for key in filter:
         if not isinstance(key, str) or not _FILTER_KEY.match(key):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"invalid metadata filter key {key!r}: keys are identifiers of letters, digits,"
                 " '_', '.' and '-' (at most 128 characters)"
             )
@@ -213,11 +382,22 @@ class BaseCheckpointSaver:
         cache_bytes: bound of the process-local cache of decoded channel versions.
         snapshot_ratio: write a snapshot instead of a delta once the deltas since the last
             snapshot exceed this many times its size.
+        lease_ttl: seconds a run's writer lease of its thread lasts unless renewed (runs renew
+            it while they run): how long a crashed run keeps others off its thread.
+        on_busy: what a run does when another run holds its thread's lease: ``"wait"`` for
+            it (default, at most ``lease_timeout`` seconds) or ``"raise"``
+            :class:`~threadline.errors.ThreadBusyError` at once. Per call:
+            ``{"configurable": {"on_busy": ..., "lease_timeout": ...}}``.
+        lease_timeout: seconds a run waits for a busy thread before raising.
     """
 
     #: Backends with only one flavour name the other one here for error messages.
     sync_twin: str | None = None
     async_twin: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _wrap_thread_ops(cls)
 
     def __init__(
         self,
@@ -227,9 +407,16 @@ class BaseCheckpointSaver:
         auto_sweep: bool = True,
         cache_bytes: int | None = 64 * 1024 * 1024,
         snapshot_ratio: float = DEFAULT_SNAPSHOT_RATIO,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        on_busy: str = "wait",
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     ) -> None:
         if ttl is not None and ttl <= 0:
             raise ValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        self.lease_ttl = check_lease_ttl(lease_ttl)
+        self.on_busy = check_on_busy(on_busy)
+        self.lease_timeout = check_lease_timeout(lease_timeout)
+        self._renewer: LeaseRenewer | None = None
         self.serde: Serializer = serde if serde is not None else MsgpackSerializer()
         self.ttl = ttl
         self.auto_sweep = auto_sweep
@@ -279,6 +466,7 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
         """Atomically add the checkpoint and its versions and move the head from ``expected_head``.
 
@@ -286,6 +474,8 @@ class BaseCheckpointSaver:
         Raise :class:`CheckpointConflictError` (storing nothing) when the head is elsewhere,
         and :func:`base_gone_error` when :func:`borrowed_base` names a checkpoint no longer
         stored (checked atomically with the commit, so no prune can remove it meanwhile).
+        With ``lease``, do what :class:`LeaseOp` says in the same transaction (setting
+        ``lease.lease.epoch`` / ``expires_at`` when it takes or renews the lease).
         """
         raise self._no_sync()
 
@@ -296,8 +486,19 @@ class BaseCheckpointSaver:
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        """Add pending writes (ignoring ones already stored) if the head is ``expected_head``."""
+        """Add pending writes (ignoring ones already stored) if the head is ``expected_head``
+        (and, with ``lease``, if its epoch is still the thread's)."""
+        raise self._no_sync()
+
+    def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        """Take the thread's lease if nobody else holds it (bumping its epoch)."""
+        raise self._no_sync()
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        """Extend (or, with ``release``, release) the lease of ``epoch``: its new expiry, or
+        None when that epoch no longer holds it."""
         raise self._no_sync()
 
     async def _aread_checkpoint(
@@ -333,6 +534,7 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
         raise self._no_async()
 
@@ -343,6 +545,7 @@ class BaseCheckpointSaver:
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
         raise self._no_async()
 
@@ -388,6 +591,14 @@ class BaseCheckpointSaver:
             return new
 
         return rebind
+
+    async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        raise self._no_async()
+
+    async def _alease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> float | None:
+        raise self._no_async()
 
     def _no_sync(self) -> _Unsupported:
         twin = f"; use {self.sync_twin} for invoke/stream" if self.sync_twin else ""
@@ -461,7 +672,8 @@ class BaseCheckpointSaver:
         draft: CheckpointDraft,
         thread_metadata: dict[str, Any] | None,
     ) -> tuple[CheckpointRow, list[VersionRow], bytes | None, float | None]:
-        validate_thread_id(thread_id)
+        thread_id = validate_thread_id(thread_id)
+        ns = validate_ns(ns)
         checkpoint_id = draft.id or new_checkpoint_id()
         binds = self._binds
 
@@ -802,27 +1014,36 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
+        lease: LeaseOp | None = None,
     ) -> Checkpoint:
         """Store a new checkpoint and move the head to it by compare-and-swap.
 
         Raises :class:`CheckpointConflictError` if the head is not ``expected_head``; then
         nothing was stored. The returned checkpoint has empty ``values`` (the caller has them).
+        ``lease`` takes, checks (fencing) or releases the thread's writer lease in the same
+        transaction: see :class:`~threadline.checkpoint.lease.LeaseOp`.
         """
         row, versions, meta, expires_at = self._prepare_commit(
             thread_id, ns, draft, thread_metadata
         )
         try:
-            seq = self._commit(row, versions, expected_head, meta, expires_at)
+            seq = self._commit(row, versions, expected_head, meta, expires_at, lease)
         except BaseCheckpointGoneError:
             alone = _standalone(draft)
             if alone is None:
                 raise
             return self.put(
-                thread_id, ns, alone, expected_head=expected_head, thread_metadata=thread_metadata
+                thread_id,
+                ns,
+                alone,
+                expected_head=expected_head,
+                thread_metadata=thread_metadata,
+                lease=lease,
             )
         except CheckpointConflictError:
-            self._forget_head(thread_id, ns)
+            self._forget_head(row.thread_id, row.ns)
             raise
+        _after_lease_commit(lease)
         if self._should_sweep():
             self.sweep_expired()
         return self._after_commit(row, seq, draft, versions)
@@ -837,14 +1058,16 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         first_idx: int = 0,
+        lease: Lease | None = None,
     ) -> None:
         """Save a task's writes against the checkpoint its step started from.
 
         Writes are numbered from ``first_idx``; a (task, index) already stored is kept as is.
+        With ``lease``, they are stored only while its epoch holds the thread's lease.
         """
-        validate_thread_id(thread_id)
+        thread_id, ns = validate_thread_id(thread_id), validate_ns(ns)
         rows = self._write_rows(thread_id, ns, checkpoint_id, task_id, writes, first_idx)
-        self._commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        self._commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, _held(lease))
 
     def fork(
         self, source: RunnableConfig, thread_id: str, *, metadata: dict[str, Any] | None = None
@@ -861,6 +1084,105 @@ class BaseCheckpointSaver:
             self.put_writes(thread_id, saved.ns, saved.id, task_id, writes, expected_head=saved.id)
         saved.values = src.checkpoint.values
         return saved
+
+    # Writer leases (see threadline.checkpoint.lease).
+
+    def new_lease(
+        self, thread_id: str, *, owner: str | None = None, ttl: float | None = None
+    ) -> Lease:
+        """A handle for the thread's writer lease, not yet taken: pass it to :meth:`put` with
+        ``LeaseOp("acquire", lease)`` to take it with the first commit (no extra round trip),
+        or to :meth:`acquire_lease`."""
+        return Lease(
+            validate_thread_id(thread_id),
+            owner or new_owner(),
+            self.lease_ttl if ttl is None else check_lease_ttl(ttl),
+        )
+
+    def acquire_lease(
+        self,
+        thread_id: str | Lease,
+        *,
+        owner: str | None = None,
+        ttl: float | None = None,
+        on_busy: str | None = None,
+        timeout: float | None = None,
+    ) -> Lease:
+        """Take the thread's writer lease, waiting while another holder has it.
+
+        ``on_busy`` and ``timeout`` default to the saver's ``on_busy`` and ``lease_timeout``;
+        raises :class:`~threadline.errors.ThreadBusyError` when the lease stays busy. Renew
+        it with :meth:`renew_lease`, release it with :meth:`release_lease`.
+        """
+        lease = (
+            thread_id
+            if isinstance(thread_id, Lease)
+            else self.new_lease(thread_id, owner=owner, ttl=ttl)
+        )
+        mode, deadline = self._busy_policy(on_busy, timeout)
+        attempt = 0
+        while True:
+            state = self._lease_acquire(lease.thread_id, lease.owner, lease.ttl)
+            if _took(lease, state):
+                return lease
+            delay = self._busy_delay(lease, state, mode, deadline, attempt, timeout)
+            time.sleep(delay)
+            attempt += 1
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Extend a held lease by its ``ttl``. False when it is no longer held (expired and
+        taken over, or released): the holder must stop writing."""
+        if not lease.held:
+            return False
+        assert lease.epoch is not None
+        expires = self._lease_renew(lease.thread_id, lease.epoch, lease.ttl, False)
+        return _renewed(lease, expires)
+
+    def release_lease(self, lease: Lease) -> bool:
+        """Release a held lease so the next writer need not wait for it to expire. False when
+        it was no longer held."""
+        if not lease.held:
+            return False
+        assert lease.epoch is not None
+        expires = self._lease_renew(lease.thread_id, lease.epoch, lease.ttl, True)
+        lease.released = True
+        return expires is not None
+
+    def blocking_lease_renewer(self) -> LeaseRenewer | None:
+        """The renewer thread, if this saver can renew from a thread of its own (sync savers,
+        the memory saver, the async PostgreSQL saver with a pool); None for one that can only
+        renew on its event loop."""
+        if type(self)._lease_renew is BaseCheckpointSaver._lease_renew:
+            return None
+        return self.lease_renewer()
+
+    def lease_renewer(self) -> LeaseRenewer:
+        """This saver's renewer thread (created on first use): renews the leases given to it
+        every ``ttl / 3`` seconds, off the graph's threads and event loop."""
+        if self._renewer is None:
+            self._renewer = LeaseRenewer(self.renew_lease)
+        return self._renewer
+
+    def _busy_policy(self, on_busy: str | None, timeout: float | None) -> tuple[str, float]:
+        mode = self.on_busy if on_busy is None else check_on_busy(on_busy)
+        wait = self.lease_timeout if timeout is None else check_lease_timeout(timeout)
+        return mode, time.monotonic() + wait
+
+    @staticmethod
+    def _busy_delay(
+        lease: Lease,
+        state: LeaseState,
+        mode: str,
+        deadline: float,
+        attempt: int,
+        timeout: float | None,
+    ) -> float:
+        """How long to sleep before asking again, or the error to raise now."""
+        if mode == "raise":
+            raise busy_error(lease.thread_id, state, None)
+        if time.monotonic() >= deadline:
+            raise busy_error(lease.thread_id, state, timeout)
+        return wait_delay(attempt, state, deadline)
 
     # Thread operations: backends implement these directly.
 
@@ -1057,23 +1379,30 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
+        lease: LeaseOp | None = None,
     ) -> Checkpoint:
         """Async :meth:`put`."""
         row, versions, meta, expires_at = self._prepare_commit(
             thread_id, ns, draft, thread_metadata
         )
         try:
-            seq = await self._acommit(row, versions, expected_head, meta, expires_at)
+            seq = await self._acommit(row, versions, expected_head, meta, expires_at, lease)
         except BaseCheckpointGoneError:
             alone = _standalone(draft)
             if alone is None:
                 raise
             return await self.aput(
-                thread_id, ns, alone, expected_head=expected_head, thread_metadata=thread_metadata
+                thread_id,
+                ns,
+                alone,
+                expected_head=expected_head,
+                thread_metadata=thread_metadata,
+                lease=lease,
             )
         except CheckpointConflictError:
-            self._forget_head(thread_id, ns)
+            self._forget_head(row.thread_id, row.ns)
             raise
+        _after_lease_commit(lease)
         if self._should_sweep():
             await self.asweep_expired()
         return self._after_commit(row, seq, draft, versions)
@@ -1088,11 +1417,12 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         first_idx: int = 0,
+        lease: Lease | None = None,
     ) -> None:
         """Async :meth:`put_writes`."""
-        validate_thread_id(thread_id)
+        thread_id, ns = validate_thread_id(thread_id), validate_ns(ns)
         rows = self._write_rows(thread_id, ns, checkpoint_id, task_id, writes, first_idx)
-        await self._acommit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        await self._acommit_writes(thread_id, ns, checkpoint_id, rows, expected_head, _held(lease))
 
     async def afork(
         self, source: RunnableConfig, thread_id: str, *, metadata: dict[str, Any] | None = None
@@ -1111,6 +1441,48 @@ class BaseCheckpointSaver:
             )
         saved.values = src.checkpoint.values
         return saved
+
+    async def aacquire_lease(
+        self,
+        thread_id: str | Lease,
+        *,
+        owner: str | None = None,
+        ttl: float | None = None,
+        on_busy: str | None = None,
+        timeout: float | None = None,
+    ) -> Lease:
+        """Async :meth:`acquire_lease`."""
+        lease = (
+            thread_id
+            if isinstance(thread_id, Lease)
+            else self.new_lease(thread_id, owner=owner, ttl=ttl)
+        )
+        mode, deadline = self._busy_policy(on_busy, timeout)
+        attempt = 0
+        while True:
+            state = await self._alease_acquire(lease.thread_id, lease.owner, lease.ttl)
+            if _took(lease, state):
+                return lease
+            delay = self._busy_delay(lease, state, mode, deadline, attempt, timeout)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def arenew_lease(self, lease: Lease) -> bool:
+        """Async :meth:`renew_lease`."""
+        if not lease.held:
+            return False
+        assert lease.epoch is not None
+        expires = await self._alease_renew(lease.thread_id, lease.epoch, lease.ttl, False)
+        return _renewed(lease, expires)
+
+    async def arelease_lease(self, lease: Lease) -> bool:
+        """Async :meth:`release_lease`."""
+        if not lease.held:
+            return False
+        assert lease.epoch is not None
+        expires = await self._alease_renew(lease.thread_id, lease.epoch, lease.ttl, True)
+        lease.released = True
+        return expires is not None
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""
@@ -1143,6 +1515,31 @@ class BaseCheckpointSaver:
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
+
+
+def _took(lease: Lease, state: LeaseState) -> bool:
+    if not state.acquired:
+        return False
+    lease.epoch, lease.released = state.epoch, False
+    lease.expires_at = state.expires_at or 0.0
+    return True
+
+
+def _renewed(lease: Lease, expires: float | None) -> bool:
+    if expires is None:
+        return False
+    lease.expires_at = expires
+    return True
+
+
+def _after_lease_commit(op: LeaseOp | None) -> None:
+    if op is not None and op.mode == "release":
+        op.lease.released = True
+
+
+def _held(lease: Lease | None) -> Lease | None:
+    """The lease a write is fenced by: only one that was taken (a check-only writer's is not)."""
+    return lease if lease is not None and lease.epoch is not None else None
 
 
 def _fork_plan(

@@ -22,6 +22,7 @@ from .base import (
     validate_thread_id,
 )
 from .binding import COLUMNS, StoredValue
+from .lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
 from .types import CheckpointRow, ThreadInfo, VersionRow, WriteRow, to_datetime
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -54,6 +55,8 @@ class InMemorySaver(BaseCheckpointSaver):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._threads: dict[str, _Thread] = {}
+        # Leases outlive their thread's deletion: epochs must only grow (see lease.py).
+        self._leases: dict[str, LeaseRow] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ primitives
@@ -140,8 +143,11 @@ class InMemorySaver(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
         with self._lock:
+            now = time.time()
+            self._check_lease(row.thread_id, lease, now)
             thread = self._threads.get(row.thread_id)
             head = None if thread is None else thread.heads.get(row.ns)
             if head != expected_head:
@@ -149,6 +155,7 @@ class InMemorySaver(BaseCheckpointSaver):
             base = borrowed_base(row, versions, expected_head)
             if base is not None and (thread is None or base not in thread.checkpoints):
                 raise base_gone_error(row.thread_id, row)
+            self._renew_in_commit(row.thread_id, lease, now)
             if thread is None:
                 thread = self._threads[row.thread_id] = _Thread(row.created_at, row.created_at)
             thread.seq += 1
@@ -172,8 +179,11 @@ class InMemorySaver(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
         with self._lock:
+            if lease is not None:
+                self._check_lease(thread_id, LeaseOp("hold", lease), time.time())
             thread = self._threads.get(thread_id)
             head = None if thread is None else thread.heads.get(ns)
             if thread is None or head != expected_head:
@@ -184,6 +194,65 @@ class InMemorySaver(BaseCheckpointSaver):
             bucket = thread.writes.setdefault((ns, checkpoint_id), {})
             for w in rows:
                 bucket.setdefault((w.task_id, w.idx), w)
+
+    def _check_lease(self, thread_id: str, op: LeaseOp | None, now: float) -> None:
+        """The lease part of a commit, before its compare-and-swap (under the lock)."""
+        if op is None:
+            return
+        current = self._leases.get(thread_id)
+        if op.mode == "acquire":
+            row, state = take(current, op.lease.owner, op.lease.ttl, now)
+            if not state.acquired:
+                raise busy_error(thread_id, state, None)
+            self._leases[thread_id] = row
+            op.lease.epoch, op.lease.expires_at, op.lease.released = (
+                row.epoch,
+                row.expires_at,
+                False,
+            )
+        elif op.mode == "check":
+            if current is not None and current.busy_for("", now):
+                raise busy_error(
+                    thread_id,
+                    LeaseState(False, current.epoch, current.owner, current.expires_at),
+                    None,
+                )
+        elif current is None or current.owner is None or current.epoch != op.lease.epoch:
+            raise lease_lost(thread_id, op.lease.epoch)
+
+    def _renew_in_commit(self, thread_id: str, op: LeaseOp | None, now: float) -> None:
+        if op is None or op.mode not in ("hold", "release"):
+            return
+        row = self._leases[thread_id]
+        if op.mode == "release":
+            row.owner, row.expires_at = None, 0.0
+        else:
+            row.expires_at = op.lease.expires_at = now + op.lease.ttl
+
+    def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        with self._lock:
+            row, state = take(self._leases.get(thread_id), owner, ttl, time.time())
+            self._leases[thread_id] = row
+            return state
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        with self._lock:
+            row = self._leases.get(thread_id)
+            if row is None or row.owner is None or row.epoch != epoch:
+                return None
+            if release:
+                row.owner, row.expires_at = None, 0.0
+            else:
+                row.expires_at = time.time() + ttl
+            return row.expires_at
+
+    async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return self._lease_acquire(thread_id, owner, ttl)
+
+    async def _alease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> float | None:
+        return self._lease_renew(thread_id, epoch, ttl, release)
 
     # Async primitives run the sync ones: nothing here blocks.
 
@@ -213,8 +282,9 @@ class InMemorySaver(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        return self._commit(row, versions, expected_head, thread_metadata, expires_at)
+        return self._commit(row, versions, expected_head, thread_metadata, expires_at, lease)
 
     async def _acommit_writes(
         self,
@@ -223,8 +293,9 @@ class InMemorySaver(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        self._commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        self._commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
 
     # ------------------------------------------------------------------ thread operations
 

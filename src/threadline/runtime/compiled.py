@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
+from ..checkpoint.base import BaseCheckpointSaver, check_config, parse_config, validate_thread_id
+from ..checkpoint.lease import LeaseOp
 from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
 from ..errors import (
     CheckpointConflictError,
     EmptyInputError,
     GraphInterrupt,
     NoCheckpointerError,
+    ThreadBusyError,
 )
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
@@ -24,6 +26,7 @@ from ..types import Command, StateSnapshot, StateTask
 from .context import ParentLink, running_task
 from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
+from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
 
@@ -182,6 +185,7 @@ class CompiledStateGraph:
         durability: str | None,
         subgraphs: bool,
     ) -> _Options:
+        check_config(config)
         single = isinstance(stream_mode, str)
         modes = (stream_mode,) if isinstance(stream_mode, str) else tuple(stream_mode)
         for mode in modes:
@@ -212,6 +216,9 @@ class CompiledStateGraph:
             thread_id, ns, _ = parse_config(config)
         elif "thread_id" in configurable or "checkpoint_id" in configurable:
             raise self._no_checkpointer("passing a thread_id")
+        key = idempotency_key(config)
+        if key is not None:  # stored with the run's checkpoints: a retry finds its input
+            config["metadata"] = {**(config.get("metadata") or {}), "idempotency_key": key}
         limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"recursion_limit must be a positive int, got {limit!r}")
@@ -360,24 +367,42 @@ class CompiledStateGraph:
         self, core: RunCore, config: RunnableConfig, values: Any, as_node: str | None
     ) -> Procedure[RunnableConfig]:
         thread_id, ns, checkpoint_id = parse_config(config)
-        opened: Opened = yield from open_thread(thread_id, ns, checkpoint_id)
-        core.load(opened.loaded, is_head=opened.is_head)
-        if opened.loaded is not None:
-            core.set_last_node(opened.loaded.checkpoint.metadata.get("nodes") or [])
-        core.apply_update(values, as_node)
-        head = opened.head
-        refs = {} if opened.loaded is None else opened.loaded.checkpoint.refs
-        for op in core.take_outbox():
-            if isinstance(op, SaveCheckpoint):
-                op.draft.base_refs = refs
-                saved = yield ("put", (thread_id, ns, op.draft), {"expected_head": head})
-                head, refs = saved.id, saved.refs
-            else:
-                yield (
-                    "put_writes",
-                    (thread_id, ns, op.checkpoint_id, op.task_id, op.writes),
-                    {"expected_head": head, "first_idx": op.first_idx},
-                )
+        # A writer like any run: under the thread's lease, so it waits for a running run
+        # instead of breaking it (inside a run's own task it writes under that run's lease).
+        task = running_task()
+        parent = None if task is None or task.parent is None else task.parent
+        lease: RunLease | None = None
+        held = parent.lease if parent is not None and parent.thread_id == thread_id else None
+        if held is None:
+            lease = RunLease(self._saver("update_state()"), thread_id, config)
+            yield from lease.acquire()
+            held = lease.lease
+        try:
+            opened: Opened = yield from open_thread(thread_id, ns, checkpoint_id)
+            core.load(opened.loaded, is_head=opened.is_head)
+            if opened.loaded is not None:
+                core.set_last_node(opened.loaded.checkpoint.metadata.get("nodes") or [])
+            core.apply_update(values, as_node)
+            head = opened.head
+            refs = {} if opened.loaded is None else opened.loaded.checkpoint.refs
+            for op in core.take_outbox():
+                if isinstance(op, SaveCheckpoint):
+                    op.draft.base_refs = refs
+                    saved = yield (
+                        "put",
+                        (thread_id, ns, op.draft),
+                        {"expected_head": head, "lease": LeaseOp("hold", held)},
+                    )
+                    head, refs = saved.id, saved.refs
+                else:
+                    yield (
+                        "put_writes",
+                        (thread_id, ns, op.checkpoint_id, op.task_id, op.writes),
+                        {"expected_head": head, "first_idx": op.first_idx, "lease": held},
+                    )
+        finally:
+            if lease is not None:
+                yield ("release_lease", (lease.lease,), {})
         return core.current_config()
 
     def fork(self, config: RunnableConfig, thread_id: str) -> RunnableConfig:
@@ -517,6 +542,9 @@ class _RunBase:
         self.events: queue.SimpleQueue[tuple[tuple[str, ...], str, Any]] = queue.SimpleQueue()
         self.ns: tuple[str, ...] = tuple(core.ns.split("|")) if core.ns else ()
         self.link: ParentLink | None = None
+        self.lease: RunLease | None = None
+        if saver is not None and core.thread_id is not None and child is None:
+            self.lease = RunLease(saver, core.thread_id, config)
         if saver is not None and core.thread_id is not None:
             self.link = ParentLink(
                 saver=saver,
@@ -526,6 +554,7 @@ class _RunBase:
                 modes=opts.modes,
                 subgraphs=opts.subgraphs,
                 emit=self.emit_from,
+                lease=self._writer_lease(),
             )
 
     def emit(self, mode: str, chunk: Any) -> None:
@@ -674,7 +703,48 @@ class _RunBase:
             None if opened is None else opened.head,
             {} if loaded is None else loaded.checkpoint.refs,
             dict(meta) if isinstance(meta, Mapping) else None,
+            self._writer_lease(),
+            self.lease is not None,
         )
+
+    def _writer_lease(self) -> Any:
+        """The lease this run writes under: its own, or its parent run's."""
+        if self.lease is not None:
+            return self.lease.lease
+        link = None if self.child is None else self.child.link
+        return None if link is None else link.lease
+
+    def lease_first(self) -> Procedure[None]:
+        """Before the run opens its thread: take the lease with a round trip of its own, unless
+        its first commit (the input checkpoint, before any node runs) can take it. Then, for
+        input sent with an idempotency key, skip the input if it already landed."""
+        if self.lease is None:
+            return
+        key = idempotency_key(self.config)
+        if not self.optimistic() or key is not None:
+            yield from self.lease.acquire()
+        thread_id = self.core.thread_id
+        if key is not None and thread_id is not None:
+            landed = yield from input_landed(thread_id, self.core.ns, key)
+            if landed:
+                self.input = None  # continue the thread from where that run got
+
+    def retry_start(self, exc: CheckpointConflictError, opened: Opened | None) -> Procedure[bool]:
+        """After the first commit failed: whether to start over from a fresh read.
+
+        A busy thread: wait for the lease (or raise, per ``on_busy``), then start over. A
+        moved head: start over if the run started from a cached head, or now holds the lease
+        (which it took in that commit: the thread cannot move again under it).
+        """
+        lease = self.lease
+        if isinstance(exc, ThreadBusyError) and lease is not None and not lease.lease.held:
+            yield from lease.acquire()
+            return True
+        if type(exc) is not CheckpointConflictError:
+            return False
+        held = lease is not None and lease.lease.held and not self._retried
+        self._retried = self._retried or held
+        return held or (opened is not None and opened.cached)
 
     def open(self, optimistic: bool) -> Procedure[Opened | None]:
         core = self.core
@@ -699,6 +769,8 @@ class _RunBase:
             and not isinstance(self.input, Command)
         )
 
+    _retried = False
+
     def restart(self) -> None:
         """Forget everything begun: the cached head this run started from was stale."""
         self.core, self.config = self.graph._core(self.config, self.opts, self.saver)
@@ -707,7 +779,12 @@ class _RunBase:
 
 class _SyncRun(_RunBase):
     def __iter__(self) -> Iterator[Any]:
-        persister = self._start()
+        try:
+            persister = self._start()
+        except BaseException:
+            if self.lease is not None:
+                self.lease.end()
+            raise
         try:
             yield from self.drain()
             while True:
@@ -727,8 +804,12 @@ class _SyncRun(_RunBase):
                 self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
             yield from self.drain()
         finally:
-            if persister is not None:
-                persister.close()
+            try:
+                if persister is not None:
+                    persister.close()
+            finally:
+                if self.lease is not None:
+                    self.lease.end()
         self.finish()
 
     def _start(self) -> Persister | None:
@@ -738,6 +819,7 @@ class _SyncRun(_RunBase):
             self.begin(None)
             self._save(None)
             return None
+        drive(self.lease_first(), saver)
         optimistic = self.optimistic()
         while True:
             opened = drive(self.open(optimistic), saver)
@@ -747,10 +829,12 @@ class _SyncRun(_RunBase):
             )
             try:
                 self._save(persister)
+                if self.lease is not None:
+                    self.lease.started()
                 return persister
-            except CheckpointConflictError:
+            except CheckpointConflictError as exc:
                 persister.close()
-                if opened is None or not opened.cached:
+                if not drive(self.retry_start(exc, opened), saver):
                     raise
                 self.restart()
                 optimistic = False
@@ -821,7 +905,12 @@ class _AsyncRun(_RunBase):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
-        persister = await self._start()
+        try:
+            persister = await self._start()
+        except BaseException:
+            if self.lease is not None:
+                await self.lease.aend()
+            raise
         try:
             for chunk in self.drain():
                 yield chunk
@@ -845,8 +934,12 @@ class _AsyncRun(_RunBase):
             for chunk in self.drain():
                 yield chunk
         finally:
-            if persister is not None:
-                await persister.close()
+            try:
+                if persister is not None:
+                    await persister.close()
+            finally:
+                if self.lease is not None:
+                    await self.lease.aend()
         self.finish()
 
     async def _start(self) -> AsyncPersister | None:
@@ -856,6 +949,7 @@ class _AsyncRun(_RunBase):
             self.begin(None)
             await self._save(None)
             return None
+        await adrive(self.lease_first(), saver)
         optimistic = self.optimistic()
         while True:
             opened = await adrive(self.open(optimistic), saver)
@@ -865,10 +959,12 @@ class _AsyncRun(_RunBase):
             )
             try:
                 await self._save(persister)
+                if self.lease is not None:
+                    self.lease.astarted()
                 return persister
-            except CheckpointConflictError:
+            except CheckpointConflictError as exc:
                 await persister.close()
-                if opened is None or not opened.cached:
+                if not await adrive(self.retry_start(exc, opened), saver):
                     raise
                 self.restart()
                 optimistic = False

@@ -35,6 +35,7 @@ class ParentLink:
     modes: tuple[str, ...]
     subgraphs: bool
     emit: Callable[[str, Any, tuple[str, ...]], None]
+    lease: Any = None  # the thread's writer lease the parent run holds: children write under it
 
 
 @dataclass

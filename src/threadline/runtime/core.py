@@ -26,7 +26,13 @@ from ..checkpoint.types import (
     make_config,
     new_checkpoint_id,
 )
-from ..errors import GraphRecursionError, InvalidUpdateError, ParentCommand, ThreadlineError
+from ..errors import (
+    GraphRecursionError,
+    InvalidUpdateError,
+    ParentCommand,
+    ReducerTypeError,
+    ThreadlineError,
+)
 from ..graph.schema import StateSchema
 from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..types import Command, Interrupt, Send
@@ -478,8 +484,10 @@ class RunCore:
     def _apply(self, writes: Sequence[tuple[str, Sequence[tuple[str, Any]]]]) -> None:
         single_writer: dict[str, str] = {}
         grouped: dict[str, list[Any]] = {}
+        writers: dict[str, list[str]] = {}
         for who, pairs in writes:
             for key, value in pairs:
+                writers.setdefault(key, []).append(who)
                 spec = self.schema.channels.get(key)
                 if spec is None and self.schema.kind != "dict":
                     raise InvalidUpdateError(f"{who} wrote unknown state key {key!r}")
@@ -495,7 +503,12 @@ class RunCore:
                 grouped.setdefault(key, []).append(value)
         for key, updates in grouped.items():
             old = self.values.get(key, MISSING)
-            new = self._reduce(key, old, updates, shared_ok=True)
+            try:
+                new = self._reduce(key, old, updates, shared_ok=True)
+            except TypeError as exc:
+                if isinstance(exc, ThreadlineError):
+                    raise
+                raise _reducer_error(key, old, updates, writers[key], exc) from exc
             self.values[key] = new
             self.owned.add(key)
             self._mark(key, old, new, updates)
@@ -678,6 +691,23 @@ class RunCore:
     def current_config(self) -> RunnableConfig:
         assert self.thread_id is not None
         return make_config(self.thread_id, self.ns, self.checkpoint_id or "")
+
+
+def _reducer_error(
+    key: str, old: Any, updates: list[Any], writers: list[str], exc: TypeError
+) -> ReducerTypeError:
+    """Which update the reducer choked on: the first whose type differs from the value's."""
+    i = next(
+        (i for i, u in enumerate(updates) if old is not MISSING and type(u) is not type(old)), 0
+    )
+    who = writers[i] if i < len(writers) else writers[-1]
+    current = "no value yet" if old is MISSING else type(old).__name__
+    return ReducerTypeError(
+        f"the reducer of state key {key!r} cannot combine its current value ({current}) with"
+        f" the update from {who!r} ({type(updates[i]).__name__}): {exc}. Make {who!r} return a"
+        f" value of the key's type for {key!r} (e.g. a list, [value], for a list with"
+        " operator.add)"
+    )
 
 
 def _as_targets(goto: Any) -> list[Any]:

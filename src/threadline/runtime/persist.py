@@ -13,12 +13,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver
+from ..checkpoint.lease import Lease
 from ..checkpoint.types import VersionRef
+from ..errors import CheckpointConflictError
 from .core import SaveCheckpoint, SaveOp, SaveWrites
+from .leasing import commit_lease
 
 
 class _Head:
-    """The head this run expects, and the refs of the checkpoint it last saved."""
+    """The head this run expects, and the refs of the checkpoint it last saved.
+
+    ``lease``: the thread's writer lease the run writes under (``owns``: this run took it, and
+    its commits take, renew and release it; a child run only writes under its parent's).
+    """
 
     def __init__(
         self,
@@ -28,6 +35,8 @@ class _Head:
         head: str | None,
         refs: Mapping[str, VersionRef],
         thread_metadata: dict[str, Any] | None,
+        lease: Lease | None = None,
+        owns: bool = False,
     ) -> None:
         self.saver = saver
         self.thread_id = thread_id
@@ -35,50 +44,101 @@ class _Head:
         self.head = head
         self.refs = refs
         self.thread_metadata = thread_metadata
+        self.lease = lease
+        self.owns = owns
+        self.stored: list[str] = []  # checkpoints this run committed, oldest first
+        self.input_id: str | None = None
 
     def put(self, op: SaveCheckpoint) -> None:
         op.draft.base_refs = self.refs
-        saved = self.saver.put(
-            self.thread_id,
-            self.ns,
-            op.draft,
-            expected_head=self.head,
-            thread_metadata=self.thread_metadata,
-        )
-        self.head, self.refs = saved.id, saved.refs
+        try:
+            saved = self.saver.put(
+                self.thread_id,
+                self.ns,
+                op.draft,
+                expected_head=self.head,
+                thread_metadata=self.thread_metadata,
+                lease=commit_lease(self.lease, self.owns, op.draft),
+            )
+        except CheckpointConflictError as exc:
+            raise self._what_was_stored(exc) from None
+        self._saved(op, saved.id, saved.refs)
 
     async def aput(self, op: SaveCheckpoint) -> None:
         op.draft.base_refs = self.refs
-        saved = await self.saver.aput(
-            self.thread_id,
-            self.ns,
-            op.draft,
-            expected_head=self.head,
-            thread_metadata=self.thread_metadata,
-        )
-        self.head, self.refs = saved.id, saved.refs
+        try:
+            saved = await self.saver.aput(
+                self.thread_id,
+                self.ns,
+                op.draft,
+                expected_head=self.head,
+                thread_metadata=self.thread_metadata,
+                lease=commit_lease(self.lease, self.owns, op.draft),
+            )
+        except CheckpointConflictError as exc:
+            raise self._what_was_stored(exc) from None
+        self._saved(op, saved.id, saved.refs)
+
+    def _saved(
+        self, op: SaveCheckpoint, checkpoint_id: str, refs: Mapping[str, VersionRef]
+    ) -> None:
+        self.head, self.refs = checkpoint_id, refs
+        self.stored.append(checkpoint_id)
+        if op.draft.source == "input":
+            self.input_id = checkpoint_id
+
+    def _what_was_stored(self, exc: CheckpointConflictError) -> CheckpointConflictError:
+        """Say exactly what this run had stored before the commit that failed (item 11)."""
+        exc.stored = tuple(self.stored)
+        exc.input_checkpoint_id = self.input_id
+        if not self.stored:
+            what = "This run stored nothing, so running it again is safe."
+        else:
+            steps = len(self.stored) - (self.input_id is not None)
+            parts = []
+            if self.input_id is not None:
+                parts.append(f"its input as checkpoint {self.input_id}")
+            if steps:
+                parts.append(f"{steps} step(s), the last as checkpoint {self.stored[-1]}")
+            what = (
+                f"This run had already stored {' and '.join(parts)}: sending the same input"
+                " again would apply it twice. Continue with invoke(None, config) instead, or"
+                " send inputs with {'configurable': {'idempotency_key': KEY}} so a retry of one"
+                " that landed is not applied again."
+            )
+        if exc.args and what not in str(exc.args[0]):
+            exc.args = (f"{exc.args[0]} {what}", *exc.args[1:])
+        return exc
 
     def put_writes(self, op: SaveWrites) -> None:
-        self.saver.put_writes(
-            self.thread_id,
-            self.ns,
-            op.checkpoint_id,
-            op.task_id,
-            op.writes,
-            expected_head=self.head,
-            first_idx=op.first_idx,
-        )
+        try:
+            self.saver.put_writes(
+                self.thread_id,
+                self.ns,
+                op.checkpoint_id,
+                op.task_id,
+                op.writes,
+                expected_head=self.head,
+                first_idx=op.first_idx,
+                lease=self.lease,
+            )
+        except CheckpointConflictError as exc:
+            raise self._what_was_stored(exc) from None
 
     async def aput_writes(self, op: SaveWrites) -> None:
-        await self.saver.aput_writes(
-            self.thread_id,
-            self.ns,
-            op.checkpoint_id,
-            op.task_id,
-            op.writes,
-            expected_head=self.head,
-            first_idx=op.first_idx,
-        )
+        try:
+            await self.saver.aput_writes(
+                self.thread_id,
+                self.ns,
+                op.checkpoint_id,
+                op.task_id,
+                op.writes,
+                expected_head=self.head,
+                first_idx=op.first_idx,
+                lease=self.lease,
+            )
+        except CheckpointConflictError as exc:
+            raise self._what_was_stored(exc) from None
 
 
 class Persister(_Head):

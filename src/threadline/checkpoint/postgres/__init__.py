@@ -26,9 +26,10 @@ from psycopg_pool import ConnectionPool
 from typing_extensions import Self
 
 from ..binding import StoredValue
+from ..lease import Lease, LeaseOp, LeaseState
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _values
-from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
+from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
 from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken
 
 __all__ = ["PostgresSaver"]
@@ -266,12 +267,18 @@ class PostgresSaver(PostgresCore):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        if not self.group_commit or self._commits_alone(row, versions, expected_head):
+        # A head no checkpoint could have goes alone: it only fails, and would fail a batch;
+        # so does a commit that takes or checks a lease (once per run: not worth batching),
+        # and one that must lock the checkpoint it builds on (see _commits_alone).
+        if not batchable(self.group_commit, expected_head, lease) or self._commits_alone(
+            row, versions, expected_head
+        ):
             return self._run(
-                self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+                self._c_commit(row, versions, expected_head, thread_metadata, expires_at, lease)
             )
-        pending = Pending((row, versions, expected_head, thread_metadata, expires_at))
+        pending = Pending((row, versions, expected_head, thread_metadata, expires_at, lease))
         queue, changed = self._commits, self._commits_changed
         with changed:
             queue.waiting.append(pending)
@@ -325,8 +332,15 @@ class PostgresSaver(PostgresCore):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head))
+        self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease))
+
+    def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return self._run(self._c_lease_acquire(thread_id, owner, ttl))
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        return self._run(self._c_lease_renew(thread_id, epoch, ttl, release))
 
     # ------------------------------------------------------------------ thread operations
 

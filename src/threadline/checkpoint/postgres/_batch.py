@@ -25,8 +25,9 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Dumper
 
+from ..lease import LeaseOp
 from ..types import CheckpointRow, VersionRow
-from ._core import Call, Op, PostgresCore, Proc, _id_bytes, _pack_refs
+from ._core import Call, Op, PostgresCore, Proc, _id_bytes, _pack_refs, is_id
 
 __all__ = [
     "COMMIT_MANY",
@@ -34,6 +35,7 @@ __all__ = [
     "CommitQueue",
     "Pending",
     "adapt_connection",
+    "batchable",
     "settle_batch",
 ]
 
@@ -44,9 +46,21 @@ MAX_IN_FLIGHT = 3
 """Batches in flight at once per saver: one on the server while the next one gathers and the
 runs whose commits came back go on, so the server and the process both stay busy."""
 
-CommitArgs = tuple[CheckpointRow, Sequence[VersionRow], str | None, bytes | None, float | None]
+CommitArgs = tuple[
+    CheckpointRow, Sequence[VersionRow], str | None, bytes | None, float | None, LeaseOp | None
+]
 """``_commit``'s arguments: row, versions, expected head (None: a new head), thread metadata,
-expiry."""
+expiry, lease."""
+
+_LEASE_MODE = {None: 0, "hold": 2, "release": 3}
+
+
+def batchable(group_commit: bool, expected_head: str | None, lease: LeaseOp | None) -> bool:
+    """Whether a commit may join a batch: a holder's commits (fenced, renewing or releasing
+    its lease) do; one that takes or checks a lease, or that can only fail, goes alone."""
+    if not group_commit or (expected_head is not None and not is_id(expected_head)):
+        return False
+    return lease is None or lease.mode in ("hold", "release")
 
 
 @dataclass(slots=True)
@@ -108,26 +122,36 @@ class CommitQueue:
 # Every commit of the batch in arrays, numbered by ``i``; versions point at their commit by
 # ``i``. A commit with an expected head moves it only from there (under READ COMMITTED one
 # racing another process's re-checks against the row that process wrote); one without creates
-# the head, unless it exists. Only commits that won bump or create their thread and store their
-# rows; the statement returns their ``i``. A batch holds one commit per thread, so no row is
-# touched twice.
+# the head, unless it exists. A commit of a lease holder (``lepoch``) goes only while its epoch
+# holds the lease (the row locked, as the one-commit statement does) and renews it, or releases
+# it (``lmode`` 3) once it landed. Only commits that won bump or create their thread and store
+# their rows; the statement returns their ``i``. A batch holds one commit per thread, so no row
+# is touched twice.
 COMMIT_MANY = """
 WITH c AS (
     SELECT * FROM unnest(
         %(i)s::int4[], %(tid)s::text[], %(ns)s::text[], %(id)s::uuid[], %(expected)s::uuid[],
         %(now)s::float8[], %(exp)s::float8[], %(meta)s::bytea[], %(parent)s::uuid[],
         %(step)s::int8[], %(source)s::text[], %(cmeta)s::bytea[], %(tasks)s::bytea[],
-        %(refs)s::bytea[]
-    ) AS c(i, tid, ns, id, expected, now, exp, meta, parent, step, source, cmeta, tasks, refs)
+        %(refs)s::bytea[], %(lepoch)s::int8[], %(lmode)s::int4[], %(lttl)s::float8[]
+    ) AS c(i, tid, ns, id, expected, now, exp, meta, parent, step, source, cmeta, tasks, refs,
+        lepoch, lmode, lttl)
+), fence AS (
+    SELECT c.i FROM c JOIN {leases} l
+        ON l.thread_id = c.tid AND l.epoch = c.lepoch AND l.owner IS NOT NULL
+    WHERE c.lepoch IS NOT NULL
+    FOR UPDATE OF l
 ), moved AS (
     UPDATE {heads} h SET head = c.id
     FROM c
     WHERE c.expected IS NOT NULL
         AND h.thread_id = c.tid AND h.ns = c.ns AND h.head = c.expected
+        AND (c.lepoch IS NULL OR c.i IN (SELECT i FROM fence))
     RETURNING c.i
 ), created AS (
     INSERT INTO {heads} (thread_id, ns, head)
-    SELECT c.tid, c.ns, c.id FROM c WHERE c.expected IS NULL
+    SELECT c.tid, c.ns, c.id FROM c
+    WHERE c.expected IS NULL AND (c.lepoch IS NULL OR c.i IN (SELECT i FROM fence))
     ON CONFLICT (thread_id, ns) DO NOTHING
     RETURNING thread_id
 ), bumped AS (
@@ -161,6 +185,13 @@ WITH c AS (
         %(vdata)s::bytea[]
     ) AS v(i, channel, writer, base, data)
     JOIN thr ON thr.i = v.i JOIN c ON c.i = v.i
+), renewed AS (
+    UPDATE {leases} l SET
+        expires_at = CASE WHEN c.lmode = 3 THEN 0
+            ELSE extract(epoch FROM clock_timestamp())::float8 + c.lttl END,
+        owner = CASE WHEN c.lmode = 3 THEN NULL ELSE l.owner END
+    FROM thr JOIN c ON c.i = thr.i
+    WHERE c.lepoch IS NOT NULL AND l.thread_id = c.tid
 )
 SELECT i, seq FROM thr
 """
@@ -241,7 +272,7 @@ _COMMIT_COLUMNS = (
     ("i", "int4"), ("tid", "text"), ("ns", "text"), ("id", "uuid"), ("expected", "uuid"),
     ("now", "float8"), ("exp", "float8"), ("meta", "bytea"), ("parent", "uuid"),
     ("step", "int8"), ("source", "text"), ("cmeta", "bytea"), ("tasks", "bytea"),
-    ("refs", "bytea"),
+    ("refs", "bytea"), ("lepoch", "int8"), ("lmode", "int4"), ("lttl", "float8"),
 )  # fmt: skip
 _VERSION_COLUMNS = (
     ("vi", "int4"), ("vchannel", "text"), ("vwriter", "uuid"), ("vbase", "uuid"),
@@ -253,10 +284,17 @@ def commit_many_params(batch: Sequence[CommitArgs]) -> dict[str, PackedArray]:
     """The parameters of :data:`COMMIT_MANY` for ``batch``: one array per column."""
     commits: list[tuple[Any, ...]] = []
     versions: list[tuple[Any, ...]] = []
-    for i, (row, rows, expected, meta, expires_at) in enumerate(batch):
+    for i, (row, rows, expected, meta, expires_at, lease) in enumerate(batch):
         head = (i, row.thread_id, row.ns, row.id, expected, row.created_at, expires_at, meta)
         refs = _pack_refs(row.refs, row.id)
-        commits.append((*head, row.parent_id, row.step, row.source, row.metadata, row.tasks, refs))
+        held = (
+            (None, 0, None)
+            if lease is None
+            else (lease.lease.epoch, _LEASE_MODE[lease.mode], lease.lease.ttl)
+        )
+        commits.append(
+            (*head, row.parent_id, row.step, row.source, row.metadata, row.tasks, refs, *held)
+        )
         versions.extend((i, v.channel, v.writer, v.base, v.data) for v in rows)
     params = {
         key: pack_array(kind, column) for (key, kind), column in zip(_COMMIT_COLUMNS, zip(*commits))

@@ -49,6 +49,7 @@ from ..base import (
 )
 from ..base import validate_thread_id as _validate_thread_id
 from ..encoding import chain_rows_cap
+from ..lease import Lease, LeaseOp, LeaseState, busy_error, lease_lost
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
 
@@ -461,8 +462,10 @@ class PostgresCore(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> Call[int]:
-        """The whole commit is one statement: one round trip, atomic, nothing stored on conflict.
+        """The whole commit is one statement: one round trip, atomic, nothing stored on conflict
+        (but a lease an "acquire" took stays taken).
 
         Ids that cannot be stored make the call raise ``ValueError`` when run (not here: a
         group commit builds calls for others' commits too). An expected head that is not a UUID
@@ -487,9 +490,13 @@ class PostgresCore(BaseCheckpointSaver):
                 "tasks": row.tasks,
                 "refs": _pack_refs(row.refs, row.id),
             }
+            if lease is not None:
+                params["lowner"] = lease.lease.owner
+                params["lttl"] = lease.lease.ttl
+                params["lepoch"] = lease.lease.epoch
             version_params([(v.channel, v.writer, v.base, v.data) for v in versions], params)
-        variants = q.commit_create if expected_head is None else q.commit_move
-        statement = variants[min(len(versions), INLINE_ROWS + 1)]
+        mode = "none" if lease is None else lease.mode
+        statement = q.commit(expected_head is None, min(len(versions), INLINE_ROWS + 1), mode)
         possible = expected_head is None or is_id(expected_head)
         base = None if error is not None else borrowed_base(row, versions, expected_head)
 
@@ -502,8 +509,13 @@ class PostgresCore(BaseCheckpointSaver):
                     raise base_gone_error(row.thread_id, row)
             if possible:
                 rows = yield Op(statement, params)
-                if rows:
-                    return int(rows[0][0])
+                seq, epoch, expires = rows[0]
+                if lease is not None and epoch is not None:
+                    _update_lease(lease, epoch, expires)
+                if seq is not None:
+                    return int(seq)
+                if lease is not None and epoch is None:
+                    yield from self._lease_failed(row.thread_id, lease)
             head = yield Op(q.head, (row.thread_id, row.ns))
             raise conflict_error(row.thread_id, expected_head, head[0][0] if head else None)
 
@@ -513,7 +525,13 @@ class PostgresCore(BaseCheckpointSaver):
             if error is not None:
                 return None  # it cannot have: proc raises the error
             rows = yield Op(q.checkpoint_seq, (row.thread_id, row.id))
-            return int(rows[0][0]) if rows else None
+            if not rows:
+                return None
+            if lease is not None and lease.mode == "acquire":
+                found = yield Op(q.lease, (row.thread_id,))
+                if found and found[0][0] == lease.lease.owner:
+                    _update_lease(lease, found[0][1], found[0][2])
+            return int(rows[0][0])
 
         return Call(proc, tx=base is not None, retry=False, recover=recover)
 
@@ -529,6 +547,39 @@ class PostgresCore(BaseCheckpointSaver):
             return True
         return borrowed_base(row, versions, expected_head) is not None
 
+    def _lease_failed(self, thread_id: str, op: LeaseOp) -> Proc[None]:
+        """Raise what the lease part of a failed commit means: busy, or fenced off."""
+        if op.mode in ("hold", "release"):
+            raise lease_lost(thread_id, op.lease.epoch)
+        rows = yield Op(self._q.lease, (thread_id,))
+        state = LeaseState(False, rows[0][1], rows[0][0], rows[0][2]) if rows else None
+        raise busy_error(thread_id, state, None)
+
+    def _c_lease_acquire(self, thread_id: str, owner: str, ttl: float) -> Call[LeaseState]:
+        q = self._q
+        params = {"tid": thread_id, "owner": owner, "ttl": ttl}
+
+        def proc() -> Proc[LeaseState]:
+            rows = yield Op(q.lease_acquire, params)
+            if not rows:  # another writer inserted the row meanwhile: it holds the lease
+                return LeaseState(False, None, None, None)
+            acquired, epoch, holder, expires = rows[0]
+            return LeaseState(bool(acquired), int(epoch), holder, float(expires))
+
+        return Call(proc, retry=False)
+
+    def _c_lease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> Call[float | None]:
+        q = self._q
+        params = {"tid": thread_id, "epoch": epoch, "ttl": ttl, "release": release}
+
+        def proc() -> Proc[float | None]:
+            rows = yield Op(q.lease_renew, params)
+            return float(rows[0][0]) if rows else None
+
+        return Call(proc)  # idempotent
+
     def _c_commit_writes(
         self,
         thread_id: str,
@@ -536,6 +587,7 @@ class PostgresCore(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> Call[None]:
         q = self._q
         known = is_id(checkpoint_id)
@@ -544,12 +596,14 @@ class PostgresCore(BaseCheckpointSaver):
             "ns": ns,
             "cid": checkpoint_id if known else None,  # NULL: matches no checkpoint
             "expected": expected_head,
+            "lepoch": None if lease is None else lease.epoch,
         }
+        variants = q.commit_writes if lease is None else q.commit_writes_fenced
         if known:
             write_params([(w.task_id, w.idx, w.channel, w.data) for w in rows], params)
-            statement = q.commit_writes[min(len(rows), INLINE_ROWS + 1)]
+            statement = variants[min(len(rows), INLINE_ROWS + 1)]
         else:
-            statement = q.commit_writes[0]  # nothing to insert: only the checks
+            statement = variants[0]  # nothing to insert: only the checks
 
         def proc() -> Proc[None]:
             if expected_head is not None and not is_id(expected_head):
@@ -557,7 +611,9 @@ class PostgresCore(BaseCheckpointSaver):
                 head = yield Op(q.head, (thread_id, ns))
                 raise conflict_error(thread_id, expected_head, head[0][0] if head else None)
             result = yield Op(statement, params)
-            head, thread_exists, checkpoint_exists = result[0]
+            head, thread_exists, checkpoint_exists, leased = result[0]
+            if not leased:
+                raise lease_lost(thread_id, None if lease is None else lease.epoch)
             if not thread_exists or head != expected_head:
                 raise conflict_error(thread_id, expected_head, head)
             if not checkpoint_exists:
@@ -749,6 +805,13 @@ class PostgresCore(BaseCheckpointSaver):
             return len(dead)
 
         return Call(proc, tx=True)
+
+
+def _update_lease(op: LeaseOp, epoch: int, expires: float | None) -> None:
+    if op.mode == "acquire":
+        op.lease.epoch, op.lease.released = int(epoch), False
+    if expires is not None and op.mode != "release":
+        op.lease.expires_at = float(expires)
 
 
 def _target_exists(target: str) -> ThreadlineError:

@@ -25,9 +25,11 @@ Tables (all in the saver's schema):
                             (see ``_core._pack_refs``: writers as 16 bytes).
 ``threadline_versions``     immutable channel versions: snapshots and deltas (``base``).
 ``threadline_writes``       pending writes of tasks, keyed ``(thread, ns, checkpoint, task, idx)``.
+``threadline_leases``       the writer lease of each thread: owner, epoch, expiry (server clock).
 ``threadline_migrations``   the schema versions applied.
 
-Lock order, everywhere: a thread's ``heads`` rows before its ``threads`` row. A commit moves
+Lock order, everywhere: a thread's ``leases`` row before its ``heads`` rows, and those before
+its ``threads`` row. A commit moves
 the head (locking that row) and then bumps the thread's ``seq``; deletions lock or delete the
 heads first, so a commit racing a deletion fails its CAS instead of deadlocking or leaving a
 head without its checkpoint.
@@ -130,6 +132,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "writer leases",
+        (
+            # One row per thread that ever had a lease; kept when released (owner NULL) and
+            # when the thread is deleted, so epochs only grow (see checkpoint/lease.py).
+            """CREATE TABLE IF NOT EXISTS {leases} (
+                epoch int8 NOT NULL,
+                expires_at float8 NOT NULL,
+                thread_id text PRIMARY KEY,
+                owner text
+            ) WITH (fillfactor = 70)""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -140,6 +156,7 @@ _TABLES = {
     "checkpoints": "threadline_checkpoints",
     "versions": "threadline_versions",
     "writes": "threadline_writes",
+    "leases": "threadline_leases",
     "migrations": "threadline_migrations",
 }
 
@@ -200,7 +217,57 @@ def row_params(
             params[c] = [row[j] for row in rows]
 
 
-def _commit_tail(n_versions: int) -> str:
+NOW_DB = "extract(epoch FROM clock_timestamp())::float8"
+"""Lease times are the server's clock: every replica then agrees when a lease expired."""
+
+# The lease part of a commit, by LeaseOp mode, as the first CTE (``lease``); the head moves only
+# if it yields a row. "acquire" takes a free lease (kept even if the compare-and-swap fails);
+# "hold"/"release" lock the row of the holder's epoch (fencing: a takeover bumped it); "check"
+# passes only while nobody holds it.
+_LEASE_CTE = {
+    "acquire": f"""lease AS (
+    INSERT INTO {{leases}} AS l (thread_id, owner, epoch, expires_at)
+    VALUES (%(tid)s, %(lowner)s, 1, {NOW_DB} + %(lttl)s::float8)
+    ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1,
+        expires_at = excluded.expires_at
+    WHERE l.owner IS NULL OR l.owner = excluded.owner OR l.expires_at <= {NOW_DB}
+    RETURNING l.epoch, l.expires_at
+), """,
+    "hold": """lease AS (
+    SELECT epoch, expires_at FROM {leases}
+    WHERE thread_id = %(tid)s AND epoch = %(lepoch)s::int8 AND owner IS NOT NULL
+    FOR UPDATE
+), """,
+    "check": f"""lease AS (
+    SELECT 0::int8 AS epoch, 0::float8 AS expires_at
+    WHERE NOT EXISTS (
+        SELECT FROM {{leases}}
+        WHERE thread_id = %(tid)s AND owner IS NOT NULL AND expires_at > {NOW_DB}
+    )
+), """,
+}
+_LEASE_CTE["release"] = _LEASE_CTE["hold"]
+
+# After the commit landed: renew the holder's lease, or release it.
+_LEASE_AFTER = {
+    "hold": f"""
+, renew AS (
+    UPDATE {{leases}} SET expires_at = {NOW_DB} + %(lttl)s::float8
+    WHERE thread_id = %(tid)s AND EXISTS (SELECT FROM thr)
+    RETURNING expires_at
+)""",
+    "release": """
+, renew AS (
+    UPDATE {leases} SET owner = NULL, expires_at = 0
+    WHERE thread_id = %(tid)s AND EXISTS (SELECT FROM thr)
+    RETURNING expires_at
+)""",
+}
+
+LEASE_MODES = ("none", "acquire", "hold", "release", "check")
+
+
+def _commit_tail(n_versions: int, lease: str = "none") -> str:
     versions = (
         ""
         if n_versions == 0
@@ -221,19 +288,31 @@ def _commit_tail(n_versions: int) -> str:
     FROM thr
 )"""
         + versions
-        + """
-SELECT seq FROM thr
-"""
+        + _LEASE_AFTER.get(lease, "")
+        + _final_select(lease)
     )
+
+
+def _final_select(lease: str) -> str:
+    """One row, always: the new seq (NULL: the head did not move), and the lease's epoch
+    (NULL: the lease part failed) and expiry."""
+    if lease == "none":
+        return "\nSELECT (SELECT seq FROM thr), NULL::int8, NULL::float8\n"
+    expires = (
+        "(SELECT expires_at FROM renew)"
+        if lease in _LEASE_AFTER
+        else ("(SELECT expires_at FROM lease)")
+    )
+    return f"\nSELECT (SELECT seq FROM thr), (SELECT epoch FROM lease), {expires}\n"
 
 
 # Expected head given: move it by compare-and-swap. Under READ COMMITTED a concurrent writer's
 # UPDATE of the same head row makes this one wait, then re-check ``head = expected`` against
 # the new row: exactly one of them matches. Everything else is gated on ``cas``.
 _COMMIT_MOVE = """
-WITH cas AS (
+WITH {lease}cas AS (
     UPDATE {heads} SET head = %(id)s::uuid
-    WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s::uuid
+    WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s::uuid{gate}
     RETURNING 1
 ), thr AS (
     UPDATE {threads} SET seq = seq + 1, updated_at = %(now)s::float8,
@@ -244,8 +323,8 @@ WITH cas AS (
 
 # No expected head: create it; a concurrent creator makes ON CONFLICT skip, so one wins.
 _COMMIT_CREATE = """
-WITH cas AS (
-    INSERT INTO {heads} (thread_id, ns, head) VALUES (%(tid)s, %(ns)s, %(id)s::uuid)
+WITH {lease}cas AS (
+    INSERT INTO {heads} (thread_id, ns, head) SELECT %(tid)s, %(ns)s, %(id)s::uuid{where_gate}
     ON CONFLICT (thread_id, ns) DO NOTHING
     RETURNING 1
 ), thr AS (
@@ -258,10 +337,17 @@ WITH cas AS (
 )"""
 
 
-def commit_sql(create: bool, n_versions: int) -> str:
+def commit_sql(create: bool, n_versions: int, lease: str = "none") -> str:
     """The one statement of a commit with ``n_versions`` version rows (``INLINE_ROWS + 1``
-    stands for "more": arrays)."""
-    return (_COMMIT_CREATE if create else _COMMIT_MOVE) + _commit_tail(n_versions)
+    stands for "more": arrays) and the lease part ``lease`` (a :data:`LEASE_MODES`)."""
+    head = _COMMIT_CREATE if create else _COMMIT_MOVE
+    gated = lease != "none"
+    head = (
+        head.replace("{lease}", _LEASE_CTE[lease] if gated else "")
+        .replace("{gate}", "\n        AND EXISTS (SELECT FROM lease)" if gated else "")
+        .replace("{where_gate}", " WHERE EXISTS (SELECT FROM lease)" if gated else "")
+    )
+    return head + _commit_tail(n_versions, lease)
 
 
 def version_params(rows: list[tuple[object, ...]], params: dict[str, object]) -> None:
@@ -272,8 +358,9 @@ def write_params(rows: list[tuple[object, ...]], params: dict[str, object]) -> N
     row_params(_WRITE_COLS, rows, params)
 
 
-def commit_writes_sql(n_rows: int) -> str:
-    """Pending writes: the head row is share-locked so no commit moves it until these land."""
+def commit_writes_sql(n_rows: int, fenced: bool = False) -> str:
+    """Pending writes: the head row is share-locked so no commit moves it until these land.
+    ``fenced``: only while the lease of epoch ``%(lepoch)s`` holds (share-locked too)."""
     insert = (
         ""
         if n_rows == 0
@@ -282,17 +369,28 @@ def commit_writes_sql(n_rows: int) -> str:
     INSERT INTO {{writes}} (thread_id, ns, checkpoint_id, task_id, idx, channel, data)
     SELECT %(tid)s, %(ns)s, %(cid)s::uuid, r.task_id, r.idx, r.channel, r.data
     FROM chk, {rows_source(_WRITE_COLS, _WRITE_TYPES, n_rows)}
-    WHERE chk.thread_exists AND chk.checkpoint_exists
+    WHERE chk.thread_exists AND chk.checkpoint_exists AND chk.leased
         AND chk.head IS NOT DISTINCT FROM %(expected)s::uuid
     ON CONFLICT DO NOTHING
 )"""
     )
+    fence = (
+        """
+    SELECT 1 FROM {leases}
+    WHERE thread_id = %(tid)s AND epoch = %(lepoch)s::int8 AND owner IS NOT NULL FOR SHARE"""
+        if fenced
+        else "\n    SELECT 1"
+    )
     return (
         """
-WITH h AS (
+WITH lk AS ("""
+        + fence
+        + """
+), h AS (
     SELECT head FROM {heads} WHERE thread_id = %(tid)s AND ns = %(ns)s FOR SHARE
 ), chk AS (
     SELECT
+        EXISTS (SELECT FROM lk) AS leased,
         (SELECT head FROM h) AS head,
         EXISTS (SELECT FROM {threads} WHERE thread_id = %(tid)s) AS thread_exists,
         EXISTS (
@@ -302,7 +400,7 @@ WITH h AS (
 )"""
         + insert
         + """
-SELECT head::text, thread_exists, checkpoint_exists FROM chk
+SELECT head::text, thread_exists, checkpoint_exists, leased FROM chk
 """
     )
 
@@ -316,6 +414,31 @@ HEAD = "SELECT head::text FROM {heads} WHERE thread_id = %s AND ns = %s"
 LOCK_HEAD = "SELECT FROM {heads} WHERE thread_id = %s AND ns = %s FOR UPDATE"
 
 LOCK_BASE = "SELECT FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid FOR KEY SHARE"
+
+LEASE = "SELECT owner, epoch, expires_at FROM {leases} WHERE thread_id = %s"
+
+LEASE_ACQUIRE = f"""
+WITH got AS (
+    INSERT INTO {{leases}} AS l (thread_id, owner, epoch, expires_at)
+    VALUES (%(tid)s, %(owner)s, 1, {NOW_DB} + %(ttl)s::float8)
+    ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1,
+        expires_at = excluded.expires_at
+    WHERE l.owner IS NULL OR l.owner = excluded.owner OR l.expires_at <= {NOW_DB}
+    RETURNING l.epoch, l.expires_at
+)
+SELECT true, epoch, %(owner)s::text, expires_at FROM got
+UNION ALL
+SELECT false, epoch, owner, expires_at FROM {{leases}}
+WHERE thread_id = %(tid)s AND NOT EXISTS (SELECT FROM got)
+"""
+
+LEASE_RENEW = f"""
+UPDATE {{leases}} SET
+    expires_at = CASE WHEN %(release)s::bool THEN 0 ELSE {NOW_DB} + %(ttl)s::float8 END,
+    owner = CASE WHEN %(release)s::bool THEN NULL ELSE owner END
+WHERE thread_id = %(tid)s AND epoch = %(epoch)s::int8 AND owner IS NOT NULL
+RETURNING expires_at
+"""
 
 CHECKPOINT_SEQ = "SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid"
 
@@ -564,9 +687,14 @@ class Statements:
         self.commit_move = [r(commit_sql(False, n)) for n in sizes]
         self.commit_create = [r(commit_sql(True, n)) for n in sizes]
         self.commit_writes = [r(commit_writes_sql(n)) for n in sizes]
+        self.commit_writes_fenced = [r(commit_writes_sql(n, True)) for n in sizes]
+        self._leased_commits: dict[tuple[bool, int, str], bytes] = {}
         self.head = r(HEAD)
         self.lock_head = r(LOCK_HEAD)
         self.lock_base = r(LOCK_BASE)
+        self.lease = r(LEASE)
+        self.lease_acquire = r(LEASE_ACQUIRE)
+        self.lease_renew = r(LEASE_RENEW)
         self.checkpoint_seq = r(CHECKPOINT_SEQ)
         self.locate = r(LOCATE)
         self.read_head = r(READ_HEAD)
@@ -602,6 +730,18 @@ class Statements:
             m.version: tuple(r(s) for s in m.statements) for m in migrations
         }
         self.latest_version = migrations[-1].version
+
+    def commit(self, create: bool, n_versions: int, lease: str) -> bytes:
+        """The commit statement for a row count variant and a lease mode (rendered once)."""
+        if lease == "none":
+            return (self.commit_create if create else self.commit_move)[n_versions]
+        key = (create, n_versions, lease)
+        statement = self._leased_commits.get(key)
+        if statement is None:
+            statement = self._leased_commits[key] = self.render(
+                commit_sql(create, n_versions, lease)
+            )
+        return statement
 
     def render(self, text: str) -> bytes:
         """``text`` with ``{name}`` replaced by quoted identifiers, as bytes for psycopg."""

@@ -22,6 +22,7 @@ opening needs a running event loop. The procedures it runs are the ones the sync
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,15 +33,17 @@ from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
 from ..binding import StoredValue
+from ..lease import Lease, LeaseOp, LeaseRenewer, LeaseState
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _values, connection_kwargs
-from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, settle_batch
+from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
 from ._core import (
     Call,
     PostgresCore,
     Proc,
     _Broken,
     as_id_list,
+    drive,
     has_rows,
     is_broken,
     translate,
@@ -118,6 +121,8 @@ class AsyncPostgresSaver(PostgresCore):
         self._commits = CommitQueue()
         self._flushers: set[asyncio.Task[None]] = set()  # referenced while they run
         self._commit_many = self._q.render(COMMIT_MANY)
+        self._renew_lock = threading.Lock()
+        self._renew_conn: psycopg.Connection[Any] | None = None  # the renewer thread's
 
     @classmethod
     def from_conn_string(
@@ -168,6 +173,10 @@ class AsyncPostgresSaver(PostgresCore):
         stays open: it is yours."""
         if self._owned_pool is not None:
             await self._owned_pool.close()
+        with self._renew_lock:
+            if self._renew_conn is not None:
+                self._renew_conn.close()
+                self._renew_conn = None
 
     async def _open_pool(self) -> None:
         pool = self._owned_pool
@@ -278,13 +287,19 @@ class AsyncPostgresSaver(PostgresCore):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        if not self.group_commit or self._commits_alone(row, versions, expected_head):
+        # A head no checkpoint could have goes alone: it only fails, and would fail a batch;
+        # so does a commit that takes or checks a lease (once per run: not worth batching),
+        # and one that must lock the checkpoint it builds on (see _commits_alone).
+        if not batchable(self.group_commit, expected_head, lease) or self._commits_alone(
+            row, versions, expected_head
+        ):
             return await self._run(
-                self._c_commit(row, versions, expected_head, thread_metadata, expires_at)
+                self._c_commit(row, versions, expected_head, thread_metadata, expires_at, lease)
             )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        args = (row, versions, expected_head, thread_metadata, expires_at)
+        args = (row, versions, expected_head, thread_metadata, expires_at, lease)
         queue = self._commits
         queue.waiting.append(Pending(args, future))
         if queue.can_send:
@@ -331,8 +346,45 @@ class AsyncPostgresSaver(PostgresCore):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        await self._run(self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head))
+        await self._run(
+            self._c_commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
+        )
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        """Blocking, on a connection of its own: the saver's renewer thread calls it, so a
+        run's lease is renewed even while its event loop is blocked. Needs a pool (its
+        connection string); with one AsyncConnection, runs renew on their loop instead."""
+        conninfo = self._renew_conninfo()
+        if conninfo is None:
+            raise self._no_sync()
+        with self._renew_lock:
+            conn = self._renew_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._renew_conn = psycopg.connect(conninfo, autocommit=True)
+            try:
+                return drive(
+                    conn, self._c_lease_renew(thread_id, epoch, ttl, release).proc(), False
+                )
+            except psycopg.OperationalError:
+                conn.close()
+                raise
+
+    def blocking_lease_renewer(self) -> LeaseRenewer | None:
+        return None if self._renew_conninfo() is None else self.lease_renewer()
+
+    def _renew_conninfo(self) -> str | None:
+        conninfo = None if self._pool is None else self._pool.conninfo
+        return conninfo if isinstance(conninfo, str) else None
+
+    async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return await self._run(self._c_lease_acquire(thread_id, owner, ttl))
+
+    async def _alease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> float | None:
+        return await self._run(self._c_lease_renew(thread_id, epoch, ttl, release))
 
     # ------------------------------------------------------------------ thread operations
 

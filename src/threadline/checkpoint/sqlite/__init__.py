@@ -17,6 +17,7 @@ from typing_extensions import Self
 
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
 from ..binding import StoredValue
+from ..lease import Lease, LeaseOp, LeaseState
 from ..serde import Serializer
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _sql, _values
@@ -52,9 +53,10 @@ class SqliteSaver(BaseCheckpointSaver):
     it.
 
     Calls from several threads are serialized by a lock. Several processes may share one file:
-    every commit runs in ``BEGIN IMMEDIATE``, so the compare-and-swap of a thread's head is
-    atomic across processes and exactly one of two racing writers wins; the other gets
-    :class:`~threadline.errors.CheckpointConflictError` with nothing stored.
+    every commit runs in ``BEGIN IMMEDIATE``, so the writer-lease check and the
+    compare-and-swap of a thread's head are atomic across processes: two runs on one thread
+    take turns (see ``lease_ttl``, ``on_busy`` and ``lease_timeout`` in
+    :class:`~threadline.checkpoint.base.BaseCheckpointSaver`).
 
     Args:
         conn: the connection to use.
@@ -177,8 +179,9 @@ class SqliteSaver(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at)
+        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at, lease)
         return self._run(proc, write=True)
 
     def _commit_writes(
@@ -188,9 +191,16 @@ class SqliteSaver(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
         self._run(proc, write=True)
+
+    def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return self._run(_sql.lease_acquire(thread_id, owner, ttl), write=True)
+
+    def _lease_renew(self, thread_id: str, epoch: int, ttl: float, release: bool) -> float | None:
+        return self._run(_sql.lease_renew(thread_id, epoch, ttl, release), write=True)
 
     # ------------------------------------------------------------------ thread operations
 

@@ -40,6 +40,7 @@ from ..base import (
     missing_head_error,
 )
 from ..encoding import chain_rows_cap
+from ..lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
 from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
 
 T = TypeVar("T")
@@ -92,6 +93,9 @@ def drive(conn: sqlite3.Connection, proc: Proc[T], write: bool) -> T:
         if write:
             conn.commit()
         return result
+    except LeaseKept as kept:
+        conn.commit()  # the lease taken stays taken; nothing else was written
+        raise kept.error from None
     except BaseException:
         if write and conn.in_transaction:
             conn.rollback()
@@ -173,9 +177,20 @@ _V1 = (
     )""",
 )
 
+_V2 = (
+    # Writer leases (see checkpoint/lease.py): one row per thread that ever had one; kept when
+    # released (owner NULL) and when the thread is deleted, so epochs only grow.
+    """CREATE TABLE leases (
+        thread_id TEXT NOT NULL PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        owner TEXT
+    ) WITHOUT ROWID""",
+)
+
 #: Ordered ``(version, statements)``; append a new entry to change the schema. Each migration
 #: runs in the same ``BEGIN IMMEDIATE`` transaction that records it.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -549,24 +564,105 @@ INSERT INTO heads (thread_id, ns, checkpoint_id) VALUES (?, ?, ?)
 ON CONFLICT (thread_id, ns) DO UPDATE SET checkpoint_id = excluded.checkpoint_id"""
 
 
+# ---------------------------------------------------------------------- leases
+
+_GET_LEASE = "SELECT owner, epoch, expires_at FROM leases WHERE thread_id = ?"
+
+_PUT_LEASE = """
+INSERT INTO leases (thread_id, owner, epoch, expires_at) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (thread_id) DO UPDATE SET
+    owner = excluded.owner, epoch = excluded.epoch, expires_at = excluded.expires_at"""
+
+
+def _read_lease(thread_id: str) -> Proc[LeaseRow | None]:
+    rows = yield Step(_GET_LEASE, (thread_id,))
+    return LeaseRow(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+
+def lease_acquire(thread_id: str, owner: str, ttl: float) -> Proc[LeaseState]:
+    """Take the lease if free. Run with ``write=True`` (it decides under the write lock)."""
+    current = yield from _read_lease(thread_id)
+    row, state = take(current, owner, ttl, time.time())
+    if state.acquired:
+        yield Step(_PUT_LEASE, (thread_id, row.owner, row.epoch, row.expires_at))
+    return state
+
+
+def lease_renew(thread_id: str, epoch: int, ttl: float, release: bool) -> Proc[float | None]:
+    current = yield from _read_lease(thread_id)
+    if current is None or current.owner is None or current.epoch != epoch:
+        return None
+    owner, expires = (None, 0.0) if release else (current.owner, time.time() + ttl)
+    yield Step(_PUT_LEASE, (thread_id, owner, epoch, expires))
+    return expires
+
+
+def _check_lease(thread_id: str, op: LeaseOp, now: float) -> Proc[None]:
+    """The lease part of a commit, before its compare-and-swap (same transaction)."""
+    current = yield from _read_lease(thread_id)
+    if op.mode == "acquire":
+        row, state = take(current, op.lease.owner, op.lease.ttl, now)
+        if not state.acquired:
+            raise busy_error(thread_id, state, None)
+        # Kept even if the compare-and-swap fails: the caller rereads and tries again.
+        yield Step(_PUT_LEASE, (thread_id, row.owner, row.epoch, row.expires_at))
+        op.lease.epoch, op.lease.expires_at, op.lease.released = row.epoch, row.expires_at, False
+    elif op.mode == "check":
+        if current is not None and current.busy_for("", now):
+            state = LeaseState(False, current.epoch, current.owner, current.expires_at)
+            raise busy_error(thread_id, state, None)
+    elif current is None or current.owner is None or current.epoch != op.lease.epoch:
+        raise lease_lost(thread_id, op.lease.epoch)
+
+
+def _renew_in_commit(thread_id: str, op: LeaseOp, now: float) -> Proc[None]:
+    if op.mode == "release":
+        yield Step(_PUT_LEASE, (thread_id, None, op.lease.epoch, 0.0))
+    elif op.mode == "hold":
+        expires = now + op.lease.ttl
+        yield Step(_PUT_LEASE, (thread_id, op.lease.owner, op.lease.epoch, expires))
+        op.lease.expires_at = expires
+
+
+class LeaseKept(Exception):
+    """Raised out of a commit procedure to commit what it did so far (the lease it took) and
+    then raise ``error`` (its compare-and-swap failed)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def commit(
     row: CheckpointRow,
     versions: Sequence[VersionRow],
     expected_head: str | None,
     thread_metadata: bytes | None,
     expires_at: float | None,
+    lease: LeaseOp | None = None,
 ) -> Proc[int]:
     """Compare-and-swap the head and add the checkpoint. Run with ``write=True``."""
     tid = row.thread_id
     checkpoint_id = id_blob(row.id)
     parent_id = None if row.parent_id is None else id_blob(row.parent_id)
+    now = time.time()
+    if lease is not None:
+        yield from _check_lease(tid, lease, now)
     rows = yield Step(_GET_HEAD, (tid, row.ns))
     head = id_text(rows[0][0]) if rows else None
     if head != expected_head:
-        raise conflict_error(tid, expected_head, head)
+        error = conflict_error(tid, expected_head, head)
+        if lease is not None and lease.mode == "acquire":
+            raise LeaseKept(error)
+        raise error
     base = borrowed_base(row, versions, expected_head)
     if base is not None and not (yield Step(_CHECKPOINT_EXISTS, (tid, id_blob(base)))):
-        raise base_gone_error(tid, row)  # pruned meanwhile (one writer: it cannot be now)
+        gone = base_gone_error(tid, row)  # pruned meanwhile (one writer: it cannot be now)
+        if lease is not None and lease.mode == "acquire":
+            raise LeaseKept(gone)
+        raise gone
+    if lease is not None:
+        yield from _renew_in_commit(tid, lease, now)
     rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
     seq: int = rows[0][0]
     yield Step(
@@ -623,8 +719,11 @@ def commit_writes(
     checkpoint_id: str,
     rows: Sequence[WriteRow],
     expected_head: str | None,
+    lease: Lease | None = None,
 ) -> Proc[None]:
     """Add pending writes (first write of a key wins) if the head is still ``expected_head``."""
+    if lease is not None:
+        yield from _check_lease(thread_id, LeaseOp("hold", lease), time.time())
     key = id_key(checkpoint_id)  # None for a non-UUID: then no checkpoint exists
     found = yield Step(_WRITES_GUARD, (thread_id, ns, key))
     head_blob, thread_exists, checkpoint_exists = found[0]

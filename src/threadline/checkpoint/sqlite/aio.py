@@ -15,6 +15,7 @@ from typing_extensions import Self
 from ...errors import ThreadlineError
 from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
 from ..binding import StoredValue
+from ..lease import Lease, LeaseOp, LeaseState
 from ..serde import Serializer
 from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
 from . import _sql, _values
@@ -199,8 +200,9 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         expected_head: str | None,
         thread_metadata: bytes | None,
         expires_at: float | None,
+        lease: LeaseOp | None = None,
     ) -> int:
-        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at)
+        proc = _sql.commit(row, versions, expected_head, thread_metadata, expires_at, lease)
         return await self._arun(proc, write=True)
 
     async def _acommit_writes(
@@ -210,9 +212,18 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
         checkpoint_id: str,
         rows: Sequence[WriteRow],
         expected_head: str | None,
+        lease: Lease | None = None,
     ) -> None:
-        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head)
+        proc = _sql.commit_writes(thread_id, ns, checkpoint_id, rows, expected_head, lease)
         await self._arun(proc, write=True)
+
+    async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
+        return await self._arun(_sql.lease_acquire(thread_id, owner, ttl), write=True)
+
+    async def _alease_renew(
+        self, thread_id: str, epoch: int, ttl: float, release: bool
+    ) -> float | None:
+        return await self._arun(_sql.lease_renew(thread_id, epoch, ttl, release), write=True)
 
     # ------------------------------------------------------------------ thread operations
 

@@ -15,6 +15,7 @@ __all__ = [
     "GraphInterrupt",
     "GraphRecursionError",
     "GraphValidationError",
+    "InvalidNamespaceError",
     "InvalidUpdateError",
     "NoCheckpointerError",
     "ParentCommand",
@@ -106,3 +107,8 @@ class ParentCommand(ThreadlineError):
     def __init__(self, command: Any) -> None:
         super().__init__("a subgraph node routed its parent graph")
         self.command = command
+
+
+class InvalidNamespaceError(ThreadlineError, ValueError):
+    """A Store namespace is malformed (empty, a label that is not a non-empty string, or a
+    label containing '.' or NUL)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._query import unit
 from .base import IndexConfig, Op, PutOp, SearchOp, validate_op
 from .embed import Embedder, ensure_embeddings, get_text_at_path
 
@@ -73,8 +74,8 @@ class Plan:
         for (i, name), vector in zip(self.owners, documents):
             op = self.ops[i]
             assert isinstance(op, PutOp)
-            per_put.setdefault((op.namespace, op.key), []).append((name, list(vector)))
-        return per_put, {i: list(v) for i, v in queries.items()}
+            per_put.setdefault((op.namespace, op.key), []).append((name, unit(vector)))
+        return per_put, {i: unit(v) for i, v in queries.items()}
 
 
 def plan(ops: Iterable[Op], index: Index | None) -> Plan:

@@ -12,6 +12,7 @@ filtered here instead, after the rows are read.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPERATORS",
     "Dialect",
-    "cosine_scores",
+    "dot_scores",
     "list_namespaces",
     "matches",
     "ns_key",
@@ -214,24 +215,23 @@ def scalar_kind(value: Any) -> str | None:
 # ---------------------------------------------------------------------- ranking
 
 
-def cosine_scores(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
-    """Cosine similarity of ``query`` with each vector (numpy when installed)."""
+def unit(vector: Sequence[float]) -> list[float]:
+    """``vector`` scaled to length 1 (a zero vector stays zero): stored vectors are unit
+    vectors, so a cosine similarity is one dot product."""
+    norm = math.sqrt(sum(map(operator.mul, vector, vector)))
+    return [x / norm for x in vector] if norm else [0.0] * len(vector)
+
+
+def dot_scores(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
+    """The dot product of ``query`` with each vector (numpy when installed)."""
     if not vectors:
         return []
     try:
         import numpy as np  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        qn = math.sqrt(sum(x * x for x in query)) or 1.0
-        out = []
-        for v in vectors:
-            vn = math.sqrt(sum(x * x for x in v)) or 1.0
-            out.append(sum(a * b for a, b in zip(query, v)) / (qn * vn))
-        return out
+        return [sum(map(operator.mul, query, v)) for v in vectors]
     m = np.asarray(vectors, dtype=np.float32)
-    q = np.asarray(query, dtype=np.float32)
-    norms = np.linalg.norm(m, axis=1) * (np.linalg.norm(q) or 1.0)
-    norms[norms == 0] = 1.0
-    return [float(x) for x in (m @ q) / norms]
+    return [float(x) for x in m @ np.asarray(query, dtype=np.float32)]
 
 
 def rank(
@@ -241,10 +241,11 @@ def rank(
     offset: int,
     limit: int,
 ) -> list[tuple[Any, float | None]]:
-    """The page ``[offset, offset + limit)`` of items ranked by their best vector's score;
+    """The page ``[offset, offset + limit)`` of items ranked by their best vector's cosine
+    similarity to ``query`` (all unit vectors);
     items without vectors follow, unscored."""
     best: dict[Any, float] = {}
-    for (ident, _), score in zip(candidates, cosine_scores(query, [v for _, v in candidates])):
+    for (ident, _), score in zip(candidates, dot_scores(query, [v for _, v in candidates])):
         if ident not in best or score > best[ident]:
             best[ident] = score
     ordered: list[tuple[Any, float | None]] = [

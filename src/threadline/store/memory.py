@@ -1,8 +1,8 @@
 """``InMemoryStore``: the Store in this process's memory, for tests and single-process apps.
 
-Values are kept as the serializer's bytes, as the durable stores keep them: a stored value is
-never shared with the caller (mutating what ``get`` returned changes nothing stored), and a
-value of a type the serializer cannot store fails at ``put`` here as it would on a database.
+A stored value is never shared with the caller (the store keeps a private copy and hands out
+copies, so mutating what ``get`` returned changes nothing stored), and a value of a type the
+serializer cannot store fails at ``put`` here as it would on a database.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .._copy import private_copy
 from ..checkpoint.jsonable import to_jsonable
 from . import _prepare, _query
 from ._sqlstore import StoreOptions
@@ -31,16 +32,26 @@ from .base import (
 
 __all__ = ["InMemoryStore"]
 
+_UNSET: Any = object()
+
 
 @dataclass
 class _Record:
-    data: bytes
-    doc: Any  # the value's JSON form, for filters
+    value: Any  # a private copy: never handed out, only copies of it
     created: float
     updated: float
     expires: float | None
     ttl_minutes: float | None
     vectors: list[tuple[str, list[float]]]
+    doc: Any = _UNSET  # the value's JSON form, for filters (computed on first use)
+
+    def json(self) -> Any:
+        if self.doc is _UNSET:
+            self.doc = to_jsonable(self.value)
+        return self.doc
+
+    def live(self, now: float) -> bool:
+        return self.expires is None or self.expires > now
 
 
 class InMemoryStore(StoreOptions, BaseStore):
@@ -51,7 +62,8 @@ class InMemoryStore(StoreOptions, BaseStore):
 
     def __init__(self, **options: Any) -> None:
         StoreOptions.__init__(self, **options)
-        self._items: dict[tuple[str, str], _Record] = {}
+        # namespace key -> item key -> record
+        self._spaces: dict[str, dict[str, _Record]] = {}
         self._lock = threading.Lock()
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -65,11 +77,15 @@ class InMemoryStore(StoreOptions, BaseStore):
     def sweep_ttl(self) -> int:
         """Delete expired items; returns how many."""
         now = time.time()
+        n = 0
         with self._lock:
-            dead = [k for k, r in self._items.items() if r.expires is not None and r.expires <= now]
-            for k in dead:
-                del self._items[k]
-        return len(dead)
+            for prefix, records in list(self._spaces.items()):
+                for key in [k for k, r in records.items() if not r.live(now)]:
+                    del records[key]
+                    n += 1
+                if not records:
+                    del self._spaces[prefix]
+        return n
 
     async def asweep_ttl(self) -> int:
         """Async :meth:`sweep_ttl`."""
@@ -96,48 +112,45 @@ class InMemoryStore(StoreOptions, BaseStore):
                     results.append(self._list(op, now))
         return results
 
-    def _live(self, now: float) -> Iterable[tuple[tuple[str, str], _Record]]:
-        return ((k, r) for k, r in self._items.items() if r.expires is None or r.expires > now)
-
-    def _touch(self, r: _Record, now: float, refresh: bool) -> None:
+    @staticmethod
+    def _touch(r: _Record, now: float, refresh: bool) -> None:
         if refresh and r.ttl_minutes is not None:
             r.expires = now + r.ttl_minutes * 60
 
-    def _item(self, k: tuple[str, str], r: _Record, score: float | None = None) -> SearchItem:
-        return SearchItem(
-            _query.ns_of(k[0]),
-            k[1],
-            self.serde.loads(r.data),
-            dt.datetime.fromtimestamp(r.created, dt.timezone.utc),
-            dt.datetime.fromtimestamp(r.updated, dt.timezone.utc),
-            score,
-        )
+    @staticmethod
+    def _times(r: _Record) -> tuple[dt.datetime, dt.datetime]:
+        utc = dt.timezone.utc
+        return dt.datetime.fromtimestamp(r.created, utc), dt.datetime.fromtimestamp(r.updated, utc)
 
     def _get(self, op: GetOp, now: float) -> Item | None:
-        k = (_query.ns_key(op.namespace), op.key)
-        r = self._items.get(k)
-        if r is None or (r.expires is not None and r.expires <= now):
+        r = self._spaces.get(_query.ns_key(op.namespace), {}).get(op.key)
+        if r is None or not r.live(now):
             return None
         self._touch(r, now, op.refresh_ttl)
-        s = self._item(k, r)
+        created, updated = self._times(r)
         return Item(
-            value=s.value,
-            key=s.key,
-            namespace=s.namespace,
-            created_at=s.created_at,
-            updated_at=s.updated_at,
+            value=private_copy(r.value),
+            key=op.key,
+            namespace=op.namespace,
+            created_at=created,
+            updated_at=updated,
         )
 
     def _put(self, op: PutOp, now: float, vectors: Any) -> None:
-        k = (_query.ns_key(op.namespace), op.key)
+        prefix = _query.ns_key(op.namespace)
         if op.value is None:
-            self._items.pop(k, None)
+            records = self._spaces.get(prefix)
+            if records is not None:
+                records.pop(op.key, None)
+                if not records:
+                    del self._spaces[prefix]
             return
-        data = self.serde.dumps(op.value, key=f"{k[0]}/{k[1]}")
-        old = self._items.get(k)
-        self._items[k] = _Record(
-            data=data,
-            doc=to_jsonable(op.value),
+        # Encoded (and dropped) so that what a database would refuse is refused here too.
+        self.serde.dumps(op.value, key=f"{prefix}/{op.key}")
+        records = self._spaces.setdefault(prefix, {})
+        old = records.get(op.key)
+        records[op.key] = _Record(
+            value=private_copy(op.value),
             created=old.created if old is not None else now,
             updated=now,
             expires=None if op.ttl is None else now + op.ttl * 60,
@@ -145,29 +158,41 @@ class InMemoryStore(StoreOptions, BaseStore):
             vectors=list(vectors or []),
         )
 
+    def _under(self, prefix: tuple[str, ...]) -> list[str]:
+        bounds = _query.prefix_range(prefix)
+        if bounds is None:
+            return list(self._spaces)
+        exact, low, high = bounds
+        return [p for p in self._spaces if p == exact or low <= p < high]
+
     def _search(self, op: SearchOp, now: float, query: list[float] | None) -> list[SearchItem]:
-        bounds = _query.prefix_range(op.namespace_prefix)
         found = [
-            (k, r)
-            for k, r in self._live(now)
-            if (bounds is None or k[0] == bounds[0] or bounds[1] <= k[0] < bounds[2])
-            and _query.matches(r.doc, op.filter)
+            ((p, k), r)
+            for p in self._under(op.namespace_prefix)
+            for k, r in self._spaces[p].items()
+            if r.live(now) and (not op.filter or _query.matches(r.json(), op.filter))
         ]
-        found.sort(key=lambda kr: (-kr[1].updated, kr[0]))
         page: list[tuple[Any, float | None]]
         if query is None:
-            page = [(k, None) for k, _ in found[op.offset : op.offset + op.limit]]
+            found.sort(key=lambda kr: (-kr[1].updated, kr[0]))
+            page = [(ident, None) for ident, _ in found[op.offset : op.offset + op.limit]]
         else:
-            scored = [(k, v) for k, r in found for _, v in r.vectors]
-            unscored = [k for k, r in found if not r.vectors]
-            page = _query.rank(query, scored, unscored, op.offset, op.limit)
+            scored = [(ident, v) for ident, r in found for _, v in r.vectors]
+            unscored = sorted(
+                ((ident, r) for ident, r in found if not r.vectors),
+                key=lambda kr: (-kr[1].updated, kr[0]),
+            )
+            page = _query.rank(query, scored, [i for i, _ in unscored], op.offset, op.limit)
         out = []
-        for k, score in page:
-            r = self._items[k]
+        for (p, k), score in page:
+            r = self._spaces[p][k]
             self._touch(r, now, op.refresh_ttl)
-            out.append(self._item(k, r, score))
+            created, updated = self._times(r)
+            out.append(
+                SearchItem(_query.ns_of(p), k, private_copy(r.value), created, updated, score)
+            )
         return out
 
     def _list(self, op: ListNamespacesOp, now: float) -> list[Any]:
-        spaces = {k[0] for k, _ in self._live(now)}
+        spaces = [p for p, rs in self._spaces.items() if any(r.live(now) for r in rs.values())]
         return _query.list_namespaces((_query.ns_of(p) for p in spaces), op)

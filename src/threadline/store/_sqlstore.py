@@ -1,8 +1,8 @@
 """What the four SQL stores share: batches planned, embedded and run as one procedure.
 
 A backend supplies only how a procedure reaches its connection: :meth:`SqlStore._run` (sync)
-or :meth:`SqlStore._arun` (async), each given the procedure and whether it writes (a write runs
-in one transaction).
+or :meth:`SqlStore._arun` (async), each given the procedure and whether to run it in one
+transaction (it writes more than one statement).
 """
 
 from __future__ import annotations
@@ -99,18 +99,26 @@ class SqlStore(StoreOptions, BaseStore):
             query_vectors=queries,
         )
 
+    def _needs_tx(self, plan: _prepare.Plan) -> bool:
+        """Whether the batch writes more than one statement, and so needs a transaction.
+
+        A lone put without vectors is one upsert, atomic on its own: one round trip.
+        """
+        puts = [op for op in plan.ops if isinstance(op, PutOp)]
+        if not puts:
+            return False
+        return len(puts) > 1 or puts[0].value is None or self._index is not None
+
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         plan = _prepare.plan(ops, self._index)
         ctx = self._context(plan, _prepare.embed(plan, self._index))
-        write = any(isinstance(op, PutOp) for op in plan.ops)
-        results: list[Result] = self._run(_sql.run_ops(ctx, plan.ops), write)
+        results: list[Result] = self._run(_sql.run_ops(ctx, plan.ops), self._needs_tx(plan))
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         plan = _prepare.plan(ops, self._index)
         ctx = self._context(plan, await _prepare.aembed(plan, self._index))
-        write = any(isinstance(op, PutOp) for op in plan.ops)
-        results: list[Result] = await self._arun(_sql.run_ops(ctx, plan.ops), write)
+        results: list[Result] = await self._arun(_sql.run_ops(ctx, plan.ops), self._needs_tx(plan))
         return results
 
     # ------------------------------------------------------------------ TTL

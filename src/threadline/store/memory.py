@@ -40,6 +40,8 @@ class _Record:
     value: Any  # a private copy: never handed out, only copies of it
     created: float
     updated: float
+    created_at: dt.datetime
+    updated_at: dt.datetime
     expires: float | None
     ttl_minutes: float | None
     vectors: list[tuple[str, list[float]]]
@@ -117,23 +119,17 @@ class InMemoryStore(StoreOptions, BaseStore):
         if refresh and r.ttl_minutes is not None:
             r.expires = now + r.ttl_minutes * 60
 
-    @staticmethod
-    def _times(r: _Record) -> tuple[dt.datetime, dt.datetime]:
-        utc = dt.timezone.utc
-        return dt.datetime.fromtimestamp(r.created, utc), dt.datetime.fromtimestamp(r.updated, utc)
-
     def _get(self, op: GetOp, now: float) -> Item | None:
         r = self._spaces.get(_query.ns_key(op.namespace), {}).get(op.key)
         if r is None or not r.live(now):
             return None
         self._touch(r, now, op.refresh_ttl)
-        created, updated = self._times(r)
         return Item(
             value=private_copy(r.value),
             key=op.key,
             namespace=op.namespace,
-            created_at=created,
-            updated_at=updated,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
         )
 
     def _put(self, op: PutOp, now: float, vectors: Any) -> None:
@@ -149,10 +145,13 @@ class InMemoryStore(StoreOptions, BaseStore):
         self.serde.dumps(op.value, key=f"{prefix}/{op.key}")
         records = self._spaces.setdefault(prefix, {})
         old = records.get(op.key)
+        at = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         records[op.key] = _Record(
             value=private_copy(op.value),
             created=old.created if old is not None else now,
             updated=now,
+            created_at=old.created_at if old is not None else at,
+            updated_at=at,
             expires=None if op.ttl is None else now + op.ttl * 60,
             ttl_minutes=op.ttl,
             vectors=list(vectors or []),
@@ -187,10 +186,8 @@ class InMemoryStore(StoreOptions, BaseStore):
         for (p, k), score in page:
             r = self._spaces[p][k]
             self._touch(r, now, op.refresh_ttl)
-            created, updated = self._times(r)
-            out.append(
-                SearchItem(_query.ns_of(p), k, private_copy(r.value), created, updated, score)
-            )
+            value = private_copy(r.value)
+            out.append(SearchItem(_query.ns_of(p), k, value, r.created_at, r.updated_at, score))
         return out
 
     def _list(self, op: ListNamespacesOp, now: float) -> list[Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "InvalidArgumentError",
+    "InvalidNamespaceError",
     "InvalidUpdateError",
     "LeaseLostError",
     "MissingVersionError",
@@ -187,3 +188,8 @@ class ReducerTypeError(InvalidUpdateError, TypeError):
     """A state key's reducer could not combine the current value with a node's update (e.g.
     ``operator.add`` of a list and a str); the message names the key, the writer and both
     types."""
+
+
+class InvalidNamespaceError(ThreadlineError, ValueError):
+    """A Store namespace is malformed (empty, a label that is not a non-empty string, or a
+    label containing '.' or NUL)."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from store_backends import STORE_BACKENDS, StoreBackend, StoreDriver, letter_embed
 
+from threadline.checkpoint.serde import register_type
 from threadline.errors import InvalidNamespaceError, SerializationError
 from threadline.store.base import (
     GetOp,
@@ -127,9 +128,20 @@ class Note:
     text: str
 
 
-async def test_module_level_dataclasses_are_stored(store: StoreDriver) -> None:
+@dataclasses.dataclass
+class Unregistered:
+    text: str
+
+
+register_type(Note)
+
+
+async def test_registered_dataclasses_are_stored(store: StoreDriver) -> None:
     await store.put(("ns",), "k", {"note": Note("hi")})
     assert (await store.get(("ns",), "k")).value == {"note": Note("hi")}
+    with pytest.raises(SerializationError, match="register_type"):
+        await store.put(("ns",), "j", {"note": Unregistered("hi")})
+    assert await store.get(("ns",), "j") is None
 
 
 # ---------------------------------------------------------------------- search

@@ -105,15 +105,20 @@ def _merge(left: Any, right: Any, format: Format | None) -> list[Any]:
         raise ValueError(f"add_messages: unknown format={format!r}; expected 'langchain-openai'")
     lc = _langchain()
     ops: _Ops = _LangchainOps(lc) if lc is not None else _DictOps()
-    old = ops.coerce(left if isinstance(left, list) else [left])  # read, never modified
+    if _is_own_result(left):
+        old = left  # converted and given ids when this function returned it
+    else:
+        old = ops.coerce(left if isinstance(left, list) else [left])  # read, never modified
+        # Stored messages carry ids already; one that does not gets a copy with an id, so
+        # that a list other readers share is never changed.
+        if ops.lacks_ids(old):
+            old = [
+                m if ops.id_of(m) is not None else ops.with_id(m, _new_id(), own=False) for m in old
+            ]
     new = ops.coerce(right if isinstance(right, list) else [right])
     if new is right:
         new = list(new)  # ids are filled in below: not in the caller's list
 
-    # Stored messages carry ids already; one that does not gets a copy with an id, so that a
-    # list other readers share is never changed.
-    if ops.lacks_ids(old):
-        old = [m if ops.id_of(m) is not None else ops.with_id(m, _new_id(), own=False) for m in old]
     known_ids = False  # whether some message of `right` came with an id of its own
     clear_at = -1
     for i, m in enumerate(new):
@@ -132,7 +137,27 @@ def _merge(left: Any, right: Any, format: Format | None) -> list[Any]:
         merged = _merge_by_id(ops, old, new)
     if format == "langchain-openai":
         merged = _openai_format(lc, merged)
+    else:
+        _remember(merged)
     return merged
+
+
+# The lists add_messages returned last, with their lengths. The left side of the next merge is
+# almost always one of them (the state's list from the previous update): checking it again
+# (types, ids) would cost time in proportion to the conversation, on every update.
+_RECENT: dict[int, tuple[list[Any], int]] = {}
+_RECENT_MAX = 64
+
+
+def _remember(result: list[Any]) -> None:
+    if len(_RECENT) >= _RECENT_MAX:
+        _RECENT.pop(next(iter(_RECENT)), None)  # the oldest
+    _RECENT[id(result)] = (result, len(result))
+
+
+def _is_own_result(left: Any) -> bool:
+    entry = _RECENT.get(id(left))
+    return entry is not None and entry[0] is left and entry[1] == len(left)
 
 
 def _merge_by_id(ops: _Ops, old: list[Any], new: list[Any]) -> list[Any]:

@@ -99,6 +99,15 @@ def test_a_stored_message_without_id_gets_one_in_a_copy() -> None:
     assert merged[0] is not stored and merged[0].content == "old" and _is_uuid4(merged[0].id)
 
 
+def test_a_returned_list_changed_afterwards_is_checked_again() -> None:
+    merged = add_messages([], ["a"])
+    merged.append(HumanMessage("added by hand"))  # no id, and not converted by add_messages
+    merged.append(("ai", "a tuple by hand"))
+    again = add_messages(merged, ["c"])
+    assert [type(m) for m in again] == [HumanMessage, HumanMessage, AIMessage, HumanMessage]
+    assert all(_is_uuid4(m.id) for m in again)
+
+
 def test_dict_removal_works_with_langchain_core_too() -> None:
     left = [HumanMessage("a", id="1"), AIMessage("b", id="2")]
     assert [m.id for m in add_messages(left, {"type": "remove", "id": "2"})] == ["1"]

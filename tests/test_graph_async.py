@@ -268,9 +268,9 @@ async def test_astream_modes_exact_sequence(asaver: BaseCheckpointSaver) -> None
     assert [c["metadata"]["source"] for c in checkpoints] == ["input", "loop", "loop"]
     assert [c["next"] for c in checkpoints] == [["a"], ["b"], []]
 
-    values = [c async for c in app.astream({"messages": ["2"]}, config)]
+    values = [c async for c in app.astream({"messages": ["2"]}, config, stream_mode="values")]
     assert values[-1]["messages"] == ["in", "a1", "b1", "2", "a2", "b2"]
-    updates = [c async for c in app.astream({"messages": []}, config, stream_mode="updates")]
+    updates = [c async for c in app.astream({"messages": []}, config)]  # "updates" by default
     assert updates == [{"a": {"messages": ["a3"]}}, {"b": {"messages": ["b3"]}}]
 
 

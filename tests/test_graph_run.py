@@ -241,9 +241,9 @@ def test_stream_values() -> None:
     ]
 
 
-def test_stream_default_mode_is_values() -> None:
+def test_stream_default_mode_is_updates() -> None:
     chunks = list(_chain(1).compile().stream({"messages": []}))
-    assert chunks == [{"messages": []}, {"messages": ["n0"]}]
+    assert chunks == [{"n0": {"messages": ["n0"]}}]
 
 
 def test_stream_updates() -> None:

@@ -137,7 +137,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -145,7 +145,7 @@ class CompiledStateGraph:
     ) -> Iterator[Any]:
         """Run the graph, yielding after every step.
 
-        Modes: ``"values"`` (the full state), ``"updates"`` (``{node: update}``),
+        Modes: ``"updates"`` (the default: ``{node: update}``), ``"values"`` (the full state),
         ``"checkpoints"`` (each saved ``StateSnapshot``), ``"custom"`` (what nodes write with
         their stream writer), ``"debug"`` (task start and end). Several modes at once yield
         ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the namespace.
@@ -160,7 +160,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,

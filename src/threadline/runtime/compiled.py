@@ -35,6 +35,19 @@ _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
 
 
+# Config keys that name a run's place in storage: a child gets its own, never its parent's.
+_RUN_KEYS = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "task_id"})
+
+
+def _recast_ns(ns: str) -> str:
+    """``parent:task|node:task:1`` -> ``parent|node:1``: a namespace without task ids."""
+    parts = []
+    for part in ns.split("|"):
+        pieces = part.split(":")
+        parts.append(pieces[0] if len(pieces) < 3 else f"{pieces[0]}:{pieces[2]}")
+    return "|".join(parts)
+
+
 def _nested_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix=f"{_POOL_PREFIX}-nested")
 
@@ -46,6 +59,7 @@ class _Child:
     link: ParentLink | None
     resume: dict[str, Any] | None
     ns: str | None
+    persistent: bool = False  # checkpointer=True: new input continues the child's own history
 
 
 @dataclass
@@ -78,7 +92,7 @@ class CompiledStateGraph:
         *,
         schema: StateSchema,
         spec: GraphSpec,
-        checkpointer: BaseCheckpointSaver | None,
+        checkpointer: BaseCheckpointSaver | bool | None,
         interrupt_before: Sequence[str],
         interrupt_after: Sequence[str],
         name: str,
@@ -205,7 +219,6 @@ class CompiledStateGraph:
     ) -> tuple[RunCore, RunnableConfig]:
         config = dict(config or {})
         configurable = config.get("configurable") or {}
-        saver = saver or self.checkpointer
         thread_id: str | None = None
         ns = ""
         if saver is not None:
@@ -232,24 +245,31 @@ class CompiledStateGraph:
 
     def _child_setup(
         self, config: RunnableConfig | None, opts: _Options
-    ) -> tuple[RunnableConfig | None, _Options, _Child | None]:
-        """Inside a running task, a graph without its own checkpointer runs as a child.
+    ) -> tuple[RunnableConfig | None, _Options, _Child | None, BaseCheckpointSaver | None]:
+        """Where a run keeps its checkpoints: its own saver, or, inside a running task, its
+        parent's, as a child run.
 
-        It inherits the parent's checkpointer and thread, in the namespace ``node:task_id``, so
-        a rerun of the parent task finds the child where it stopped.
+        A child inherits the parent's checkpointer and thread (its own saver, if it has one,
+        is not used, as in LangGraph), in the namespace ``node:task_id``, so a rerun of the
+        parent task finds the child where it stopped. ``checkpointer=True`` keeps one history
+        per node instead (namespace ``node``): the subgraph's state lasts across invocations.
+        ``checkpointer=False`` keeps none. A child always forwards its events to the parent.
         """
         task = running_task()
-        if task is None or self.checkpointer is not None:
-            return config, opts, None
-        base = {k: v for k, v in (config or {}).items() if k != "configurable"}
+        own = self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver) else None
+        if task is None or task.parent is None:
+            if self.checkpointer is True:
+                raise NoCheckpointerError(
+                    f"graph {self.name!r} was compiled with checkpointer=True, which only a"
+                    " subgraph may use (it then keeps its state in its parent's thread); pass a"
+                    " checkpointer to compile() to run it on its own"
+                )
+            return config, opts, None, own
         link = task.parent
-        if link is None:  # the parent keeps no checkpoints: neither does the child
-            return base, opts, _Child(None, None, None)
         ns = task.child_ns()
-        child_config = {
-            **base,
-            "configurable": {"thread_id": link.thread_id, "checkpoint_ns": ns},
-        }
+        persistent = self.checkpointer is True
+        if persistent:
+            ns = _recast_ns(ns)
         child_opts = _Options(
             modes=link.modes if link.subgraphs else (),
             single=False,
@@ -258,24 +278,34 @@ class CompiledStateGraph:
             durability=link.durability,
             subgraphs=link.subgraphs,
         )
-        return child_config, child_opts, _Child(link, task.child_resume(), ns)
+        base = dict(config or {})
+        user = {
+            k: v
+            for k, v in (base.pop("configurable", None) or {}).items()
+            if k not in _RUN_KEYS
+        }
+        if self.checkpointer is False or link.saver is None or link.thread_id is None:
+            if user:
+                base["configurable"] = user
+            return base, child_opts, _Child(link, None, ns, persistent=False), None
+        base["configurable"] = {**user, "thread_id": link.thread_id, "checkpoint_ns": ns}
+        child = _Child(link, task.child_resume(), ns, persistent=persistent)
+        return base, child_opts, child, link.saver
 
     def _run(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _SyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _SyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _SyncRun(self, core, input, config, opts, saver, child)
 
     def _arun(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _AsyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _AsyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _AsyncRun(self, core, input, config, opts, saver, child)
 
     # ------------------------------------------------------------------ threads
 
     def _saver(self, what: str) -> BaseCheckpointSaver:
-        if self.checkpointer is None:
+        if not isinstance(self.checkpointer, BaseCheckpointSaver):
             raise self._no_checkpointer(what)
         return self.checkpointer
 
@@ -345,7 +375,7 @@ class CompiledStateGraph:
         Returns the new checkpoint's config; ``invoke(None, config)`` continues from it.
         """
         saver = self._saver("update_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return drive(self._update(core, config, values, as_node), saver)
 
     async def aupdate_state(
@@ -353,7 +383,7 @@ class CompiledStateGraph:
     ) -> RunnableConfig:
         """Async :meth:`update_state`."""
         saver = self._saver("aupdate_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return await adrive(self._update(core, config, values, as_node), saver)
 
     def _update(
@@ -515,18 +545,20 @@ class _RunBase:
         self.child = child
         self.result: Any = None
         self.events: queue.SimpleQueue[tuple[tuple[str, ...], str, Any]] = queue.SimpleQueue()
-        self.ns: tuple[str, ...] = tuple(core.ns.split("|")) if core.ns else ()
-        self.link: ParentLink | None = None
-        if saver is not None and core.thread_id is not None:
-            self.link = ParentLink(
-                saver=saver,
-                thread_id=core.thread_id,
-                ns=core.ns,
-                durability=opts.durability,
-                modes=opts.modes,
-                subgraphs=opts.subgraphs,
-                emit=self.emit_from,
-            )
+        # Events carry the namespace LangGraph gives them (``node:task_id`` per level), with
+        # or without a checkpointer.
+        ns = child.ns if child is not None and child.ns else core.ns
+        self.ns: tuple[str, ...] = tuple(ns.split("|")) if ns else ()
+        keeps = saver is not None and core.thread_id is not None
+        self.link: ParentLink | None = ParentLink(
+            saver=saver if keeps else None,
+            thread_id=core.thread_id if keeps else None,
+            ns=ns,
+            durability=opts.durability,
+            modes=opts.modes,
+            subgraphs=opts.subgraphs,
+            emit=self.emit_from,
+        )
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -559,7 +591,7 @@ class _RunBase:
         loaded = None if opened is None else opened.loaded
         core.load(loaded, is_head=True if opened is None else opened.is_head)
         inp = self.input
-        if self.child is not None and loaded is not None:
+        if self.child is not None and loaded is not None and not self._new_invocation(loaded):
             # A rerun of the parent task: go on where the child stopped (or return its result).
             pending = {t.pending_interrupt.id for t in core.tasks if t.pending_interrupt}
             resume = self.child.resume
@@ -587,6 +619,16 @@ class _RunBase:
             if "values" in self.opts.modes:
                 self.emit("values", core.output())
         self.emit_checkpoints()
+
+    def _new_invocation(self, loaded: CheckpointTuple) -> bool:
+        """A ``checkpointer=True`` child keeps its history across invocations: new input goes
+        on from its head, unless the parent task is answering the child's pending interrupt
+        or the child's run was cut short (its head still has tasks to run)."""
+        if self.child is None or not self.child.persistent:
+            return False
+        if self.child.resume is not None or self.input is None:
+            return False
+        return not any(not t.done for t in self.core.tasks)
 
     def emit_checkpoints(self) -> None:
         if "checkpoints" not in self.opts.modes:

@@ -28,8 +28,8 @@ def interrupt_id(task_id: str, index: int) -> str:
 class ParentLink:
     """What a graph invoked inside a running task inherits from it."""
 
-    saver: Any
-    thread_id: str
+    saver: Any  # None: the parent keeps no checkpoints, nor does the child
+    thread_id: str | None
     ns: str
     durability: str
     modes: tuple[str, ...]

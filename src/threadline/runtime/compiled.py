@@ -280,9 +280,7 @@ class CompiledStateGraph:
         )
         base = dict(config or {})
         user = {
-            k: v
-            for k, v in (base.pop("configurable", None) or {}).items()
-            if k not in _RUN_KEYS
+            k: v for k, v in (base.pop("configurable", None) or {}).items() if k not in _RUN_KEYS
         }
         if self.checkpointer is False or link.saver is None or link.thread_id is None:
             if user:

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from .procedures import Opened, Procedure, adrive, drive, open_thread
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 25
-STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
+STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
 
@@ -557,6 +557,23 @@ class _RunBase:
             subgraphs=opts.subgraphs,
             emit=self.emit_from,
         )
+        # stream_mode="messages": one stream per top-level run, shared by the subgraphs that
+        # forward their events; a subgraph that does not hides its model calls from it.
+        self.messages: Any = None
+        self.lc_mask = False
+        inherited = child.link.messages if child is not None and child.link is not None else None
+        if "messages" in opts.modes:
+            if inherited is not None:
+                self.messages = inherited
+            else:
+                from .messages import MessagesStream
+
+                self.messages = MessagesStream(
+                    lambda ns, payload: self.emit_from("messages", payload, ns)
+                )
+        elif inherited is not None:
+            self.lc_mask = True
+        self.link.messages = self.messages
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -661,7 +678,51 @@ class _RunBase:
         configurable = dict(self.config.get("configurable") or {})
         configurable["checkpoint_id"] = self.core.checkpoint_id
         configurable["task_id"] = task.id
-        return {**self.config, "configurable": configurable}
+        config = {**self.config, "configurable": configurable}
+        if self.messages is not None:
+            config = self.messages.task_config(config, self.task_meta(task))
+        elif self.lc_mask:
+            from .messages import without_handlers
+
+            config = without_handlers(config)
+        return config
+
+    def task_meta(self, task: Task) -> dict[str, Any]:
+        """Where a task runs, as LangGraph tells a task's model calls."""
+        from .messages import task_metadata
+
+        pull = task.arg is MISSING
+        return task_metadata(
+            task.name,
+            self.core.step + 1,
+            (f"branch:to:{task.name}",) if pull else ("__pregel_push",),
+            ("__pregel_pull" if pull else "__pregel_push", task.name),
+            "|".join((*self.ns, f"{task.name}:{task.id}")),
+        )
+
+    def task_call(self, task: Task) -> tuple[Any, ...]:
+        """``run_task`` and its arguments, run under the task's LangChain config if needed."""
+        config = self.task_config(task)
+        call = (run_task, self.core, task, config, self.emit, self.link)
+        if self.messages is None and not self.lc_mask:
+            return call
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return (_with_lc_config, config, *call)
+
+    def atask_call(self, task: Task) -> Coroutine[Any, Any, None]:
+        """Async :meth:`task_call`: the coroutine that runs the task."""
+        config = self.task_config(task)
+        coro = arun_task(self.core, task, config, self.emit, self.link)
+        if self.messages is None and not self.lc_mask:
+            return coro
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return _awith_lc_config(config, coro)
+
+    def after_task(self, task: Task) -> None:
+        if self.messages is not None and task.done:
+            self.messages.node_output(task.writes, self.task_meta(task))
 
     def debug(self, kind: str, task: Task) -> None:
         if "debug" not in self.opts.modes:
@@ -807,10 +868,12 @@ class _SyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        live = any(m in self.opts.modes for m in _LIVE_MODES)
         if alone and not live:
             task = todo[0]
-            run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            fn, *args = self.task_call(task)
+            fn(*args)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             self._save(persister)
             return
@@ -821,17 +884,7 @@ class _SyncRun(_RunBase):
         futures = {}
         for task in todo:
             self.debug("task", task)
-            futures[
-                pool.submit(
-                    _in_context,
-                    run_task,
-                    self.core,
-                    task,
-                    self.task_config(task),
-                    self.emit,
-                    self.link,
-                )
-            ] = task
+            futures[pool.submit(_in_context, *self.task_call(task))] = task
         pending = set(futures)
         try:
             while pending:
@@ -841,6 +894,7 @@ class _SyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = futures[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     self._save(persister)
@@ -854,6 +908,31 @@ def _in_context(fn: Any, *args: Any) -> Any:
     import contextvars
 
     return contextvars.copy_context().run(fn, *args)
+
+
+# Modes whose events arrive while tasks run: the driver then polls instead of waiting.
+_LIVE_MODES = ("custom", "debug", "messages")
+
+
+def _with_lc_config(config: RunnableConfig, fn: Any, *args: Any) -> Any:
+    """Run ``fn`` with ``config`` as LangChain's current config (see runtime/messages.py)."""
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        return fn(*args)
+    finally:
+        leave_config(token)
+
+
+async def _awith_lc_config(config: RunnableConfig, coro: Coroutine[Any, Any, None]) -> None:
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        await coro
+    finally:
+        leave_config(token)
 
 
 class _AsyncRun(_RunBase):
@@ -927,21 +1006,18 @@ class _AsyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        live = any(m in self.opts.modes for m in _LIVE_MODES)
         if alone and not live:  # one task: await it here, no task object or polling
             task = todo[0]
-            await arun_task(self.core, task, self.task_config(task), self.emit, self.link)
+            await self.atask_call(task)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             await self._save(persister)
             return
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:
             self.debug("task", task)
-            running[
-                asyncio.ensure_future(
-                    arun_task(self.core, task, self.task_config(task), self.emit, self.link)
-                )
-            ] = task
+            running[asyncio.ensure_future(self.atask_call(task))] = task
         pending: set[asyncio.Task[None]] = set(running)
         try:
             while pending:
@@ -951,6 +1027,7 @@ class _AsyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = running[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     await self._save(persister)

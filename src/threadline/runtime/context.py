@@ -35,6 +35,7 @@ class ParentLink:
     modes: tuple[str, ...]
     subgraphs: bool
     emit: Callable[[str, Any, tuple[str, ...]], None]
+    messages: Any = None  # the run's MessagesStream, when it streams messages
 
 
 @dataclass

@@ -89,9 +89,8 @@ def test_tokens_of_invoke_and_stream_and_whole_node_messages() -> None:
     assert meta["langgraph_checkpoint_ns"].startswith("invoked:")
     assert meta["checkpoint_ns"] == meta["langgraph_checkpoint_ns"]
     assert meta["ls_provider"] == "genericfakechatmodel" and meta["ls_model_type"] == "chat"
-    steps = [meta["langgraph_step"] for _, meta in items]
-    first = steps[0]
-    assert sorted(set(steps)) == [first, first + 1, first + 2, first + 3]
+    # Steps as LangGraph counts them: step 0 applies the input, the first node runs in step 1.
+    assert sorted({meta["langgraph_step"] for _, meta in items}) == [1, 2, 3, 4]
     plain_meta = items[8][1]
     assert plain_meta["ls_integration"] == "langgraph" and "ls_provider" not in plain_meta
     # One message id per model run, the same on every chunk.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
-from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
+from ..checkpoint.types import CheckpointDraft, CheckpointTuple, RunnableConfig, make_config
 from ..errors import (
     CheckpointConflictError,
     EmptyInputError,
@@ -631,6 +631,7 @@ class _RunBase:
             core.start_resume()
         else:
             core.start_input(inp)
+            self.emit_checkpoints(inputs=True)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes:
                 self.emit("values", core.output())
         self.emit_checkpoints()
@@ -645,25 +646,36 @@ class _RunBase:
             return False
         return not any(not t.done for t in self.core.tasks)
 
-    def emit_checkpoints(self) -> None:
-        if "checkpoints" not in self.opts.modes:
+    def emit_checkpoints(self, *, inputs: bool = False) -> None:
+        """Queue a "checkpoints" event per checkpoint queued for saving (``inputs``: only the
+        input checkpoints, which go with the step that applies them)."""
+        if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
             return
         for op in self.core.outbox:
-            if isinstance(op, SaveCheckpoint) and self.core.thread_id is not None:
-                d = op.draft
-                self.emit(
-                    "checkpoints",
-                    {
-                        "config": make_config(self.core.thread_id, self.core.ns, d.id or ""),
-                        "parent_config": None
-                        if d.parent_id is None
-                        else make_config(self.core.thread_id, self.core.ns, d.parent_id),
-                        "values": self.core.output(),
-                        "metadata": d.metadata,
-                        "next": [t["name"] for t in d.tasks],
-                        "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
-                    },
-                )
+            if not isinstance(op, SaveCheckpoint):
+                continue
+            if inputs:
+                if op.before is not None:
+                    self._checkpoint_event(op.before, op.before_values)
+            else:
+                self._checkpoint_event(op.draft, self.core.output())
+
+    def _checkpoint_event(self, d: CheckpointDraft, values: Any) -> None:
+        assert self.core.thread_id is not None
+        thread_id, ns = self.core.thread_id, self.core.ns
+        self.emit(
+            "checkpoints",
+            {
+                "config": make_config(thread_id, ns, d.id or ""),
+                "parent_config": None
+                if d.parent_id is None
+                else make_config(thread_id, ns, d.parent_id),
+                "values": values,
+                "metadata": d.metadata,
+                "next": [t["name"] for t in d.tasks],
+                "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
+            },
+        )
 
     def step_events(self) -> None:
         core = self.core
@@ -783,7 +795,11 @@ class _RunBase:
             return None
         _, _, checkpoint_id = parse_config(self.config)
         opened: Opened = yield from open_thread(
-            core.thread_id, core.ns, checkpoint_id, optimistic=optimistic
+            core.thread_id,
+            core.ns,
+            checkpoint_id,
+            optimistic=optimistic,
+            replay=self.input is None,
         )
         return opened
 

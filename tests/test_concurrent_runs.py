@@ -125,7 +125,7 @@ def _race(tmp_path: Path, url: str, options: list[str]) -> None:
         log = history[0].checkpoint.values["log"]
     # Steps a-d each once; the winner of each step may differ, but no step is lost or doubled.
     assert [entry.split(":")[1] for entry in log] == ["a", "b", "c", "d"], log
-    assert len(history) == 5  # input + 4 steps
+    assert len(history) == 6  # input, step 0 + 4 steps
 
 
 def test_two_processes_on_one_sqlite_thread(tmp_path: Path) -> None:

@@ -29,6 +29,6 @@ def test_quickstart_prints_every_checkpoint(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("step")]
-    # input checkpoint + one per node
-    assert [line.split()[1] for line in lines] == ["2", "1", "0", "-1"]
+    # the input checkpoint, step 0 with the input applied, then one per node
+    assert [line.split()[1] for line in lines] == ["3", "2", "1", "0", "-1"]
     assert "reviewed: looks good" in proc.stdout

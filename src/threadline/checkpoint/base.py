@@ -294,8 +294,16 @@ class BaseCheckpointSaver:
         ns: str,
         draft: CheckpointDraft,
         thread_metadata: dict[str, Any] | None,
+        before: CheckpointDraft | None = None,
     ) -> tuple[CheckpointRow, list[VersionRow], bytes | None, float | None]:
         validate_thread_id(thread_id)
+        first = None
+        if before is not None:
+            if before.changes or before.removed:
+                raise ValueError("a checkpoint committed before another must change no channel")
+            first, _, _, _ = self._prepare_commit(thread_id, ns, before, None)
+            if draft.parent_id != first.id:
+                raise ValueError("the checkpoint committed before another must be its parent")
         checkpoint_id = draft.id or new_checkpoint_id()
         refs, versions = encode_changes(draft, checkpoint_id, self._dumps, self.snapshot_ratio)
         now = time.time()
@@ -311,6 +319,7 @@ class BaseCheckpointSaver:
             metadata=self.serde.dumps(draft.metadata, "metadata"),
             tasks=self.serde.dumps(draft.tasks, "tasks"),
             refs=refs,
+            before=first,
         )
         meta = None if not thread_metadata else self.serde.dumps(thread_metadata, "metadata")
         expires_at = None if self.ttl is None else now + self.ttl
@@ -353,7 +362,7 @@ class BaseCheckpointSaver:
             if not draft.tasks:
                 if len(self._heads) >= HEAD_CACHE_SIZE:
                     del self._heads[next(iter(self._heads))]  # the least recently saved
-                self._heads[key] = dataclasses.replace(row, seq=seq)
+                self._heads[key] = dataclasses.replace(row, seq=seq, before=None)
 
     def _forget_head(self, thread_id: str, ns: str) -> None:
         with self._heads_lock:
@@ -477,6 +486,15 @@ class BaseCheckpointSaver:
             decoder.add_rows(self._read_versions(thread_id, missing))
         return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
 
+    def child_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
+        """The id of the checkpoint saved right after ``checkpoint`` as its child, or None.
+
+        For an input checkpoint that is the step its input went to: they commit together
+        (``put(before=)``), so nothing can come between them."""
+        for batch in self._iter_checkpoints(thread_id, ns, checkpoint.seq + 2):
+            return _committed_after(batch[0], checkpoint)
+        return None
+
     def head_id(self, thread_id: str, ns: str = "") -> str | None:
         """The id of the checkpoint the thread's head points to, or None."""
         row = self._read_checkpoint(thread_id, ns, None)
@@ -567,14 +585,17 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
+        before: CheckpointDraft | None = None,
     ) -> Checkpoint:
         """Store a new checkpoint and move the head to it by compare-and-swap.
 
         Raises :class:`CheckpointConflictError` if the head is not ``expected_head``; then
         nothing was stored. The returned checkpoint has empty ``values`` (the caller has them).
+        ``before``: a checkpoint that changes no channel (an input checkpoint), stored in the
+        same transaction as ``draft``'s parent.
         """
         row, versions, meta, expires_at = self._prepare_commit(
-            thread_id, ns, draft, thread_metadata
+            thread_id, ns, draft, thread_metadata, before
         )
         try:
             seq = self._commit(row, versions, expected_head, meta, expires_at)
@@ -721,6 +742,12 @@ class BaseCheckpointSaver:
             decoder.add_rows(await self._aread_versions(thread_id, missing))
         return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
 
+    async def achild_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
+        """Async :meth:`child_id`."""
+        async for batch in self._aiter_checkpoints(thread_id, ns, checkpoint.seq + 2):
+            return _committed_after(batch[0], checkpoint)
+        return None
+
     async def ahead_id(self, thread_id: str, ns: str = "") -> str | None:
         """Async :meth:`head_id`."""
         row = await self._aread_checkpoint(thread_id, ns, None)
@@ -801,10 +828,11 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
+        before: CheckpointDraft | None = None,
     ) -> Checkpoint:
         """Async :meth:`put`."""
         row, versions, meta, expires_at = self._prepare_commit(
-            thread_id, ns, draft, thread_metadata
+            thread_id, ns, draft, thread_metadata, before
         )
         try:
             seq = await self._acommit(row, versions, expected_head, meta, expires_at)
@@ -906,6 +934,11 @@ def _fork_plan(
     for w in src.pending_writes:
         pending.setdefault(w.task_id, []).append((w.channel, w.value))
     return draft, pending
+
+
+def _committed_after(row: CheckpointRow, checkpoint: Checkpoint) -> str | None:
+    ok = row.seq == checkpoint.seq + 1 and row.parent_id == checkpoint.id
+    return row.id if ok else None
 
 
 def _where(row: CheckpointRow) -> str:

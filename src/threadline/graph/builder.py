@@ -200,7 +200,7 @@ class StateGraph:
 
     def compile(
         self,
-        checkpointer: BaseCheckpointSaver | None = None,
+        checkpointer: BaseCheckpointSaver | bool | None = None,
         *,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
@@ -209,12 +209,14 @@ class StateGraph:
     ) -> CompiledStateGraph:
         """Validate the graph and return it ready to run.
 
-        ``checkpointer`` saves a checkpoint after every step (threads, history, resume).
+        ``checkpointer`` saves a checkpoint after every step (threads, history, resume). For a
+        subgraph, ``True`` keeps its state across invocations within the parent's thread and
+        ``False`` keeps no checkpoints; by default a subgraph saves in its parent's thread.
         ``interrupt_before`` / ``interrupt_after`` pause the run around the named nodes.
         """
         from ..runtime.compiled import CompiledStateGraph
 
-        if checkpointer is not None and not isinstance(checkpointer, BaseCheckpointSaver):
+        if checkpointer is not None and not isinstance(checkpointer, (BaseCheckpointSaver, bool)):
             raise GraphValidationError(
                 f"checkpointer must be a threadline checkpointer, got {type(checkpointer).__name__}"
             )

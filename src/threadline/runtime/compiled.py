@@ -6,12 +6,12 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver, parse_config, validate_thread_id
-from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
+from ..checkpoint.types import CheckpointDraft, CheckpointTuple, RunnableConfig, make_config
 from ..errors import (
     CheckpointConflictError,
     EmptyInputError,
@@ -30,9 +30,22 @@ from .procedures import Opened, Procedure, adrive, drive, open_thread
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 25
-STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
+STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
+
+
+# Config keys that name a run's place in storage: a child gets its own, never its parent's.
+_RUN_KEYS = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "task_id"})
+
+
+def _recast_ns(ns: str) -> str:
+    """``parent:task|node:task:1`` -> ``parent|node:1``: a namespace without task ids."""
+    parts = []
+    for part in ns.split("|"):
+        pieces = part.split(":")
+        parts.append(pieces[0] if len(pieces) < 3 else f"{pieces[0]}:{pieces[2]}")
+    return "|".join(parts)
 
 
 def _nested_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -46,6 +59,7 @@ class _Child:
     link: ParentLink | None
     resume: dict[str, Any] | None
     ns: str | None
+    persistent: bool = False  # checkpointer=True: new input continues the child's own history
 
 
 @dataclass
@@ -78,7 +92,7 @@ class CompiledStateGraph:
         *,
         schema: StateSchema,
         spec: GraphSpec,
-        checkpointer: BaseCheckpointSaver | None,
+        checkpointer: BaseCheckpointSaver | bool | None,
         interrupt_before: Sequence[str],
         interrupt_after: Sequence[str],
         name: str,
@@ -137,7 +151,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -145,7 +159,7 @@ class CompiledStateGraph:
     ) -> Iterator[Any]:
         """Run the graph, yielding after every step.
 
-        Modes: ``"values"`` (the full state), ``"updates"`` (``{node: update}``),
+        Modes: ``"updates"`` (the default: ``{node: update}``), ``"values"`` (the full state),
         ``"checkpoints"`` (each saved ``StateSnapshot``), ``"custom"`` (what nodes write with
         their stream writer), ``"debug"`` (task start and end). Several modes at once yield
         ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the namespace.
@@ -160,7 +174,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -205,7 +219,6 @@ class CompiledStateGraph:
     ) -> tuple[RunCore, RunnableConfig]:
         config = dict(config or {})
         configurable = config.get("configurable") or {}
-        saver = saver or self.checkpointer
         thread_id: str | None = None
         ns = ""
         if saver is not None:
@@ -232,24 +245,31 @@ class CompiledStateGraph:
 
     def _child_setup(
         self, config: RunnableConfig | None, opts: _Options
-    ) -> tuple[RunnableConfig | None, _Options, _Child | None]:
-        """Inside a running task, a graph without its own checkpointer runs as a child.
+    ) -> tuple[RunnableConfig | None, _Options, _Child | None, BaseCheckpointSaver | None]:
+        """Where a run keeps its checkpoints: its own saver, or, inside a running task, its
+        parent's, as a child run.
 
-        It inherits the parent's checkpointer and thread, in the namespace ``node:task_id``, so
-        a rerun of the parent task finds the child where it stopped.
+        A child inherits the parent's checkpointer and thread (its own saver, if it has one,
+        is not used, as in LangGraph), in the namespace ``node:task_id``, so a rerun of the
+        parent task finds the child where it stopped. ``checkpointer=True`` keeps one history
+        per node instead (namespace ``node``): the subgraph's state lasts across invocations.
+        ``checkpointer=False`` keeps none. A child always forwards its events to the parent.
         """
         task = running_task()
-        if task is None or self.checkpointer is not None:
-            return config, opts, None
-        base = {k: v for k, v in (config or {}).items() if k != "configurable"}
+        own = self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver) else None
+        if task is None or task.parent is None:
+            if self.checkpointer is True:
+                raise NoCheckpointerError(
+                    f"graph {self.name!r} was compiled with checkpointer=True, which only a"
+                    " subgraph may use (it then keeps its state in its parent's thread); pass a"
+                    " checkpointer to compile() to run it on its own"
+                )
+            return config, opts, None, own
         link = task.parent
-        if link is None:  # the parent keeps no checkpoints: neither does the child
-            return base, opts, _Child(None, None, None)
         ns = task.child_ns()
-        child_config = {
-            **base,
-            "configurable": {"thread_id": link.thread_id, "checkpoint_ns": ns},
-        }
+        persistent = self.checkpointer is True
+        if persistent:
+            ns = _recast_ns(ns)
         child_opts = _Options(
             modes=link.modes if link.subgraphs else (),
             single=False,
@@ -258,24 +278,32 @@ class CompiledStateGraph:
             durability=link.durability,
             subgraphs=link.subgraphs,
         )
-        return child_config, child_opts, _Child(link, task.child_resume(), ns)
+        base = dict(config or {})
+        user = {
+            k: v for k, v in (base.pop("configurable", None) or {}).items() if k not in _RUN_KEYS
+        }
+        if self.checkpointer is False or link.saver is None or link.thread_id is None:
+            if user:
+                base["configurable"] = user
+            return base, child_opts, _Child(link, None, ns, persistent=False), None
+        base["configurable"] = {**user, "thread_id": link.thread_id, "checkpoint_ns": ns}
+        child = _Child(link, task.child_resume(), ns, persistent=persistent)
+        return base, child_opts, child, link.saver
 
     def _run(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _SyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _SyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _SyncRun(self, core, input, config, opts, saver, child)
 
     def _arun(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _AsyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _AsyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _AsyncRun(self, core, input, config, opts, saver, child)
 
     # ------------------------------------------------------------------ threads
 
     def _saver(self, what: str) -> BaseCheckpointSaver:
-        if self.checkpointer is None:
+        if not isinstance(self.checkpointer, BaseCheckpointSaver):
             raise self._no_checkpointer(what)
         return self.checkpointer
 
@@ -345,7 +373,7 @@ class CompiledStateGraph:
         Returns the new checkpoint's config; ``invoke(None, config)`` continues from it.
         """
         saver = self._saver("update_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return drive(self._update(core, config, values, as_node), saver)
 
     async def aupdate_state(
@@ -353,7 +381,7 @@ class CompiledStateGraph:
     ) -> RunnableConfig:
         """Async :meth:`update_state`."""
         saver = self._saver("aupdate_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return await adrive(self._update(core, config, values, as_node), saver)
 
     def _update(
@@ -515,18 +543,37 @@ class _RunBase:
         self.child = child
         self.result: Any = None
         self.events: queue.SimpleQueue[tuple[tuple[str, ...], str, Any]] = queue.SimpleQueue()
-        self.ns: tuple[str, ...] = tuple(core.ns.split("|")) if core.ns else ()
-        self.link: ParentLink | None = None
-        if saver is not None and core.thread_id is not None:
-            self.link = ParentLink(
-                saver=saver,
-                thread_id=core.thread_id,
-                ns=core.ns,
-                durability=opts.durability,
-                modes=opts.modes,
-                subgraphs=opts.subgraphs,
-                emit=self.emit_from,
-            )
+        # Events carry the namespace LangGraph gives them (``node:task_id`` per level), with
+        # or without a checkpointer.
+        ns = child.ns if child is not None and child.ns else core.ns
+        self.ns: tuple[str, ...] = tuple(ns.split("|")) if ns else ()
+        keeps = saver is not None and core.thread_id is not None
+        self.link: ParentLink | None = ParentLink(
+            saver=saver if keeps else None,
+            thread_id=core.thread_id if keeps else None,
+            ns=ns,
+            durability=opts.durability,
+            modes=opts.modes,
+            subgraphs=opts.subgraphs,
+            emit=self.emit_from,
+        )
+        # stream_mode="messages": one stream per top-level run, shared by the subgraphs that
+        # forward their events; a subgraph that does not hides its model calls from it.
+        self.messages: Any = None
+        self.lc_mask = False
+        inherited = child.link.messages if child is not None and child.link is not None else None
+        if "messages" in opts.modes:
+            if inherited is not None:
+                self.messages = inherited
+            else:
+                from .messages import MessagesStream
+
+                self.messages = MessagesStream(
+                    lambda ns, payload: self.emit_from("messages", payload, ns)
+                )
+        elif inherited is not None:
+            self.lc_mask = True
+        self.link.messages = self.messages
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -559,7 +606,7 @@ class _RunBase:
         loaded = None if opened is None else opened.loaded
         core.load(loaded, is_head=True if opened is None else opened.is_head)
         inp = self.input
-        if self.child is not None and loaded is not None:
+        if self.child is not None and loaded is not None and not self._new_invocation(loaded):
             # A rerun of the parent task: go on where the child stopped (or return its result).
             pending = {t.pending_interrupt.id for t in core.tasks if t.pending_interrupt}
             resume = self.child.resume
@@ -584,29 +631,51 @@ class _RunBase:
             core.start_resume()
         else:
             core.start_input(inp)
+            self.emit_checkpoints(inputs=True)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes:
                 self.emit("values", core.output())
         self.emit_checkpoints()
 
-    def emit_checkpoints(self) -> None:
-        if "checkpoints" not in self.opts.modes:
+    def _new_invocation(self, loaded: CheckpointTuple) -> bool:
+        """A ``checkpointer=True`` child keeps its history across invocations: new input goes
+        on from its head, unless the parent task is answering the child's pending interrupt
+        or the child's run was cut short (its head still has tasks to run)."""
+        if self.child is None or not self.child.persistent:
+            return False
+        if self.child.resume is not None or self.input is None:
+            return False
+        return not any(not t.done for t in self.core.tasks)
+
+    def emit_checkpoints(self, *, inputs: bool = False) -> None:
+        """Queue a "checkpoints" event per checkpoint queued for saving (``inputs``: only the
+        input checkpoints, which go with the step that applies them)."""
+        if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
             return
         for op in self.core.outbox:
-            if isinstance(op, SaveCheckpoint) and self.core.thread_id is not None:
-                d = op.draft
-                self.emit(
-                    "checkpoints",
-                    {
-                        "config": make_config(self.core.thread_id, self.core.ns, d.id or ""),
-                        "parent_config": None
-                        if d.parent_id is None
-                        else make_config(self.core.thread_id, self.core.ns, d.parent_id),
-                        "values": self.core.output(),
-                        "metadata": d.metadata,
-                        "next": [t["name"] for t in d.tasks],
-                        "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
-                    },
-                )
+            if not isinstance(op, SaveCheckpoint):
+                continue
+            if inputs:
+                if op.before is not None:
+                    self._checkpoint_event(op.before, op.before_values)
+            else:
+                self._checkpoint_event(op.draft, self.core.output())
+
+    def _checkpoint_event(self, d: CheckpointDraft, values: Any) -> None:
+        assert self.core.thread_id is not None
+        thread_id, ns = self.core.thread_id, self.core.ns
+        self.emit(
+            "checkpoints",
+            {
+                "config": make_config(thread_id, ns, d.id or ""),
+                "parent_config": None
+                if d.parent_id is None
+                else make_config(thread_id, ns, d.parent_id),
+                "values": values,
+                "metadata": d.metadata,
+                "next": [t["name"] for t in d.tasks],
+                "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
+            },
+        )
 
     def step_events(self) -> None:
         core = self.core
@@ -621,7 +690,51 @@ class _RunBase:
         configurable = dict(self.config.get("configurable") or {})
         configurable["checkpoint_id"] = self.core.checkpoint_id
         configurable["task_id"] = task.id
-        return {**self.config, "configurable": configurable}
+        config = {**self.config, "configurable": configurable}
+        if self.messages is not None:
+            config = self.messages.task_config(config, self.task_meta(task))
+        elif self.lc_mask:
+            from .messages import without_handlers
+
+            config = without_handlers(config)
+        return config
+
+    def task_meta(self, task: Task) -> dict[str, Any]:
+        """Where a task runs, as LangGraph tells a task's model calls."""
+        from .messages import task_metadata
+
+        pull = task.arg is MISSING
+        return task_metadata(
+            task.name,
+            self.core.step + 1,
+            (f"branch:to:{task.name}",) if pull else ("__pregel_push",),
+            ("__pregel_pull" if pull else "__pregel_push", task.name),
+            "|".join((*self.ns, f"{task.name}:{task.id}")),
+        )
+
+    def task_call(self, task: Task) -> tuple[Any, ...]:
+        """``run_task`` and its arguments, run under the task's LangChain config if needed."""
+        config = self.task_config(task)
+        call = (run_task, self.core, task, config, self.emit, self.link)
+        if self.messages is None and not self.lc_mask:
+            return call
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return (_with_lc_config, config, *call)
+
+    def atask_call(self, task: Task) -> Coroutine[Any, Any, None]:
+        """Async :meth:`task_call`: the coroutine that runs the task."""
+        config = self.task_config(task)
+        coro = arun_task(self.core, task, config, self.emit, self.link)
+        if self.messages is None and not self.lc_mask:
+            return coro
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return _awith_lc_config(config, coro)
+
+    def after_task(self, task: Task) -> None:
+        if self.messages is not None and task.done:
+            self.messages.node_output(task.writes, self.task_meta(task))
 
     def debug(self, kind: str, task: Task) -> None:
         if "debug" not in self.opts.modes:
@@ -682,7 +795,11 @@ class _RunBase:
             return None
         _, _, checkpoint_id = parse_config(self.config)
         opened: Opened = yield from open_thread(
-            core.thread_id, core.ns, checkpoint_id, optimistic=optimistic
+            core.thread_id,
+            core.ns,
+            checkpoint_id,
+            optimistic=optimistic,
+            replay=self.input is None,
         )
         return opened
 
@@ -767,10 +884,12 @@ class _SyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        live = any(m in self.opts.modes for m in _LIVE_MODES)
         if alone and not live:
             task = todo[0]
-            run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            fn, *args = self.task_call(task)
+            fn(*args)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             self._save(persister)
             return
@@ -781,17 +900,7 @@ class _SyncRun(_RunBase):
         futures = {}
         for task in todo:
             self.debug("task", task)
-            futures[
-                pool.submit(
-                    _in_context,
-                    run_task,
-                    self.core,
-                    task,
-                    self.task_config(task),
-                    self.emit,
-                    self.link,
-                )
-            ] = task
+            futures[pool.submit(_in_context, *self.task_call(task))] = task
         pending = set(futures)
         try:
             while pending:
@@ -801,6 +910,7 @@ class _SyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = futures[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     self._save(persister)
@@ -814,6 +924,31 @@ def _in_context(fn: Any, *args: Any) -> Any:
     import contextvars
 
     return contextvars.copy_context().run(fn, *args)
+
+
+# Modes whose events arrive while tasks run: the driver then polls instead of waiting.
+_LIVE_MODES = ("custom", "debug", "messages")
+
+
+def _with_lc_config(config: RunnableConfig, fn: Any, *args: Any) -> Any:
+    """Run ``fn`` with ``config`` as LangChain's current config (see runtime/messages.py)."""
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        return fn(*args)
+    finally:
+        leave_config(token)
+
+
+async def _awith_lc_config(config: RunnableConfig, coro: Coroutine[Any, Any, None]) -> None:
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        await coro
+    finally:
+        leave_config(token)
 
 
 class _AsyncRun(_RunBase):
@@ -887,21 +1022,18 @@ class _AsyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
+        live = any(m in self.opts.modes for m in _LIVE_MODES)
         if alone and not live:  # one task: await it here, no task object or polling
             task = todo[0]
-            await arun_task(self.core, task, self.task_config(task), self.emit, self.link)
+            await self.atask_call(task)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             await self._save(persister)
             return
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:
             self.debug("task", task)
-            running[
-                asyncio.ensure_future(
-                    arun_task(self.core, task, self.task_config(task), self.emit, self.link)
-                )
-            ] = task
+            running[asyncio.ensure_future(self.atask_call(task))] = task
         pending: set[asyncio.Task[None]] = set(running)
         try:
             while pending:
@@ -911,6 +1043,7 @@ class _AsyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = running[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     await self._save(persister)

@@ -28,13 +28,14 @@ def interrupt_id(task_id: str, index: int) -> str:
 class ParentLink:
     """What a graph invoked inside a running task inherits from it."""
 
-    saver: Any
-    thread_id: str
+    saver: Any  # None: the parent keeps no checkpoints, nor does the child
+    thread_id: str | None
     ns: str
     durability: str
     modes: tuple[str, ...]
     subgraphs: bool
     emit: Callable[[str, Any, tuple[str, ...]], None]
+    messages: Any = None  # the run's MessagesStream, when it streams messages
 
 
 @dataclass

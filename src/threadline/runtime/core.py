@@ -80,6 +80,10 @@ class Task:
 class SaveCheckpoint:
     draft: CheckpointDraft
     thread_metadata: dict[str, Any] | None = None
+    # The input checkpoint, committed with ``draft`` (step 0) in one transaction, and the
+    # values it holds (those before the input, for the "checkpoints" stream).
+    before: CheckpointDraft | None = None
+    before_values: Any = None
 
 
 @dataclass
@@ -204,16 +208,40 @@ class RunCore:
         else:
             updates = self.schema.updates_from(value, who="input")
             gotos = []
+        # As LangGraph: first the input checkpoint (the values before the input, and a
+        # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
+        # is not stored twice: step 0's channel versions hold it. Both commit together.
         self.step = self.step + 1 if self.saved_id is not None else -1
+        before_values = self.output() if self.checkpointing else None
+        start = Task(id=uuid.uuid4().hex, name=START)
+        self.tasks = [start]
+        self._checkpoint("input", [])
+        self.step += 1
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
+        self._route_from_start(gotos)
+        self._checkpoint("loop", [], always=True)
+        if self.checkpointing:
+            step0 = self.outbox.pop()
+            first = self.outbox.pop()
+            assert isinstance(step0, SaveCheckpoint) and isinstance(first, SaveCheckpoint)
+            step0.before, step0.before_values = first.draft, before_values
+            self.outbox.append(step0)
+
+    def _route_from_start(self, gotos: list[Any]) -> None:
         routes = [*self.spec.edges.get(START, []), *gotos]
         routes += self._route_branches(START, self.values)
         self.tasks = self._make_tasks([(START, routes)])
         self.paused_here = False
-        self._checkpoint("input", [])
 
     def start_resume(self) -> None:
+        if any(t.name == START for t in self.tasks):
+            # Continuing from an input checkpoint (time travel to it): its input is not
+            # stored apart from the step that applied it, so the graph starts over from START
+            # on the values as they were before that input.
+            self.step += 1
+            self._route_from_start([])
+            self._checkpoint("loop", [], always=True)
         self.start_step = self.step + 1
 
     def apply_resume(self, resume: Any) -> None:
@@ -603,7 +631,9 @@ class RunCore:
                 f" {', '.join(self.spec.nodes)}"
             )
 
-    def _checkpoint(self, source: str, finished: Sequence[Task], *, carry: bool = False) -> None:
+    def _checkpoint(
+        self, source: str, finished: Sequence[Task], *, carry: bool = False, always: bool = False
+    ) -> None:
         """Queue a checkpoint of the current values and tasks."""
         checkpoint_id = new_checkpoint_id()
         carried: list[SaveWrites] = []
@@ -625,8 +655,8 @@ class RunCore:
         self.checkpoint_id = checkpoint_id
         if not self.checkpointing:
             return
-        if self.durability == "exit" and source == "loop":
-            return  # saved once, when the run stops
+        if self.durability == "exit" and source == "loop" and not always:
+            return  # saved once, when the run stops (step 0 goes with the input checkpoint)
         self.outbox.append(SaveCheckpoint(self._draft(checkpoint_id, source, finished)))
         self.outbox.extend(carried)
 

@@ -37,26 +37,35 @@ class _Head:
         self.thread_metadata = thread_metadata
 
     def put(self, op: SaveCheckpoint) -> None:
-        op.draft.base_refs = self.refs
+        self._base(op)
         saved = self.saver.put(
             self.thread_id,
             self.ns,
             op.draft,
             expected_head=self.head,
             thread_metadata=self.thread_metadata,
+            before=op.before,
         )
         self.head, self.refs = saved.id, saved.refs
 
     async def aput(self, op: SaveCheckpoint) -> None:
-        op.draft.base_refs = self.refs
+        self._base(op)
         saved = await self.saver.aput(
             self.thread_id,
             self.ns,
             op.draft,
             expected_head=self.head,
             thread_metadata=self.thread_metadata,
+            before=op.before,
         )
         self.head, self.refs = saved.id, saved.refs
+
+    def _base(self, op: SaveCheckpoint) -> None:
+        # An input checkpoint changes no channel: it and the step after it build on the
+        # checkpoint saved before.
+        op.draft.base_refs = self.refs
+        if op.before is not None:
+            op.before.base_refs = self.refs
 
     def put_writes(self, op: SaveWrites) -> None:
         self.saver.put_writes(

@@ -542,29 +542,32 @@ def commit(
     """Compare-and-swap the head and add the checkpoint. Run with ``write=True``."""
     tid = row.thread_id
     checkpoint_id = id_blob(row.id)
-    parent_id = None if row.parent_id is None else id_blob(row.parent_id)
     rows = yield Step(_GET_HEAD, (tid, row.ns))
     head = id_text(rows[0][0]) if rows else None
     if head != expected_head:
         raise conflict_error(tid, expected_head, head)
-    rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
-    seq: int = rows[0][0]
-    yield Step(
-        _INSERT_CHECKPOINT,
-        (
-            tid,
-            checkpoint_id,
-            row.ns,
-            parent_id,
-            seq,
-            row.step,
-            row.source,
-            row.created_at,
-            encode_refs(row.refs, row.id),
-            row.metadata,
-            row.tasks,
-        ),
-    )
+    seq = 0
+    for one in (row.before, row):
+        if one is None:
+            continue
+        rows = yield Step(_BUMP_THREAD, (tid, one.created_at, expires_at, thread_metadata))
+        seq = rows[0][0]
+        yield Step(
+            _INSERT_CHECKPOINT,
+            (
+                tid,
+                id_blob(one.id),
+                one.ns,
+                None if one.parent_id is None else id_blob(one.parent_id),
+                seq,
+                one.step,
+                one.source,
+                one.created_at,
+                encode_refs(one.refs, one.id),
+                one.metadata,
+                one.tasks,
+            ),
+        )
     if versions:
         yield Step(
             _INSERT_VERSION,

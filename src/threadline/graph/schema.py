@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import typing_extensions
+
 from .._copy import private_copy
 from ..errors import GraphValidationError, InvalidUpdateError
 
@@ -290,7 +292,9 @@ class PrivateState(dict[str, Any]):
 def _kind_of(schema: Any) -> Literal["typeddict", "dataclass", "pydantic", "dict"]:
     if schema is dict:
         return "dict"
-    if isinstance(schema, type) and typing.is_typeddict(schema):
+    # typing_extensions' check also recognises typing_extensions.TypedDict classes, which
+    # typing.is_typeddict does not on Python 3.10/3.11.
+    if isinstance(schema, type) and typing_extensions.is_typeddict(schema):
         return "typeddict"
     if isinstance(schema, type) and dataclasses.is_dataclass(schema):
         return "dataclass"
@@ -306,7 +310,7 @@ def _field_annotations(schema: Any, kind: str) -> dict[str, Any]:
     if kind == "dict":
         return {}
     try:
-        hints = typing.get_type_hints(schema, include_extras=True)
+        hints = typing_extensions.get_type_hints(schema, include_extras=True)
     except Exception as exc:
         raise GraphValidationError(
             f"cannot resolve the annotations of state schema {schema!r}: {exc}"
@@ -315,7 +319,23 @@ def _field_annotations(schema: Any, kind: str) -> dict[str, Any]:
         return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
     if kind == "pydantic":
         return {name: hints.get(name, Any) for name in schema.model_fields}
-    return hints
+    return {name: _strip_qualifiers(hint) for name, hint in hints.items()}
+
+
+# Required / NotRequired / ReadOnly say whether a TypedDict key must be present; they wrap the
+# field's type (and its Annotated reducer), so they are peeled off before reading the reducer.
+_QUALIFIERS = {
+    q
+    for mod in (typing, typing_extensions)
+    for q in (getattr(mod, n, None) for n in ("Required", "NotRequired", "ReadOnly"))
+    if q is not None
+}
+
+
+def _strip_qualifiers(annotation: Any) -> Any:
+    while typing_extensions.get_origin(annotation) in _QUALIFIERS:
+        annotation = typing_extensions.get_args(annotation)[0]
+    return annotation
 
 
 def _reducer_of(annotation: Any) -> Reducer | None:

@@ -168,7 +168,7 @@ class StateSchema:
                 f"{who} returned {type(value).__name__}; expected a dict of state updates, an"
                 f" instance of {self.name}, a Command or None"
             )
-        unknown = [k for k in updates if k not in self.channels]
+        unknown = [k for k in updates if k not in self.channels and k not in self.managed]
         if unknown and self.kind != "dict":
             raise InvalidUpdateError(
                 f"{who} wrote keys that are not in the state schema {self.name}: "

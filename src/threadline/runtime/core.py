@@ -429,7 +429,7 @@ class RunCore:
         if self.schema.kind == "dict" and out is self.schema:
             values = {k: v for k, v in self.values.items() if k not in RESERVED}
         else:
-            values = {k: v for k, v in self.values.items() if k in out.channels}
+            values = {k: v for k, v in self.values.items() if k in out.fields}
         return out.output(values)
 
     # ------------------------------------------------------------------ update_state

@@ -125,16 +125,23 @@ _MISS: Any = object()
 
 def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
     node = core.spec.nodes[task.name]
-    cache_key = None
     if node.cache_policy is not None and core.scope.cache is not None and node.subgraph is None:
-        cache_key = _cache_key(node, core.task_input(task))
-        hit = yield ("cache_get", cache_key)
-        if hit is not _MISS:  # the same input ran before, within the policy's ttl
-            task.writes, task.routes = list(hit[0]), list(hit[1])
-            task.done = True
-            return
+        return _cached_attempts(core, task, ctx, node)
+    return _attempts(core, task, ctx, node)
+
+
+def _cached_attempts(
+    core: RunCore, task: Task, ctx: TaskContext, node: NodeSpec
+) -> Generator[_Action, Any, None]:
+    """A node with a cache policy: reuse the result stored for its key, or run and store."""
+    cache_key = _cache_key(node, core.task_input(task))
+    hit = yield ("cache_get", cache_key)
+    if hit is not _MISS:  # the same input ran before, within the policy's ttl
+        task.writes, task.routes = list(hit[0]), list(hit[1])
+        task.done = True
+        return
     yield from _attempts(core, task, ctx, node)
-    if cache_key is not None and task.done:
+    if task.done:
         yield ("cache_set", cache_key, (task.writes, task.routes), node.cache_policy.ttl)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, Union
 
+from .checkpoint.base import BaseCheckpointSaver
 from .checkpoint.types import RunnableConfig
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "interrupt",
 ]
 
-StreamMode = Literal["values", "updates", "checkpoints", "custom", "debug"]
+StreamMode = Literal["values", "updates", "checkpoints", "tasks", "debug", "messages", "custom"]
 Durability = Literal["sync", "async", "exit"]
 All = Literal["*"]
 
@@ -200,3 +201,45 @@ class Overwrite:
 
     value: Any
     type: Literal["__overwrite__"] = "__overwrite__"
+
+
+# ---------------------------------------------------------------------- LangGraph's other names
+
+__all__ += [
+    "Checkpointer",
+    "PregelTask",
+    "StateUpdate",
+    "StreamWriter",
+    "ensure_valid_checkpointer",
+]
+
+#: What ``stream_mode="custom"`` consumers receive from: ``writer(chunk)`` inside a node.
+StreamWriter = Callable[[Any], None]
+
+#: LangGraph's name for a task of a snapshot (``StateSnapshot.tasks``).
+PregelTask = StateTask
+
+
+class StateUpdate(NamedTuple):
+    """One update of ``bulk_update_state``: the values, as which node, for which task."""
+
+    values: dict[str, Any] | None
+    as_node: str | None = None
+    task_id: str | None = None
+
+
+#: What ``compile(checkpointer=...)`` takes: a saver; ``None`` (inherit the parent graph's when
+#: run as a subgraph); ``True`` (a subgraph with its own history); ``False`` (none at all).
+Checkpointer = Union[None, bool, BaseCheckpointSaver]  # noqa: UP007 (a runtime alias on 3.10)
+
+
+def ensure_valid_checkpointer(checkpointer: Any) -> Any:
+    """``checkpointer`` if it is a saver, True, False or None; else a TypeError saying why."""
+    if checkpointer is None or checkpointer is True or checkpointer is False:
+        return checkpointer
+    if isinstance(checkpointer, BaseCheckpointSaver):
+        return checkpointer
+    raise TypeError(
+        f"invalid checkpointer: {type(checkpointer).__name__}. Pass a saver (InMemorySaver,"
+        " SqliteSaver, PostgresSaver, their async twins), True, False or None"
+    )

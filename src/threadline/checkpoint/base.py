@@ -12,13 +12,19 @@ import dataclasses
 import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
-from typing_extensions import Self
+from typing_extensions import Self, TypedDict
 
-from ..errors import CheckpointConflictError, CheckpointNotFoundError, ThreadlineError
+from ..errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    EmptyChannelError,
+    ThreadlineError,
+)
 from .encoding import DEFAULT_SNAPSHOT_RATIO, ChainDecoder, ValueCache, encode_changes
 from .serde import MsgpackSerializer, Serializer
 from .types import (
@@ -52,7 +58,10 @@ _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 
 def validate_thread_id(thread_id: object) -> str:
-    """Return ``thread_id`` if it is a non-empty string, else raise a ``ValueError`` saying how."""
+    """Return ``thread_id`` if it is a non-empty string (a ``uuid.UUID`` becomes its canonical
+    string, as LangGraph's docs pass them), else raise a ``ValueError`` saying how."""
+    if isinstance(thread_id, uuid.UUID):
+        return str(thread_id)
     if not isinstance(thread_id, str) or not thread_id:
         raise ValueError(
             f"thread_id must be a non-empty string, got {thread_id!r} ({type(thread_id).__name__});"
@@ -901,3 +910,24 @@ def _fork_plan(
 
 def _where(row: CheckpointRow) -> str:
     return f"thread {row.thread_id!r}, checkpoint {row.id}"
+
+
+# ---------------------------------------------------------------------- LangGraph's other names
+
+__all__ += ["CheckpointMetadata", "EmptyChannelError", "get_checkpoint_id"]
+
+
+class CheckpointMetadata(TypedDict, total=False):
+    """The metadata of a checkpoint (``StateSnapshot.metadata``); callers may add their own keys
+    through ``config["metadata"]``."""
+
+    source: Literal["input", "loop", "update", "fork"]
+    step: int
+    parents: dict[str, str]
+    run_id: str
+
+
+def get_checkpoint_id(config: RunnableConfig) -> str | None:
+    """The ``checkpoint_id`` a config names, or None."""
+    value = config.get("configurable", {}).get("checkpoint_id")
+    return None if value is None else str(value)

@@ -243,14 +243,14 @@ class CompiledStateGraph:
             durability=opts.durability,
             checkpointing=saver is not None,
             in_parent=running_task() is not None,
-            scope=self._scope(opts),
+            run_scope=self._run_scope(opts),
         )
         return core, config
 
-    def _scope(self, opts: _Options) -> RunScope:
+    def _run_scope(self, opts: _Options) -> RunScope:
         """The run's context and store; a graph run inside a node inherits what it lacks."""
         parent = running_task()
-        inherited = parent.scope if parent is not None else NO_SCOPE
+        inherited = parent.run_scope if parent is not None else NO_SCOPE
         context = coerce_context(self.context_schema, opts.context)
         if context is None and self.store is None and self.cache is None:
             return inherited

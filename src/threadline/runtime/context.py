@@ -69,7 +69,7 @@ class TaskContext:
     calls: int = 0
     child_calls: int = 0
     raised: list[Interrupt] = field(default_factory=list)
-    scope: RunScope = NO_SCOPE
+    run_scope: RunScope = NO_SCOPE  # the run's context, store and cache
     attempt: int = 1
     first_attempt_time: float | None = None
 
@@ -86,8 +86,8 @@ class TaskContext:
             node_first_attempt_time=self.first_attempt_time,
         )
         return Runtime(
-            context=self.scope.context,
-            store=self.scope.store,
+            context=self.run_scope.context,
+            store=self.run_scope.store,
             stream_writer=self.emit,
             execution_info=info,
         )
@@ -140,7 +140,7 @@ def get_config() -> RunnableConfig:
 
 def get_store() -> Any:
     """The store of the running graph (``compile(store=...)``)."""
-    store = current_task("get_store()").scope.store
+    store = current_task("get_store()").run_scope.store
     if store is None:
         raise ThreadlineError(
             "get_store() was called in a node of a graph compiled without a store; pass one"

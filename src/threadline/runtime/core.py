@@ -157,7 +157,7 @@ class RunCore:
         durability: str,
         checkpointing: bool,
         in_parent: bool = False,
-        scope: RunScope = NO_SCOPE,
+        run_scope: RunScope = NO_SCOPE,
     ) -> None:
         self.spec = spec
         self.schema = schema
@@ -170,7 +170,7 @@ class RunCore:
         self.durability = durability
         self.checkpointing = checkpointing
         self.in_parent = in_parent  # runs inside another graph's task: may route it
-        self.scope = scope  # the run's context and store, handed to every task
+        self.run_scope = run_scope  # the run's context, store and cache, for every task
         self.values: dict[str, Any] = {}
         self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
         self.dirty: dict[str, list[Any] | None] = {}

@@ -12,14 +12,14 @@ from typing import Any, Literal
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
-from .context import ParentLink, RunScope, TaskContext, enter, leave
+from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
 
 Emit = Callable[[str, Any], None]
 
 
 def _context(
-    task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None, scope: RunScope
+    task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
 ) -> TaskContext:
     return TaskContext(
         task_id=task.id,
@@ -29,7 +29,6 @@ def _context(
         interrupts=list(task.interrupts),
         emit=lambda chunk: emit("custom", chunk),
         parent=parent,
-        scope=scope,
     )
 
 
@@ -53,7 +52,7 @@ def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
         return ctx.runtime()
     if what == "previous":
         return None  # an entrypoint's previous return; graphs have none
-    store = ctx.scope.store
+    store = ctx.run_scope.store
     if store is None and what == "store":
         raise ThreadlineError(
             f"node {node.name!r} takes a 'store' parameter, but the graph was compiled without"
@@ -125,7 +124,7 @@ _MISS: Any = object()
 
 def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
     node = core.spec.nodes[task.name]
-    if node.cache_policy is not None and core.scope.cache is not None and node.subgraph is None:
+    if node.cache_policy is not None and core.run_scope.cache is not None and node.subgraph is None:
         return _cached_attempts(core, task, ctx, node)
     return _attempts(core, task, ctx, node)
 
@@ -162,10 +161,10 @@ def _attempts(
     while True:
         attempt += 1
         ctx.calls = ctx.child_calls = 0
+        state = core.task_input(task)
         ctx.attempt = attempt
         if attempt == 1:
             ctx.first_attempt_time = time.time()
-        state = core.task_input(task)
         try:
             try:
                 if node.subgraph is not None:
@@ -234,7 +233,8 @@ def run_task(
     core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
 ) -> None:
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
-    ctx = _context(task, config, emit, parent, core.scope)
+    ctx = _context(task, config, emit, parent)
+    ctx.run_scope = core.run_scope
     steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
@@ -249,9 +249,9 @@ def run_task(
                         _close(result)
                         raise _no_sync(f"the router after {task.name!r}")
                 elif action[0] == "cache_get":
-                    result = core.scope.cache.get([action[1]]).get(action[1], _MISS)
+                    result = core.run_scope.cache.get([action[1]]).get(action[1], _MISS)
                 elif action[0] == "cache_set":
-                    core.scope.cache.set({action[1]: (action[2], action[3])})
+                    core.run_scope.cache.set({action[1]: (action[2], action[3])})
                     result = None
                 else:
                     time.sleep(action[1])
@@ -270,7 +270,8 @@ async def arun_task(
     core: RunCore, task: Task, config: RunnableConfig, emit: Emit, parent: ParentLink | None
 ) -> None:
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
-    ctx = _context(task, config, emit, parent, core.scope)
+    ctx = _context(task, config, emit, parent)
+    ctx.run_scope = core.run_scope
     steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
@@ -284,10 +285,10 @@ async def arun_task(
                     if inspect.isawaitable(result):
                         result = await result
                 elif action[0] == "cache_get":
-                    found = await core.scope.cache.aget([action[1]])
+                    found = await core.run_scope.cache.aget([action[1]])
                     result = found.get(action[1], _MISS)
                 elif action[0] == "cache_set":
-                    await core.scope.cache.aset({action[1]: (action[2], action[3])})
+                    await core.run_scope.cache.aset({action[1]: (action[2], action[3])})
                     result = None
                 else:
                     await asyncio.sleep(action[1])

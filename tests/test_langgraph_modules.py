@@ -109,8 +109,9 @@ def test_managed_markers_are_not_reducers() -> None:
         is_last_step: managed.IsLastStep
 
     schema = StateSchema(State)
-    assert schema.channels["remaining_steps"].reducer is None
-    assert schema.channels["is_last_step"].reducer is None
+    # Managed keys are computed by the runtime: no channel, no reducer.
+    assert set(schema.channels) == {"n"}
+    assert set(schema.managed) == {"remaining_steps", "is_last_step"}
     hints = typing.get_type_hints(State, include_extras=True)
     assert managed.managed_value_of(hints["remaining_steps"]) is managed.REMAINING_STEPS
     assert managed.managed_value_of(hints["is_last_step"]) is managed.IS_LAST_STEP

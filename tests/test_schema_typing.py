@@ -61,7 +61,8 @@ def test_required_and_notrequired_keep_the_reducer_inside() -> None:
     assert schema.channels["frozen"].reducer is operator.add
     assert schema.channels["note"].reducer is None
     out = _run(Qualified, {"log": ["b"], "note": "n"}, {"log": ["a"]})
-    assert out == {"log": ["a", "b"], "note": "n"}
+    # frozen, never written, reads as its reducer's empty value
+    assert out == {"log": ["a", "b"], "note": "n", "frozen": []}
 
 
 def test_standard_library_qualifiers_too() -> None:

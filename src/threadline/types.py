@@ -12,9 +12,11 @@ from .checkpoint.types import RunnableConfig
 
 __all__ = [
     "All",
+    "CachePolicy",
     "Command",
     "Durability",
     "Interrupt",
+    "Overwrite",
     "RetryPolicy",
     "Send",
     "StateSnapshot",
@@ -165,6 +167,40 @@ def interrupt(value: Any) -> Any:
     from .runtime.context import current_task
 
     return current_task("interrupt()").interrupt(value)
+
+
+def _default_cache_key(*args: Any, **kwargs: Any) -> str:
+    """A node's input as a cache key: its serialized form, hashed."""
+    from .cache.base import default_cache_key
+
+    return default_cache_key(*args, **kwargs)
+
+
+KeyFuncT = TypeVar("KeyFuncT", bound=Callable[..., "str | bytes"])
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachePolicy(Generic[KeyFuncT]):
+    """Reuse a node's result for the same input: ``add_node(..., cache_policy=...)``.
+
+    Needs ``compile(cache=InMemoryCache())``. ``key_func(state)`` names an entry (by default
+    a hash of the serialized input); ``ttl`` is its lifetime in seconds (None: forever).
+    """
+
+    key_func: KeyFuncT = _default_cache_key  # type: ignore[assignment]
+    ttl: int | None = None
+
+
+@dataclass(slots=True)
+class Overwrite:
+    """Write ``value`` to a reducer key as it is, bypassing the reducer.
+
+    ``{"items": Overwrite(["b"])}`` replaces the list instead of appending. Two overwrites of
+    one key in one step are an error.
+    """
+
+    value: Any
+    type: Literal["__overwrite__"] = "__overwrite__"
 
 
 # ---------------------------------------------------------------------- LangGraph's other names

@@ -21,11 +21,12 @@ from ..errors import (
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
 from ..types import Command, StateSnapshot, StateTask
-from .context import ParentLink, running_task
-from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
+from .context import NO_SCOPE, ParentLink, RunScope, running_task
+from .core import MISSING, RESERVED, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
+from .runtime_context import coerce_context
 
 __all__ = ["CompiledStateGraph"]
 
@@ -70,6 +71,7 @@ class _Options:
     interrupt_after: list[str]
     durability: str
     subgraphs: bool
+    context: Any = None  # invoke(..., context=...): the run's Runtime.context
 
 
 class DrawableGraph:
@@ -96,6 +98,9 @@ class CompiledStateGraph:
         interrupt_before: Sequence[str],
         interrupt_after: Sequence[str],
         name: str,
+        store: Any = None,
+        cache: Any = None,
+        context_schema: Any = None,
     ) -> None:
         self.schema = schema
         self.spec = spec
@@ -103,6 +108,9 @@ class CompiledStateGraph:
         self.interrupt_before = list(interrupt_before)
         self.interrupt_after = list(interrupt_after)
         self.name = name
+        self.store = store
+        self.cache = cache
+        self.context_schema = context_schema
 
     def get_graph(self) -> DrawableGraph:
         """The graph's structure (``.draw_mermaid()`` renders it)."""
@@ -115,6 +123,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -125,6 +134,7 @@ class CompiledStateGraph:
         ``Command`` (e.g. ``Command(resume=answer)``).
         """
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        opts.context = context
         run = self._run(input, config, opts)
         for _ in run:
             pass
@@ -135,12 +145,14 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
     ) -> Any:
         """Async :meth:`invoke`."""
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        opts.context = context
         run = self._arun(input, config, opts)
         async for _ in run:
             pass
@@ -151,6 +163,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
@@ -167,6 +180,7 @@ class CompiledStateGraph:
         opts = self._options(
             stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
         )
+        opts.context = context
         yield from self._run(input, config, opts)
 
     async def astream(
@@ -174,6 +188,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
@@ -184,6 +199,7 @@ class CompiledStateGraph:
         opts = self._options(
             stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
         )
+        opts.context = context
         async for chunk in self._arun(input, config, opts):
             yield chunk
 
@@ -240,8 +256,22 @@ class CompiledStateGraph:
             durability=opts.durability,
             checkpointing=saver is not None,
             in_parent=running_task() is not None,
+            run_scope=self._run_scope(opts),
         )
         return core, config
+
+    def _run_scope(self, opts: _Options) -> RunScope:
+        """The run's context and store; a graph run inside a node inherits what it lacks."""
+        parent = running_task()
+        inherited = parent.run_scope if parent is not None else NO_SCOPE
+        context = coerce_context(self.context_schema, opts.context)
+        if context is None and self.store is None and self.cache is None:
+            return inherited
+        return RunScope(
+            context=inherited.context if context is None else context,
+            store=inherited.store if self.store is None else self.store,
+            cache=inherited.cache if self.cache is None else self.cache,
+        )
 
     def _child_setup(
         self, config: RunnableConfig | None, opts: _Options
@@ -493,9 +523,12 @@ def _snapshot_of(
 
 
 def _values_out(schema: StateSchema, values: Mapping[str, Any]) -> Any:
-    keep = {k: v for k, v in values.items() if k != JOINS}
+    keep = {k: v for k, v in values.items() if k not in RESERVED}
     if schema.kind != "dict":
-        keep = {k: v for k, v in keep.items() if k in schema.channels}
+        keep = {k: v for k, v in keep.items() if k in schema.fields}
+    for key in schema.empty_keys:
+        if key not in keep and key in schema.fields:
+            keep[key] = schema.initial(key)
     try:
         return schema.output(keep)
     except Exception:

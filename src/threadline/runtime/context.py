@@ -11,8 +11,16 @@ from typing import Any
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
 from ..types import Interrupt
+from .runtime_context import ExecutionInfo, Runtime
 
-__all__ = ["TaskContext", "current_task", "get_config", "get_stream_writer"]
+__all__ = [
+    "RunScope",
+    "TaskContext",
+    "current_task",
+    "get_config",
+    "get_store",
+    "get_stream_writer",
+]
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "threadline_task", default=None
@@ -38,6 +46,18 @@ class ParentLink:
     messages: Any = None  # the run's MessagesStream, when it streams messages
 
 
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """What every task of one run shares: the run's context, the graph's store and cache."""
+
+    context: Any = None
+    store: Any = None
+    cache: Any = None
+
+
+NO_SCOPE = RunScope()
+
+
 @dataclass
 class TaskContext:
     task_id: str
@@ -50,6 +70,28 @@ class TaskContext:
     calls: int = 0
     child_calls: int = 0
     raised: list[Interrupt] = field(default_factory=list)
+    run_scope: RunScope = NO_SCOPE  # the run's context, store and cache
+    attempt: int = 1
+    first_attempt_time: float | None = None
+
+    def runtime(self) -> Runtime[Any]:
+        """A :class:`Runtime` for this task (made on request: most nodes never ask)."""
+        configurable = self.config.get("configurable") or {}
+        info = ExecutionInfo(
+            checkpoint_id=configurable.get("checkpoint_id") or "",
+            checkpoint_ns=configurable.get("checkpoint_ns") or "",
+            task_id=self.task_id,
+            thread_id=configurable.get("thread_id"),
+            run_id=None if self.config.get("run_id") is None else str(self.config["run_id"]),
+            node_attempt=self.attempt,
+            node_first_attempt_time=self.first_attempt_time,
+        )
+        return Runtime(
+            context=self.run_scope.context,
+            store=self.run_scope.store,
+            stream_writer=self.emit,
+            execution_info=info,
+        )
 
     def interrupt(self, value: Any) -> Any:
         index = self.calls
@@ -95,6 +137,17 @@ def get_stream_writer() -> Callable[[Any], None]:
 def get_config() -> RunnableConfig:
     """The running node's config."""
     return current_task("get_config()").config
+
+
+def get_store() -> Any:
+    """The store of the running graph (``compile(store=...)``)."""
+    store = current_task("get_store()").run_scope.store
+    if store is None:
+        raise ThreadlineError(
+            "get_store() was called in a node of a graph compiled without a store; pass one"
+            " to compile(), e.g. builder.compile(store=InMemoryStore())"
+        )
+    return store
 
 
 def enter(ctx: TaskContext) -> contextvars.Token[TaskContext | None]:

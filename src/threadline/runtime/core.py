@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +26,16 @@ from ..checkpoint.types import (
     new_checkpoint_id,
 )
 from ..errors import GraphRecursionError, InvalidUpdateError, ParentCommand, ThreadlineError
-from ..graph.schema import StateSchema
+from ..graph.schema import StateSchema, managed_value
 from ..graph.spec import END, START, GraphSpec, NodeSpec
-from ..types import Command, Interrupt, Send
+from ..types import Command, Interrupt, Overwrite, Send
+from .context import NO_SCOPE, RunScope
 
 MISSING: Any = object()
 
 JOINS = "__joins__"  # reserved channel: progress of multi-source edges
+DEFERRED = "__deferred__"  # reserved channel: deferred nodes waiting for the run's end
+RESERVED = (JOINS, DEFERRED)
 RESULT = "__result__"  # pending write: a finished task's writes and routes
 ERROR = "__error__"
 INTERRUPT = "__interrupt__"
@@ -159,6 +161,7 @@ class RunCore:
         durability: str,
         checkpointing: bool,
         in_parent: bool = False,
+        run_scope: RunScope = NO_SCOPE,
     ) -> None:
         self.spec = spec
         self.schema = schema
@@ -171,6 +174,7 @@ class RunCore:
         self.durability = durability
         self.checkpointing = checkpointing
         self.in_parent = in_parent  # runs inside another graph's task: may route it
+        self.run_scope = run_scope  # the run's context, store and cache, for every task
         self.values: dict[str, Any] = {}
         self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
         self.dirty: dict[str, list[Any] | None] = {}
@@ -186,6 +190,14 @@ class RunCore:
         self.finished_tasks: list[Task] = []
         self._ran_last: list[str] = []  # nodes of the step before (update_state's default)
         self._node_order = {name: i for i, name in enumerate(spec.nodes)}
+        self._fill_empty()
+
+    def _fill_empty(self) -> None:
+        """Reducer keys never written read as the reducer's empty value (not stored)."""
+        for key in self.schema.empty_keys:
+            if key not in self.values:
+                self.values[key] = self.schema.initial(key)
+                self.owned.add(key)
 
     # ------------------------------------------------------------------ starting
 
@@ -195,6 +207,7 @@ class RunCore:
             return
         c = loaded.checkpoint
         self.values = dict(c.values)
+        self._fill_empty()
         self.checkpoint_id = self.saved_id = c.id
         self.step = c.step
         # Pending writes belong to the head: replaying an older checkpoint reruns its tasks.
@@ -206,7 +219,7 @@ class RunCore:
             updates = self._command_updates(value, who="the input Command")
             gotos = _as_targets(value.goto)
         else:
-            updates = self.schema.updates_from(value, who="input")
+            updates = self._input_updates(value)
             gotos = []
         # As LangGraph: first the input checkpoint (the values before the input, and a
         # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
@@ -233,6 +246,17 @@ class RunCore:
         routes += self._route_branches(START, self.values)
         self.tasks = self._make_tasks([(START, routes)])
         self.paused_here = False
+
+    def _input_updates(self, value: Any) -> dict[str, Any]:
+        """The input's writes: the input schema's keys, validated by it (pydantic)."""
+        inp = self.schema.input_schema
+        if inp is self.schema or isinstance(value, Mapping) or value is None:
+            updates = self.schema.updates_from(value, who="input")
+        else:
+            updates = inp.updates_from(value, who="input")
+        if inp is not self.schema:
+            updates = {k: v for k, v in updates.items() if k in inp.channels}
+        return inp.validate_input(updates, self.values)
 
     def start_resume(self) -> None:
         if any(t.name == START for t in self.tasks):
@@ -311,7 +335,20 @@ class RunCore:
     def task_input(self, task: Task) -> Any:
         if task.arg is not MISSING:
             return private_copy(task.arg)
+        own = self.spec.nodes[task.name].input_schema
+        if own is not None:
+            return own.view(self.values, self._managed_values())
+        if self.schema.managed:
+            return self.schema.node_input({**self.values, **self._managed_values()})
         return self.schema.node_input(self.values)
+
+    def _managed_values(self) -> dict[str, Any]:
+        """``RemainingSteps`` / ``IsLastStep`` keys as the step about to run sees them."""
+        if not self.schema.managed:
+            return {}
+        taken = self.step + 1 - self.start_step
+        limit = self.recursion_limit
+        return {k: managed_value(m, taken, limit) for k, m in self.schema.managed.items()}
 
     def node_result(self, task: Task, node: NodeSpec, returned: Any, node_input: Any) -> None:
         """Record a node's return value as the task's writes and explicit routes."""
@@ -354,6 +391,8 @@ class RunCore:
         view = dict(self.values)
         for key, value in task.writes:
             view[key] = self._reduce(key, view.get(key, MISSING), [value], shared_ok=False)
+        if self.schema.managed:
+            view.update(self._managed_values())
         return self.schema.node_input(view)
 
     def finish_task(self, task: Task, *, alone: bool) -> None:
@@ -414,10 +453,12 @@ class RunCore:
             self._flush_exit()
 
     def output(self) -> Any:
-        values = {k: v for k, v in self.values.items() if k in self.schema.channels}
-        if self.schema.kind == "dict":
-            values = {k: v for k, v in self.values.items() if k != JOINS}
-        return self.schema.output(values)
+        out = self.schema.output_schema
+        if self.schema.kind == "dict" and out is self.schema:
+            values = {k: v for k, v in self.values.items() if k not in RESERVED}
+        else:
+            values = {k: v for k, v in self.values.items() if k in out.fields}
+        return out.output(values)
 
     # ------------------------------------------------------------------ update_state
 
@@ -509,6 +550,8 @@ class RunCore:
         for who, pairs in writes:
             for key, value in pairs:
                 spec = self.schema.channels.get(key)
+                if spec is None and key in self.schema.managed:
+                    continue  # managed values are computed, never written
                 if spec is None and self.schema.kind != "dict":
                     raise InvalidUpdateError(f"{who} wrote unknown state key {key!r}")
                 if spec is None or spec.reducer is None:
@@ -531,7 +574,10 @@ class RunCore:
     def _reduce(self, key: str, old: Any, updates: list[Any], *, shared_ok: bool) -> Any:
         spec = self.schema.channels.get(key)
         if spec is None or spec.reducer is None:
-            return updates[-1]
+            last = updates[-1]
+            return last.value if isinstance(last, Overwrite) else last
+        if any(_overwrite_of(u) is not MISSING for u in updates):
+            return _apply_overwrite(key, old, updates, spec.reducer)
         if old is MISSING:
             old = self._initial(key)
             if old is MISSING:
@@ -543,20 +589,7 @@ class RunCore:
         return old
 
     def _initial(self, key: str) -> Any:
-        default = self.schema.defaults.get(key, MISSING)
-        if default is not MISSING:
-            if dataclasses.is_dataclass(self.schema.schema) and callable(default):
-                return default()
-            if hasattr(default, "get_default"):
-                return default.get_default(call_default_factory=True)
-            return default
-        annotation: Any = typing.get_type_hints(self.schema.schema, include_extras=True).get(key)
-        if typing.get_origin(annotation) is not typing.Annotated:
-            return MISSING
-        base = typing.get_origin(annotation.__origin__) or annotation.__origin__
-        if base in (list, dict, set, tuple, int, float, str):
-            return base()
-        return MISSING
+        return self.schema.initial(key) if self.schema.has_initial(key) else MISSING
 
     def _mark(self, key: str, old: Any, new: Any, updates: list[Any]) -> None:
         appended: list[Any] | None = None
@@ -620,9 +653,25 @@ class RunCore:
                     self._check_target(source, target)
                     pulls.add(target)
         ordered = sorted(pulls, key=lambda n: self._node_order[n])
+        if self.spec.deferred:
+            ordered = self._defer(ordered, has_pushes=bool(pushes))
         tasks = [Task(id=uuid.uuid4().hex, name=n) for n in ordered]
         tasks += [Task(id=uuid.uuid4().hex, name=s.node, arg=s.arg) for s in pushes]
         return tasks
+
+    def _defer(self, ordered: list[str], *, has_pushes: bool) -> list[str]:
+        """Deferred nodes wait (in a reserved channel) until nothing else is left to run."""
+        waiting = set(self.values.get(DEFERRED) or ())
+        now = [n for n in ordered if n not in self.spec.deferred]
+        waiting.update(n for n in ordered if n in self.spec.deferred)
+        if not now and not has_pushes:
+            now, waiting = sorted(waiting, key=lambda n: self._node_order[n]), set()
+        progress = sorted(waiting, key=lambda n: self._node_order[n])
+        if progress != list(self.values.get(DEFERRED) or ()):
+            old = self.values.get(DEFERRED, MISSING)
+            self.values[DEFERRED] = progress
+            self._mark(DEFERRED, old, progress, [progress])
+        return now
 
     def _check_target(self, source: str, target: Any) -> None:
         if not isinstance(target, str) or target not in self.spec.nodes:
@@ -721,3 +770,37 @@ def _fields_of(instance: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(instance):
         return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
     return dict(instance.__dict__)
+
+
+_OVERWRITE_KEY = "__overwrite__"
+
+
+def _overwrite_of(update: Any) -> Any:
+    """The value an ``Overwrite`` (or its ``{"__overwrite__": v}`` form) carries, or MISSING."""
+    if isinstance(update, Overwrite):
+        return update.value
+    if isinstance(update, dict):
+        if len(update) == 1 and _OVERWRITE_KEY in update:
+            return update[_OVERWRITE_KEY]
+        if update.get("type") == _OVERWRITE_KEY and "value" in update and len(update) == 2:
+            return update["value"]
+    return MISSING
+
+
+def _apply_overwrite(key: str, old: Any, updates: list[Any], reducer: Any) -> Any:
+    """Updates of one step with an ``Overwrite``: it replaces the value; updates after it in
+    the step are dropped, updates before it are replaced with it (as LangGraph does)."""
+    value = old
+    seen = False
+    for update in updates:
+        replacement = _overwrite_of(update)
+        if replacement is not MISSING:
+            if seen:
+                raise InvalidUpdateError(
+                    f"state key {key!r} received two Overwrite values in one step; only one"
+                    " node may overwrite it per step"
+                )
+            value, seen = replacement, True
+        elif not seen:
+            value = update if value is MISSING else reducer(private_copy(value), update)
+    return value

@@ -13,6 +13,7 @@ from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
+from .tasks import aclose_scope, close_scope
 
 Emit = Callable[[str, Any], None]
 
@@ -28,6 +29,8 @@ def _context(
         interrupts=list(task.interrupts),
         emit=lambda chunk: emit("custom", chunk),
         parent=parent,
+        task=task,
+        emit_event=emit,
     )
 
 
@@ -105,7 +108,7 @@ def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Actio
     attempt = 0
     while True:
         attempt += 1
-        ctx.calls = ctx.child_calls = 0
+        ctx.restart()
         state = core.task_input(task)
         try:
             try:
@@ -195,6 +198,7 @@ def run_task(
     except StopIteration:
         pass
     finally:
+        close_scope(ctx)
         leave(token)
 
 
@@ -203,6 +207,7 @@ async def arun_task(
 ) -> None:
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
     ctx = _context(task, config, emit, parent)
+    ctx.loop = asyncio.get_running_loop()
     steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
@@ -225,6 +230,7 @@ async def arun_task(
     except StopIteration:
         pass
     finally:
+        await aclose_scope(ctx)
         leave(token)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypedDict
 
 import pytest
@@ -16,7 +17,7 @@ from counting import Calls, fresh_config
 
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.checkpoint.memory import MemorySaver
-from threadline.errors import ThreadlineError
+from threadline.errors import NodeTimeoutError, ThreadlineError
 from threadline.func import entrypoint, task
 from threadline.graph import START, StateGraph
 from threadline.runtime.tasks import CachePolicy
@@ -593,3 +594,53 @@ async def test_async_update_state_and_cache(asaver: BaseCheckpointSaver) -> None
     await flow.aupdate_state(config, "edited")
     assert await flow.ainvoke(2, config) == ["edited", 8]
     assert calls["cube"] == 1
+
+
+# ---------------------------------------------------------------------- timeouts
+
+
+async def test_async_task_timeout_is_retried_then_raised() -> None:
+    attempts = Calls()
+
+    @task(timeout=0.05, retry_policy=RetryPolicy(initial_interval=0, max_attempts=2))
+    async def slow_once() -> str:
+        attempts.hit("slow_once")
+        if attempts["slow_once"] == 1:
+            await asyncio.sleep(30)
+        return "done"
+
+    @task(timeout=timedelta(milliseconds=20))
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    @entrypoint()
+    async def flow(x: int) -> str:
+        first = await slow_once()
+        try:
+            await stuck()
+        except NodeTimeoutError:
+            return first + ", stuck timed out"
+        return first
+
+    assert await flow.ainvoke(1) == "done, stuck timed out"
+    assert attempts["slow_once"] == 2
+
+    @entrypoint(timeout=0.02)
+    async def whole(x: int) -> None:
+        await asyncio.sleep(30)
+
+    with pytest.raises(NodeTimeoutError, match="entrypoint 'whole'"):
+        await whole.ainvoke(1)
+
+
+def test_timeouts_need_async_functions() -> None:
+    def sync_task() -> int:
+        return 1
+
+    def sync_flow(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="only for async"):
+        task(timeout=1)(sync_task)
+    with pytest.raises(ValueError, match="only for async"):
+        entrypoint(timeout=1)(sync_flow)

@@ -17,6 +17,7 @@ __all__ = [
     "GraphValidationError",
     "InvalidUpdateError",
     "NoCheckpointerError",
+    "NodeTimeoutError",
     "ParentCommand",
     "SchemaMissingError",
     "SchemaVersionError",
@@ -106,3 +107,8 @@ class ParentCommand(ThreadlineError):
     def __init__(self, command: Any) -> None:
         super().__init__("a subgraph node routed its parent graph")
         self.command = command
+
+
+class NodeTimeoutError(ThreadlineError):
+    """An attempt of an async task (or entrypoint) ran past its ``timeout``. Retryable: not a
+    built-in ``TimeoutError``, so the default ``RetryPolicy`` retries it."""

@@ -22,7 +22,7 @@ from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..runtime.compiled import CompiledStateGraph
 from ..runtime.context import get_stream_writer, running_task
 from ..runtime.core import RunCore, Task
-from ..runtime.tasks import scope_of
+from ..runtime.tasks import scope_of, timeout_seconds, with_timeout
 from ..types import Command, RetryPolicy
 
 __all__ = ["Entrypoint", "Runtime", "entrypoint"]
@@ -84,7 +84,9 @@ class entrypoint:
         context_schema: type[Any] | None = None,
         cache_policy: Any = None,
         retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        timeout: Any = None,
     ) -> None:
+        self.timeout = timeout
         self.checkpointer = checkpointer
         self.store = store
         self.cache = cache
@@ -119,12 +121,15 @@ class Entrypoint(CompiledStateGraph):
         self.cache = options.cache
         self.cache_policy = options.cache_policy
         self.context_schema = options.context_schema
+        is_async = inspect.iscoroutinefunction(func)
+        self.timeout = timeout_seconds(
+            options.timeout, f"entrypoint {func.__name__!r}", is_async=is_async
+        )
         self._injected = [p.name for p in params[1:] if p.name in _INJECTED]
         policy = options.retry_policy
         if policy is not None and not isinstance(policy, RetryPolicy):
             policy = next(iter(policy), None)  # the graph runtime takes one policy per node
         name = func.__name__
-        is_async = inspect.iscoroutinefunction(func)
         node = NodeSpec(
             name=name,
             fn=self._async_node if is_async else self._node,
@@ -165,13 +170,17 @@ class Entrypoint(CompiledStateGraph):
             hit = await self.cache.aget([key])
             if key in hit:
                 return dict(hit[key])
-        value = self.func(state.get(INPUT), **self._kwargs(state, config))
-        while inspect.isawaitable(value):  # a coroutine, or e.g. an asyncio.gather of tasks
-            value = await value
-        writes = _writes(value)
+        call = self._acall(state.get(INPUT), self._kwargs(state, config))
+        writes = _writes(await with_timeout(call, self.timeout, f"entrypoint {self.name!r}"))
         if key is not None:
             await self.cache.aset({key: (writes, self.cache_policy.ttl)})
         return writes
+
+    async def _acall(self, value: Any, kwargs: dict[str, Any]) -> Any:
+        value = self.func(value, **kwargs)
+        while inspect.isawaitable(value):  # a coroutine, or e.g. an asyncio.gather of tasks
+            value = await value
+        return value
 
     def _start(self, state: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
         """Hand the cache to the run's task calls; the cache entry of this input, if cached."""

@@ -19,6 +19,7 @@ def task(
     name: str | None = None,
     retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
     cache_policy: Any = None,
+    timeout: Any = None,
 ) -> Callable[[Callable[..., Any]], TaskFunction[Any]]: ...
 
 
@@ -32,6 +33,7 @@ def task(
     name: str | None = None,
     retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
     cache_policy: Any = None,
+    timeout: Any = None,
 ) -> Callable[[Callable[..., Any]], TaskFunction[Any]] | TaskFunction[Any]:
     """Make ``func`` a task: calling it inside an ``@entrypoint`` function, another task or a
     running graph node returns a future (``.result()``, or ``await`` for async tasks).
@@ -40,6 +42,8 @@ def task(
         name: the task's name in streams (default: the function's name).
         retry_policy: a ``RetryPolicy`` (or several: the first that matches the error applies).
         cache_policy: reuse results for equal arguments, in the entrypoint's ``cache``.
+        timeout: seconds (or a ``timedelta``, or a ``TimeoutPolicy`` with ``run_timeout``) an
+            attempt of an async task may take; then ``NodeTimeoutError`` (retryable).
     """
     policies: Sequence[RetryPolicy] = (
         ()
@@ -50,7 +54,9 @@ def task(
     )
 
     def decorate(func: Callable[..., Any]) -> TaskFunction[Any]:
-        return TaskFunction(func, name=name, retry_policy=policies, cache_policy=cache_policy)
+        return TaskFunction(
+            func, name=name, retry_policy=policies, cache_policy=cache_policy, timeout=timeout
+        )
 
     if __func_or_none__ is not None:
         return decorate(__func_or_none__)

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
+import datetime
 import hashlib
 import inspect
 import pickle
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .._copy import private_copy
-from ..errors import ThreadlineError
+from ..errors import NodeTimeoutError, ThreadlineError
 from ..types import RetryPolicy
 from .context import TaskContext, enter, leave, running_task
 
@@ -100,12 +101,14 @@ class TaskFunction(Generic[T]):
         name: str | None,
         retry_policy: Sequence[RetryPolicy],
         cache_policy: Any,
+        timeout: Any = None,
     ) -> None:
         self.func = func
         self.name: str = name or str(getattr(func, "__name__", type(func).__name__))
         self.retry_policy = tuple(retry_policy)
         self.cache_policy = cache_policy
         self.is_async = inspect.iscoroutinefunction(func)
+        self.timeout = timeout_seconds(timeout, f"task {self.name!r}", is_async=self.is_async)
         self.__name__ = self.name
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
@@ -269,7 +272,9 @@ class CallScope:
         if job.fn.is_async:
             token = enter(job.ctx)  # this asyncio task runs in its own copy of the context
             try:
-                return await job.fn.func(*job.args, **job.kwargs)
+                return await with_timeout(
+                    job.fn.func(*job.args, **job.kwargs), job.fn.timeout, f"task {job.fn.name!r}"
+                )
             finally:
                 await aclose_scope(job.ctx)
                 leave(token)
@@ -326,6 +331,43 @@ class CallScope:
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True)
+
+
+def timeout_seconds(timeout: Any, what: str, *, is_async: bool) -> float | None:
+    """A ``timeout=`` (seconds, a ``timedelta`` or a ``TimeoutPolicy``'s ``run_timeout``) in
+    seconds; only async functions can be stopped in the middle."""
+    if timeout is None:
+        return None
+    if hasattr(timeout, "run_timeout"):
+        if getattr(timeout, "idle_timeout", None) is not None:
+            raise ValueError(
+                f"{what}: idle_timeout is not supported (threadline has no heartbeats yet);"
+                " give run_timeout, a wall-clock cap per attempt"
+            )
+        timeout = timeout.run_timeout
+        if timeout is None:
+            return None
+    seconds = timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else timeout
+    if not is_async:
+        raise ValueError(
+            f"timeout is supported only for async functions: {what} is sync, and a thread"
+            " cannot be stopped safely. Make it async, or drop the timeout"
+        )
+    if not isinstance(seconds, (int, float)) or seconds <= 0:
+        raise ValueError(f"{what}: timeout must be a positive number of seconds, got {timeout!r}")
+    return float(seconds)
+
+
+async def with_timeout(awaitable: Any, seconds: float | None, what: str) -> Any:
+    if seconds is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise NodeTimeoutError(
+            f"{what} ran longer than its timeout of {seconds:g}s and was cancelled; raise the"
+            " timeout, or give a RetryPolicy to try again"
+        ) from None
 
 
 def scope_of(ctx: TaskContext) -> CallScope:

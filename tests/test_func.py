@@ -474,6 +474,11 @@ def test_task_cache_policy() -> None:
         return [square(n).result() for n in numbers]
 
     assert flow.invoke([2, 3]) == [4, 9]
+    assert list(flow.stream([3, 4])) == [
+        {"square": 9, "__metadata__": {"cached": True}},
+        {"square": 16},
+        {"flow": [9, 16]},
+    ]
     assert flow.invoke([3, 2, 4]) == [9, 4, 16]
     assert (calls["2"], calls["3"], calls["4"]) == (1, 1, 1)
     square.clear_cache(cache)

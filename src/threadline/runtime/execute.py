@@ -230,7 +230,8 @@ async def arun_task(
     except StopIteration:
         pass
     finally:
-        await aclose_scope(ctx)
+        if ctx.scope is not None:  # it made @task calls
+            await aclose_scope(ctx)
         leave(token)
 
 

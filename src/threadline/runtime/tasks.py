@@ -225,7 +225,7 @@ class CallScope:
         if job.cache_key is not None:
             hit = self.cache.get([job.cache_key])
             if job.cache_key in hit:
-                return self._finished(job, hit[job.cache_key])
+                return self._finished(job, hit[job.cache_key], cached=True)
         token = enter(job.ctx)
         try:
             attempt = 0
@@ -252,7 +252,7 @@ class CallScope:
         if job.cache_key is not None:
             hit = await self.cache.aget([job.cache_key])
             if job.cache_key in hit:
-                return await self._afinished(job, hit[job.cache_key])
+                return await self._afinished(job, hit[job.cache_key], cached=True)
         attempt = 0
         while True:
             attempt += 1
@@ -293,27 +293,30 @@ class CallScope:
             raise ThreadlineError(f"task {job.fn.name!r} returned an awaitable from sync code")
         return value
 
-    def _finished(self, job: _Call, value: Any) -> Any:
+    def _finished(self, job: _Call, value: Any, *, cached: bool = False) -> Any:
         task, sink = self.ctx.task, _sink(self.ctx)
         if sink is not None and task is not None:
             sink.save_call(task, job.key, value)
         elif task is not None:
             task.calls[job.key] = value
-        self._announce(job, value)
+        self._announce(job, value, cached)
         return value
 
-    async def _afinished(self, job: _Call, value: Any) -> Any:
+    async def _afinished(self, job: _Call, value: Any, *, cached: bool = False) -> Any:
         task, sink = self.ctx.task, _sink(self.ctx)
         if sink is not None and task is not None:
             await sink.asave_call(task, job.key, value)
         elif task is not None:
             task.calls[job.key] = value
-        self._announce(job, value)
+        self._announce(job, value, cached)
         return value
 
-    def _announce(self, job: _Call, value: Any) -> None:
+    def _announce(self, job: _Call, value: Any, cached: bool) -> None:
         if self.ctx.emit_event is not None:
-            self.ctx.emit_event("updates", {job.fn.name: value})
+            update = {job.fn.name: value}
+            if cached:
+                update["__metadata__"] = {"cached": True}  # as LangGraph marks a cache hit
+            self.ctx.emit_event("updates", update)
 
     # ------------------------------------------------------------------ closing
 

@@ -294,6 +294,10 @@ def test_invoke_returns_the_interrupt_then_the_value(saver: BaseCheckpointSaver)
     assert [i.value for i in paused["__interrupt__"]] == ["first?"]
     assert ask.invoke(Command(resume="a"), config)["__interrupt__"][0].value == "second?"
     assert ask.invoke(Command(resume="b"), config) == ["a", "b"]
+    # A new run that pauses shows the pause in "values", not the previous run's return value.
+    chunks = list(ask.stream(2, config, stream_mode="values"))
+    assert [i.value for i in chunks[-1]["__interrupt__"]] == ["first?"]
+    assert len(chunks) == 1
 
 
 def test_interrupts_of_tasks_and_of_the_body_keep_their_own_answers(

@@ -215,6 +215,11 @@ class Entrypoint(CompiledStateGraph):
     def _update_of(self, task: Task) -> dict[str, Any]:
         return {task.name: dict(task.writes).get(RETURN)}
 
+    def _values_chunk(self, core: RunCore) -> Any:
+        if core.interrupts:  # paused: the pause, not the previous run's return value
+            return {"__interrupt__": tuple(core.interrupts)}
+        return core.output()
+
     def _result(self, core: RunCore) -> Any:
         if core.interrupts:
             return {"__interrupt__": list(core.interrupts)}

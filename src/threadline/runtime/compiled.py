@@ -101,6 +101,10 @@ class CompiledStateGraph:
         """A finished task's chunk for ``stream_mode="updates"``."""
         return {task.name: dict(task.writes) or None}
 
+    def _values_chunk(self, core: RunCore) -> Any:
+        """The chunk for ``stream_mode="values"`` after a step."""
+        return core.output()
+
     def _result(self, core: RunCore) -> Any:
         """What ``invoke`` returns once the run stopped."""
         out = core.output()
@@ -632,7 +636,7 @@ class _RunBase:
             for t in core.finished_tasks:
                 self.emit("updates", self.graph._update_of(t))
         if "values" in self.opts.modes:
-            self.emit("values", core.output())
+            self.emit("values", self.graph._values_chunk(core))
         self.emit_checkpoints()
 
     def task_config(self, task: Task) -> RunnableConfig:

@@ -20,6 +20,7 @@ from threadline.checkpoint.memory import MemorySaver
 from threadline.errors import NodeTimeoutError, ThreadlineError
 from threadline.func import entrypoint, task
 from threadline.graph import START, StateGraph
+from threadline.runtime.context import get_stream_writer
 from threadline.runtime.tasks import CachePolicy
 from threadline.types import Command, RetryPolicy, interrupt
 
@@ -391,6 +392,43 @@ def test_tasks_inside_graph_nodes_are_durable(saver: BaseCheckpointSaver) -> Non
     graph.invoke({"x": 2}, config)
     assert graph.invoke(Command(resume=1), config) == {"x": 7}
     assert calls["fetch"] == 1
+
+
+def test_tasks_of_parallel_nodes_save_concurrently(saver: BaseCheckpointSaver) -> None:
+    calls = Calls()
+
+    @task
+    def work(name: str, i: int) -> str:
+        calls.hit(f"{name}{i}")
+        get_stream_writer()(f"{name}{i}")
+        return f"{name}{i}"
+
+    class State(TypedDict, total=False):
+        a: list[str]
+        b: list[str]
+
+    def node_a(state: State) -> dict[str, Any]:
+        return {"a": [f.result() for f in [work("a", i) for i in range(4)]]}
+
+    def node_b(state: State) -> dict[str, Any]:
+        done = [f.result() for f in [work("b", i) for i in range(4)]]
+        return {"b": [*done, interrupt("more?")]}
+
+    builder = StateGraph(State)
+    builder.add_node(node_a)
+    builder.add_node(node_b)
+    builder.add_edge(START, "node_a")
+    builder.add_edge(START, "node_b")
+    graph = builder.compile(checkpointer=saver)
+    config = fresh_config()
+    # "custom" runs the step's nodes on worker threads while the driver saves their results.
+    custom = list(graph.stream({}, config, stream_mode="custom"))
+    assert sorted(custom) == sorted([f"a{i}" for i in range(4)] + [f"b{i}" for i in range(4)])
+    assert graph.invoke(Command(resume="no"), config) == {
+        "a": ["a0", "a1", "a2", "a3"],
+        "b": ["b0", "b1", "b2", "b3", "no"],
+    }
+    assert all(calls[f"{n}{i}"] == 1 for n in "ab" for i in range(4))
 
 
 def test_a_graph_and_an_entrypoint_inside_an_entrypoint(saver: BaseCheckpointSaver) -> None:

@@ -7,6 +7,7 @@ never calls a task that completed again. The SIGKILL version is in ``test_func_c
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -138,6 +139,20 @@ def test_sync_tasks_run_in_parallel() -> None:
         return [f.result() for f in futures]
 
     assert fan_out.invoke(3) == [0, 1, 2]
+
+
+def test_sync_futures_are_concurrent_futures() -> None:
+    @task
+    def square(n: int) -> int:
+        return n * n
+
+    @entrypoint()
+    def flow(n: int) -> list[int]:
+        futures = [square(i) for i in range(n)]
+        done = concurrent.futures.as_completed(futures, timeout=10)
+        return sorted(f.result() for f in done)
+
+    assert flow.invoke(4) == [0, 1, 4, 9]
 
 
 def test_tasks_run_on_threads_owned_by_the_run() -> None:

@@ -32,7 +32,15 @@ from ..errors import NodeTimeoutError, ThreadlineError
 from ..types import RetryPolicy
 from .context import TaskContext, enter, leave, running_task
 
-__all__ = ["CachePolicy", "CallScope", "TaskFunction", "TaskFuture", "aclose_scope", "close_scope"]
+__all__ = [
+    "AsyncTaskFuture",
+    "CachePolicy",
+    "CallScope",
+    "TaskFunction",
+    "TaskFuture",
+    "aclose_scope",
+    "close_scope",
+]
 
 T = TypeVar("T")
 
@@ -54,40 +62,31 @@ class CachePolicy:
     ttl: int | None = None
 
 
-class TaskFuture(Generic[T]):
-    """What calling a task returns: ``.result()`` waits for it, ``await`` it in async code."""
-
-    __slots__ = ("_future",)
-
-    def __init__(self, future: concurrent.futures.Future[T] | asyncio.Future[T]) -> None:
-        self._future = future
+class TaskFuture(concurrent.futures.Future[T]):
+    """What calling a task from sync code returns: a ``concurrent.futures.Future``
+    (``.result()`` waits for it) that async code may also ``await``."""
 
     @classmethod
     def of(cls, value: T) -> TaskFuture[T]:
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        done: TaskFuture[T] = cls()
         done.set_result(value)
-        return cls(done)
+        return done
 
-    def done(self) -> bool:
-        return self._future.done()
+    def __await__(self) -> Generator[Any, None, T]:
+        return asyncio.wrap_future(self).__await__()
 
-    def result(self, timeout: float | None = None) -> T:
-        """The task's return value (its exception is raised here)."""
-        future = self._future
-        if isinstance(future, concurrent.futures.Future):
-            return future.result(timeout)
-        if not future.done():
+
+class AsyncTaskFuture(asyncio.Task[T]):
+    """What calling a task from async code returns: an ``asyncio.Task`` to ``await`` (or pass
+    to ``asyncio.gather``), whose ``.result()`` says so when called too early."""
+
+    def result(self) -> T:
+        if not self.done():
             raise ThreadlineError(
                 "the result of a task started from async code is not ready: await the future"
                 " (`await my_task(...)`, or asyncio.gather(...)) instead of calling .result()"
             )
-        return future.result()
-
-    def __await__(self) -> Generator[Any, None, T]:
-        future = self._future
-        if isinstance(future, concurrent.futures.Future):
-            return asyncio.wrap_future(future).__await__()
-        return future.__await__()
+        return super().result()
 
 
 class TaskFunction(Generic[T]):
@@ -113,7 +112,7 @@ class TaskFunction(Generic[T]):
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
 
-    def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture[T] | AsyncTaskFuture[T]:
         ctx = running_task()
         if ctx is None:
             raise ThreadlineError(
@@ -121,7 +120,7 @@ class TaskFunction(Generic[T]):
                 " Call tasks inside an @entrypoint function, another task, or a node while the"
                 " graph runs"
             )
-        future: TaskFuture[T] = scope_of(ctx).call(self, args, kwargs)
+        future: TaskFuture[T] | AsyncTaskFuture[T] = scope_of(ctx).call(self, args, kwargs)
         return future
 
     def cache_namespace(self) -> tuple[str, ...]:
@@ -195,16 +194,25 @@ class CallScope:
         # happens to run inside a loop (a notebook) keeps to threads.
         loop = _running_loop()
         if loop is not None and loop is self.ctx.loop:
-            future: Any = loop.create_task(self._arun(job, loop))
+            future: Any = AsyncTaskFuture(self._arun(job, loop), loop=loop)
         elif fn.is_async:
             raise ThreadlineError(
                 f"task {fn.name!r} is async, and it was called from sync code; make the"
                 " entrypoint (or node) async and run it with ainvoke()/astream()"
             )
         else:
-            future = self._executor().submit(contextvars.copy_context().run, self._run, job)
+            future = TaskFuture()
+            self._executor().submit(contextvars.copy_context().run, self._settle, future, job)
         self._running.append(future)
-        return TaskFuture(future)
+        return future
+
+    def _settle(self, future: TaskFuture[Any], job: _Call) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._run(job))
+        except BaseException as exc:
+            future.set_exception(exc)
 
     def _saved(self) -> dict[str, Any]:
         task = self.ctx.task

@@ -116,16 +116,9 @@ class Entrypoint(CompiledStateGraph):
                 f"entrypoint function {func.__name__!r} must take at least one parameter, its"
                 " input (use a dict to pass several values)"
             )
-        self.func = func
-        self.store = options.store
-        self.cache = options.cache
-        self.cache_policy = options.cache_policy
-        self.context_schema = options.context_schema
         is_async = inspect.iscoroutinefunction(func)
-        self.timeout = timeout_seconds(
-            options.timeout, f"entrypoint {func.__name__!r}", is_async=is_async
-        )
-        self._injected = [p.name for p in params[1:] if p.name in _INJECTED]
+        what = f"entrypoint {func.__name__!r}"
+        timeout = timeout_seconds(options.timeout, what, is_async=is_async)
         policy = options.retry_policy
         if policy is not None and not isinstance(policy, RetryPolicy):
             policy = next(iter(policy), None)  # the graph runtime takes one policy per node
@@ -148,6 +141,14 @@ class Entrypoint(CompiledStateGraph):
             interrupt_after=(),
             name=name,
         )
+        # Set after the graph's own attributes, which these may share names with.
+        self.func = func
+        self.store = options.store
+        self.cache = options.cache
+        self.cache_policy = options.cache_policy
+        self.context_schema = options.context_schema
+        self.timeout = timeout
+        self._injected = [p.name for p in params[1:] if p.name in _INJECTED]
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 

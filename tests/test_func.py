@@ -706,3 +706,39 @@ def test_timeouts_need_async_functions() -> None:
         task(timeout=1)(sync_task)
     with pytest.raises(ValueError, match="only for async"):
         entrypoint(timeout=1)(sync_flow)
+
+
+# ---------------------------------------------------------------------- answers matched by id
+
+
+def test_a_node_interrupt_after_its_subgraph_was_answered_asks_its_own_question(
+    saver: BaseCheckpointSaver,
+) -> None:
+    """Answers are matched by interrupt id: the answer given to a subgraph run inside a node
+    is not taken as the answer to the node's own next interrupt() (it used to be, by
+    position)."""
+
+    class State(TypedDict, total=False):
+        log: list[str]
+
+    def inner_ask(state: State) -> dict[str, Any]:
+        return {"log": [f"inner:{interrupt('inner?')}"]}
+
+    inner = StateGraph(State)
+    inner.add_node(inner_ask)
+    inner.add_edge(START, "inner_ask")
+    sub = inner.compile()
+
+    def outer(state: State) -> dict[str, Any]:
+        got = sub.invoke({"log": []})
+        return {"log": [*got["log"], f"outer:{interrupt('outer?')}"]}
+
+    builder = StateGraph(State)
+    builder.add_node(outer)
+    builder.add_edge(START, "outer")
+    graph = builder.compile(checkpointer=saver)
+    config = fresh_config()
+    assert graph.invoke({"log": []}, config)["__interrupt__"][0].value == "inner?"
+    paused = graph.invoke(Command(resume="a"), config)
+    assert [i.value for i in paused["__interrupt__"]] == ["outer?"]
+    assert graph.invoke(Command(resume="b"), config)["log"] == ["inner:a", "outer:b"]

@@ -116,6 +116,24 @@ class CompiledStateGraph:
         """The graph's structure (``.draw_mermaid()`` renders it)."""
         return DrawableGraph(self.spec)
 
+    # How a run shows its results; the functional API's entrypoint shows them its own way.
+    _input_values = True  # stream_mode="values" yields the state once the input is applied
+
+    def _update_of(self, task: Task) -> dict[str, Any]:
+        """A finished task's chunk for ``stream_mode="updates"``."""
+        return {task.name: dict(task.writes) or None}
+
+    def _values_chunk(self, core: RunCore) -> Any:
+        """The chunk for ``stream_mode="values"`` after a step."""
+        return core.output()
+
+    def _result(self, core: RunCore) -> Any:
+        """What ``invoke`` returns once the run stopped."""
+        out = core.output()
+        if core.interrupts and isinstance(out, dict):
+            out["__interrupt__"] = list(core.interrupts)
+        return out
+
     # ------------------------------------------------------------------ running
 
     def invoke(
@@ -589,6 +607,7 @@ class _RunBase:
             modes=opts.modes,
             subgraphs=opts.subgraphs,
             emit=self.emit_from,
+            sink=self if keeps else None,
         )
         # stream_mode="messages": one stream per top-level run, shared by the subgraphs that
         # forward their events; a subgraph that does not hides its model calls from it.
@@ -607,6 +626,9 @@ class _RunBase:
         elif inherited is not None:
             self.lc_mask = True
         self.link.messages = self.messages
+        self.persister: Any = None  # set once the run started: @task results saved through it
+        self.save_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -665,7 +687,7 @@ class _RunBase:
         else:
             core.start_input(inp)
             self.emit_checkpoints(inputs=True)  # the input checkpoint first, as LangGraph
-            if "values" in self.opts.modes:
+            if "values" in self.opts.modes and self.graph._input_values:
                 self.emit("values", core.output())
         self.emit_checkpoints()
 
@@ -714,9 +736,9 @@ class _RunBase:
         core = self.core
         if "updates" in self.opts.modes:
             for t in core.finished_tasks:
-                self.emit("updates", {t.name: dict(t.writes) or None})
+                self.emit("updates", self.graph._update_of(t))
         if "values" in self.opts.modes:
-            self.emit("values", core.output())
+            self.emit("values", self.graph._values_chunk(core))
         self.emit_checkpoints()
 
     def task_config(self, task: Task) -> RunnableConfig:
@@ -804,10 +826,7 @@ class _RunBase:
         if self.child is not None and (core.interrupts or core.interrupted):
             # Paused by interrupt() or by interrupt_before/after: the parent task pauses too.
             raise GraphInterrupt(list(core.interrupts))
-        out = core.output()
-        if core.interrupts and isinstance(out, dict):
-            out["__interrupt__"] = list(core.interrupts)
-        self.result = out
+        self.result = self.graph._result(core)
 
     def persister_args(self, opened: Opened | None) -> tuple[Any, ...]:
         core = self.core
@@ -897,6 +916,7 @@ class _SyncRun(_RunBase):
             )
             try:
                 self._save(persister)
+                self.persister = persister
                 return persister
             except CheckpointConflictError:
                 persister.close()
@@ -909,9 +929,15 @@ class _SyncRun(_RunBase):
                 raise
 
     def _save(self, persister: Persister | None) -> None:
-        ops = self.core.take_outbox()
-        if persister is not None:
-            persister.submit(ops)
+        with self.save_lock:  # @task calls save from their threads too
+            ops = self.core.take_outbox()
+            if persister is not None:
+                persister.submit(ops)
+
+    def save_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` call of ``task`` finished (on any thread): save its result now."""
+        self.core.record_call(task, key, value)
+        self._save(self.persister)
 
     def _execute(self, todo: list[Task], persister: Persister | None) -> Iterator[Any]:
         if not todo:
@@ -1033,6 +1059,7 @@ class _AsyncRun(_RunBase):
             )
             try:
                 await self._save(persister)
+                self.persister, self.loop = persister, asyncio.get_running_loop()
                 return persister
             except CheckpointConflictError:
                 await persister.close()
@@ -1048,6 +1075,16 @@ class _AsyncRun(_RunBase):
         ops = self.core.take_outbox()
         if persister is not None:
             await persister.submit(ops)
+
+    async def asave_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` call of ``task`` finished: save its result now."""
+        self.core.record_call(task, key, value)
+        await self._save(self.persister)
+
+    def save_call(self, task: Task, key: str, value: Any) -> None:
+        """:meth:`asave_call` from a worker thread (a sync node run by ``ainvoke``)."""
+        assert self.loop is not None  # set when the run started, before any node ran
+        asyncio.run_coroutine_threadsafe(self.asave_call(task, key, value), self.loop).result()
 
     async def _execute(
         self, todo: list[Task], persister: AsyncPersister | None

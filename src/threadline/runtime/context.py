@@ -44,6 +44,7 @@ class ParentLink:
     subgraphs: bool
     emit: Callable[[str, Any, tuple[str, ...]], None]
     messages: Any = None  # the run's MessagesStream, when it streams messages
+    sink: Any = None  # saves the results of @task calls now (the run's save_call/asave_call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +93,29 @@ class TaskContext:
             stream_writer=self.emit,
             execution_info=info,
         )
+    task: Any = None  # the core's Task this context runs (its finished @task calls)
+    scope: Any = None  # the @task calls made under this context (runtime.tasks.CallScope)
+    emit_event: Callable[[str, Any], None] | None = None  # the run's events, any stream mode
+    loop: Any = None  # the event loop of an async run (where async @task calls go)
 
     def interrupt(self, value: Any) -> Any:
-        index = self.calls
+        # Answers are matched by id, not position: a call site's id is fixed by its order
+        # among this context's interrupts, and interrupts of @task calls (own contexts, own
+        # ids) or of subgraphs may have been answered in between.
+        asked = interrupt_id(self.task_id, self.calls)
         self.calls += 1
-        if index < len(self.answers):
-            return self.answers[index]
-        pending = Interrupt(value=value, id=interrupt_id(self.task_id, index))
+        for earlier, answer in zip(self.interrupts, self.answers):
+            if earlier.id == asked:
+                return answer
+        pending = Interrupt(value=value, id=asked)
         self.raised.append(pending)
         raise GraphInterrupt([pending])
+
+    def restart(self) -> None:
+        """A new attempt of the task: call sites count from the start again."""
+        self.calls = self.child_calls = 0
+        if self.scope is not None:
+            self.scope.count = 0
 
     def child_ns(self) -> str:
         """The namespace of the next graph this task invokes (stable across reruns)."""

@@ -42,6 +42,7 @@ INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
 PAUSED = "__paused__"  # task id of the interrupt_before marker
 PAUSED_BEFORE = "__paused_before__"
+CALL = "__call__"  # pending write of task id "<task id>.<call key>": a finished @task call
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Task:
     answers: list[Any] = field(default_factory=list)
     write_count: int = 0  # pending writes already stored for this task (next free idx)
     paused: bool = False  # a subgraph it ran paused without a question (interrupt_before/after)
+    calls: dict[str, Any] = field(default_factory=dict)  # finished @task calls, by call key
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name}
@@ -115,6 +117,9 @@ def tasks_of(loaded: CheckpointTuple, *, with_writes: bool = True) -> tuple[list
             continue
         task = by_id.get(w.task_id)
         if task is None:
+            owner, dot, key = w.task_id.partition(".")
+            if dot and w.channel == CALL and owner in by_id:
+                by_id[owner].calls[key] = w.value
             continue
         task.write_count = max(task.write_count, w.idx + 1)
         _apply_pending(task, w)
@@ -407,6 +412,16 @@ class RunCore:
             err = {"type": type(task.error).__name__, "message": str(task.error)}
             self._queue_writes(task, [(ERROR, err)])
 
+    def record_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` called by ``task`` finished: keep its result, and queue it for saving
+        (a pending write of its own id) so a rerun of ``task`` gets it back instead."""
+        task.calls[key] = value
+        if not self.checkpointing or self.checkpoint_id is None:
+            return
+        if self.durability == "exit" and self.checkpoint_id != self.saved_id:
+            return  # _flush_exit writes it with the checkpoint
+        self.outbox.append(_call_write(self.checkpoint_id, task, key, value))
+
     def finish_step(self) -> None:
         """All tasks of the step ended: apply their writes and queue the next checkpoint."""
         self.finished_tasks = []
@@ -698,6 +713,7 @@ class RunCore:
                 t.write_count = len(writes)
                 if writes:
                     carried.append(SaveWrites(checkpoint_id, t.id, writes, 0))
+                carried += [_call_write(checkpoint_id, t, k, v) for k, v in t.calls.items()]
         else:
             for t in self.tasks:
                 t.write_count = 0
@@ -740,6 +756,7 @@ class RunCore:
         for t in self.tasks:
             t.write_count = 0
             self.finish_task(t, alone=False)
+            self.outbox += [_call_write(checkpoint_id, t, k, v) for k, v in t.calls.items()]
 
     def _queue_writes(self, task: Task, writes: list[tuple[str, Any]]) -> None:
         if not self.checkpointing or self.checkpoint_id is None:
@@ -756,6 +773,10 @@ class RunCore:
     def current_config(self) -> RunnableConfig:
         assert self.thread_id is not None
         return make_config(self.thread_id, self.ns, self.checkpoint_id or "")
+
+
+def _call_write(checkpoint_id: str, task: Task, key: str, value: Any) -> SaveWrites:
+    return SaveWrites(checkpoint_id, f"{task.id}.{key}", [(CALL, value)], 0)
 
 
 def _as_targets(goto: Any) -> list[Any]:

@@ -14,6 +14,7 @@ from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
+from .tasks import aclose_scope, close_scope
 
 Emit = Callable[[str, Any], None]
 
@@ -29,6 +30,8 @@ def _context(
         interrupts=list(task.interrupts),
         emit=lambda chunk: emit("custom", chunk),
         parent=parent,
+        task=task,
+        emit_event=emit,
     )
 
 
@@ -160,7 +163,7 @@ def _attempts(
     attempt = 0
     while True:
         attempt += 1
-        ctx.calls = ctx.child_calls = 0
+        ctx.restart()
         state = core.task_input(task)
         ctx.attempt = attempt
         if attempt == 1:
@@ -263,6 +266,7 @@ def run_task(
     except StopIteration:
         pass
     finally:
+        close_scope(ctx)
         leave(token)
 
 
@@ -272,6 +276,7 @@ async def arun_task(
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
     ctx = _context(task, config, emit, parent)
     ctx.run_scope = core.run_scope
+    ctx.loop = asyncio.get_running_loop()
     steps = _task_steps(core, task, ctx)
     token = enter(ctx)
     try:
@@ -300,6 +305,8 @@ async def arun_task(
     except StopIteration:
         pass
     finally:
+        if ctx.scope is not None:  # it made @task calls
+            await aclose_scope(ctx)
         leave(token)
 
 

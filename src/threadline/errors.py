@@ -171,6 +171,8 @@ def create_error_message(*, message: str, error_code: ErrorCode) -> str:
         f"{message}\nFor troubleshooting, visit: "
         f"https://docs.langchain.com/oss/python/langgraph/errors/{error_code.value}"
     )
+
+
 class NodeTimeoutError(ThreadlineError):
     """An attempt of an async task (or entrypoint) ran past its ``timeout``. Retryable: not a
     built-in ``TimeoutError``, so the default ``RetryPolicy`` retries it."""

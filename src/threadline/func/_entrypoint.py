@@ -132,7 +132,7 @@ class Entrypoint(CompiledStateGraph):
             retry=policy,
             destinations=None,
         )
-        spec = GraphSpec(nodes={name: node}, edges={START: [name], name: [END]})
+        spec = GraphSpec(nodes={name: node}, edges={START: [name], name: [END]}, input_step=False)
         super().__init__(
             schema=_Schema(),
             spec=spec,

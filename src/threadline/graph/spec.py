@@ -83,6 +83,9 @@ class GraphSpec:
     joins: list[Join] = field(default_factory=list)
     branches: dict[str, list[Branch]] = field(default_factory=dict)
     deferred: set[str] = field(default_factory=set)  # nodes added with defer=True
+    # A graph saves its input checkpoint, then applies the input in step 0; an entrypoint's
+    # input checkpoint holds the input and schedules the function (False), as in LangGraph.
+    input_step: bool = True
 
     def validate(self, *, interrupt_nodes: Sequence[str] = ()) -> None:
         known = set(self.nodes)

@@ -93,6 +93,7 @@ class TaskContext:
             stream_writer=self.emit,
             execution_info=info,
         )
+
     task: Any = None  # the core's Task this context runs (its finished @task calls)
     scope: Any = None  # the @task calls made under this context (runtime.tasks.CallScope)
     emit_event: Callable[[str, Any], None] | None = None  # the run's events, any stream mode

@@ -230,6 +230,12 @@ class RunCore:
         # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
         # is not stored twice: step 0's channel versions hold it. Both commit together.
         self.step = self.step + 1 if self.saved_id is not None else -1
+        if not self.spec.input_step:
+            self.start_step = self.step + 1
+            self._apply([(START, list(updates.items()))])
+            self._route_from_start(gotos)
+            self._checkpoint("input", [])
+            return
         before_values = self.output() if self.checkpointing else None
         start = Task(id=uuid.uuid4().hex, name=START)
         self.tasks = [start]

@@ -243,6 +243,24 @@ def test_messages_state_in_a_graph() -> None:
     assert all(_is_uuid4(m.id) for m in out["messages"])
 
 
+def test_parallel_nodes_append_in_one_step(saver: BaseCheckpointSaver) -> None:
+    builder = StateGraph(MessagesState)
+    for name in ("left", "right"):
+        builder.add_node(name, lambda s, name=name: {"messages": [AIMessage(name, name=name)]})
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
+    app = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "fan"}}
+    app.invoke({"messages": "a" * 300}, config)
+    out = app.invoke({"messages": "b" * 300}, config)
+    assert sorted(m.content for m in out["messages"][-2:]) == ["left", "right"]
+    assert len(out["messages"]) == 6
+    tup = saver.get_tuple(config)
+    assert tup is not None
+    ref = tup.checkpoint.refs["messages"]
+    assert ref.writer == tup.checkpoint.id and ref.chain_bytes > 0  # both appends: one delta
+
+
 def test_a_node_reading_messages_gets_the_stored_ones_not_copies() -> None:
     seen: list[Any] = []
 

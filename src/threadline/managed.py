@@ -50,8 +50,9 @@ def managed_value_of(annotation: Any) -> ManagedValue | None:
     return None
 
 
+# ReadOnly came in typing_extensions 4.9; older versions simply have no such qualifier.
 _QUALIFIERS = {
-    typing_extensions.Required,
-    typing_extensions.NotRequired,
-    typing_extensions.ReadOnly,
+    q
+    for q in (getattr(typing_extensions, n, None) for n in ("Required", "NotRequired", "ReadOnly"))
+    if q is not None
 }

@@ -14,6 +14,7 @@ recognises it as an append and stores only the new messages (see docs/design-not
 from __future__ import annotations
 
 import importlib
+import threading
 import uuid
 from collections.abc import Callable
 from types import ModuleType
@@ -149,10 +150,14 @@ _RECENT: dict[int, tuple[list[Any], int]] = {}
 _RECENT_MAX = 64
 
 
+_RECENT_LOCK = threading.Lock()  # nodes of one step may merge at once, in threads
+
+
 def _remember(result: list[Any]) -> None:
-    if len(_RECENT) >= _RECENT_MAX:
-        _RECENT.pop(next(iter(_RECENT)), None)  # the oldest
-    _RECENT[id(result)] = (result, len(result))
+    with _RECENT_LOCK:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.pop(next(iter(_RECENT)), None)  # the oldest
+        _RECENT[id(result)] = (result, len(result))
 
 
 def _is_own_result(left: Any) -> bool:

@@ -122,13 +122,6 @@ _Action = _CallNode | _CallRouter | _Sleep | _CacheGet | _CacheSet
 _MISS: Any = object()
 
 
-def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
-    node = core.spec.nodes[task.name]
-    if node.cache_policy is not None and core.run_scope.cache is not None and node.subgraph is None:
-        return _cached_attempts(core, task, ctx, node)
-    return _attempts(core, task, ctx, node)
-
-
 def _cached_attempts(
     core: RunCore, task: Task, ctx: TaskContext, node: NodeSpec
 ) -> Generator[_Action, Any, None]:
@@ -163,7 +156,7 @@ def _attempts(
         ctx.calls = ctx.child_calls = 0
         state = core.task_input(task)
         ctx.attempt = attempt
-        if attempt == 1:
+        if attempt == 1 and node.retry is not None:  # else Runtime takes the time it is made
             ctx.first_attempt_time = time.time()
         try:
             try:
@@ -235,7 +228,12 @@ def run_task(
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
     ctx = _context(task, config, emit, parent)
     ctx.run_scope = core.run_scope
-    steps = _task_steps(core, task, ctx)
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)
@@ -272,7 +270,12 @@ async def arun_task(
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
     ctx = _context(task, config, emit, parent)
     ctx.run_scope = core.run_scope
-    steps = _task_steps(core, task, ctx)
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)

@@ -65,6 +65,8 @@ def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
 def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:
     """Seconds to wait before another attempt, or None to give up."""
     policy = node.retry
+    if isinstance(policy, tuple):  # several policies: the first that retries this error
+        policy = next((p for p in policy if p.should_retry(exc)), None)
     if policy is None or attempt >= policy.max_attempts or not policy.should_retry(exc):
         return None
     return policy.delay(attempt)

@@ -120,16 +120,9 @@ OMITTED: dict[str, dict[str, str]] = {
 # Built right now on other branches of issue 9 and 10; the integrator trims this at merge.
 _PENDING = "pending on another branch"
 PENDING: dict[str, dict[str, str]] = {
-    "langgraph.runtime": {
-        n: f"{_PENDING} (nodes: Runtime, get_runtime)"
-        for n in ("BaseUser", "ExecutionInfo", "RunControl", "Runtime", "ServerInfo", "get_runtime")
-    },
     "langgraph.func": {n: f"{_PENDING} (func)" for n in ("entrypoint", "task")},
-    "langgraph.types": {
-        n: f"{_PENDING} (nodes)" for n in ("CachePolicy", "Overwrite", "TimeoutPolicy")
-    },
+    "langgraph.types": {"TimeoutPolicy": f"{_PENDING} (add_node(timeout=...))"},
     "langgraph.errors": {"NodeTimeoutError": f"{_PENDING} (nodes: TimeoutPolicy)"},
-    "langgraph.cache.memory": {"InMemoryCache": f"{_PENDING} (nodes: CachePolicy)"},
     "langgraph.prebuilt": {
         n: f"{_PENDING} (issue 10: prebuilt)"
         for n in (

@@ -259,3 +259,35 @@ def test_overwrite_of_a_plain_key_writes_the_value() -> None:
     builder.add_node("a", lambda s: {"text": Overwrite("plain")})
     builder.add_edge(START, "a")
     assert builder.compile().invoke({"text": "x"})["text"] == "plain"
+
+
+# ---------------------------------------------------------------------- retry policies
+
+
+def test_several_retry_policies_the_first_matching_one_applies() -> None:
+    from threadline.types import RetryPolicy
+
+    failures = [ConnectionError("net"), ConnectionError("net"), KeyError("k"), KeyError("k")]
+    attempts: list[str] = []
+
+    def flaky(state: State) -> dict[str, Any]:
+        if failures:
+            error = failures.pop(0)
+            attempts.append(type(error).__name__)
+            raise error
+        return {"log": ["ok"]}
+
+    # Attempts count per task, whichever policy let the last one happen.
+    policies = [
+        RetryPolicy(retry_on=ConnectionError, max_attempts=5, initial_interval=0, jitter=False),
+        RetryPolicy(retry_on=KeyError, max_attempts=5, initial_interval=0, jitter=False),
+    ]
+    builder = StateGraph(State)
+    builder.add_node("flaky", flaky, retry_policy=policies)
+    builder.add_edge(START, "flaky")
+    assert builder.compile().invoke({})["log"] == ["ok"]
+    assert attempts == ["ConnectionError", "ConnectionError", "KeyError", "KeyError"]
+
+    failures[:] = [ValueError("no policy retries this")]
+    with pytest.raises(ValueError, match="no policy"):
+        builder.compile().invoke({})

@@ -279,3 +279,22 @@ async def test_async_store_parameter(asaver: BaseCheckpointSaver) -> None:
     await app.ainvoke({}, config)
     await app.ainvoke({}, config)
     assert store.get(("mem",), "k") == 1
+
+
+def test_runtime_merge_override_and_drain_requests() -> None:
+    from threadline.runtime import RunControl, ServerInfo
+
+    store = DictStore()
+    base: Runtime[str] = Runtime(context="parent", store=store)
+    merged = base.merge(Runtime(context="child"))
+    assert (merged.context, merged.store) == ("child", store)
+    control = RunControl()
+    runtime = merged.override(
+        control=control, server_info=ServerInfo(assistant_id="a", graph_id="g")
+    )
+    assert not runtime.drain_requested and runtime.drain_reason is None
+    control.request_drain("deploy")
+    assert runtime.drain_requested and runtime.drain_reason == "deploy"
+    assert runtime.server_info is not None and runtime.server_info.graph_id == "g"
+    with pytest.raises(RuntimeError, match="execution_info"):
+        base.patch_execution_info(node_attempt=2)

@@ -140,7 +140,7 @@ class StateGraph:
         self,
         name: str,
         fn: Any,
-        retry: RetryPolicy | None,
+        retry: RetryPolicy | tuple[RetryPolicy, ...] | None,
         destinations: Sequence[str] | Mapping[str, str] | None,
         input_schema: Any,
     ) -> NodeSpec:
@@ -348,16 +348,15 @@ def _node_name(fn: Any) -> str:
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or ""
 
 
-def _one_policy(policy: RetryPolicy | Sequence[RetryPolicy] | None) -> RetryPolicy | None:
+def _one_policy(
+    policy: RetryPolicy | Sequence[RetryPolicy] | None,
+) -> RetryPolicy | tuple[RetryPolicy, ...] | None:
     if policy is None or isinstance(policy, RetryPolicy):
         return policy
-    policies = list(policy)
-    if len(policies) > 1:
-        raise GraphValidationError(
-            "add_node(retry_policy=[...]) with several policies is not supported yet; pass one"
-            " RetryPolicy whose retry_on covers every exception to retry"
-        )
-    return policies[0] if policies else None
+    policies = tuple(policy)
+    if not all(isinstance(p, RetryPolicy) for p in policies):
+        raise GraphValidationError("retry_policy must be a RetryPolicy or a list of them")
+    return policies or None
 
 
 def first_hint(fn: Any) -> Any:

@@ -26,7 +26,7 @@ class NodeSpec:
     is_async: bool
     takes_config: bool
     takes_writer: bool
-    retry: RetryPolicy | None
+    retry: RetryPolicy | tuple[RetryPolicy, ...] | None  # several: the first matching one
     destinations: tuple[str, ...] | None
     subgraph: Any = None  # a compiled graph used directly as the node
     config_by_name: bool = False  # a parameter named ``config`` gets it by keyword

@@ -543,9 +543,11 @@ def _snapshot_of(
 def _values_out(schema: StateSchema, values: Mapping[str, Any]) -> Any:
     keep = {k: v for k, v in values.items() if k not in RESERVED}
     if schema.kind != "dict":
-        keep = {k: v for k, v in keep.items() if k in schema.fields}
+        # Every channel, private ones included, as LangGraph shows them (a model state
+        # shows its own fields only).
+        keep = {k: v for k, v in keep.items() if k in schema.channels}
     for key in schema.empty_keys:
-        if key not in keep and key in schema.fields:
+        if key not in keep:
             keep[key] = schema.initial(key)
     try:
         return schema.output(keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +86,7 @@ class TaskContext:
             thread_id=configurable.get("thread_id"),
             run_id=None if self.config.get("run_id") is None else str(self.config["run_id"]),
             node_attempt=self.attempt,
-            node_first_attempt_time=self.first_attempt_time,
+            node_first_attempt_time=self.first_attempt_time or time.time(),
         )
         return Runtime(
             context=self.run_scope.context,

@@ -597,8 +597,11 @@ class RunCore:
         if spec is None or spec.reducer is None:
             last = updates[-1]
             return last.value if isinstance(last, Overwrite) else last
-        if any(_overwrite_of(u) is not MISSING for u in updates):
-            return _apply_overwrite(key, old, updates, spec.reducer)
+        for u in updates:  # a loop without calls: this runs for every write of every step
+            if u.__class__ is Overwrite or (u.__class__ is dict and _OVERWRITE_KEY in u):
+                return _apply_overwrite(key, old, updates, spec.reducer)
+            if u.__class__ is dict and u.get("type") == _OVERWRITE_KEY:
+                return _apply_overwrite(key, old, updates, spec.reducer)
         if old is MISSING:
             old = self._initial(key)
             if old is MISSING:

@@ -68,6 +68,8 @@ def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
 def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:
     """Seconds to wait before another attempt, or None to give up."""
     policy = node.retry
+    if isinstance(policy, tuple):  # several policies: the first that retries this error
+        policy = next((p for p in policy if p.should_retry(exc)), None)
     if policy is None or attempt >= policy.max_attempts or not policy.should_retry(exc):
         return None
     return policy.delay(attempt)
@@ -125,13 +127,6 @@ _Action = _CallNode | _CallRouter | _Sleep | _CacheGet | _CacheSet
 _MISS: Any = object()
 
 
-def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
-    node = core.spec.nodes[task.name]
-    if node.cache_policy is not None and core.run_scope.cache is not None and node.subgraph is None:
-        return _cached_attempts(core, task, ctx, node)
-    return _attempts(core, task, ctx, node)
-
-
 def _cached_attempts(
     core: RunCore, task: Task, ctx: TaskContext, node: NodeSpec
 ) -> Generator[_Action, Any, None]:
@@ -166,7 +161,7 @@ def _attempts(
         ctx.restart()
         state = core.task_input(task)
         ctx.attempt = attempt
-        if attempt == 1:
+        if attempt == 1 and node.retry is not None:  # else Runtime takes the time it is made
             ctx.first_attempt_time = time.time()
         try:
             try:
@@ -238,7 +233,12 @@ def run_task(
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
     ctx = _context(task, config, emit, parent)
     ctx.run_scope = core.run_scope
-    steps = _task_steps(core, task, ctx)
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)
@@ -277,7 +277,12 @@ async def arun_task(
     ctx = _context(task, config, emit, parent)
     ctx.run_scope = core.run_scope
     ctx.loop = asyncio.get_running_loop()
-    steps = _task_steps(core, task, ctx)
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)

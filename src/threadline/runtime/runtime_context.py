@@ -9,11 +9,11 @@ asks for it with a parameter named ``runtime`` (or annotated ``Runtime[...]``), 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["ExecutionInfo", "Runtime", "get_runtime"]
+__all__ = ["BaseUser", "ExecutionInfo", "RunControl", "Runtime", "ServerInfo", "get_runtime"]
 
 ContextT = TypeVar("ContextT")
 
@@ -43,6 +43,60 @@ class ExecutionInfo:
         return replace(self, **overrides)
 
 
+class BaseUser(Protocol):
+    """An authenticated user, as a server passes it in ``ServerInfo.user``."""
+
+    @property
+    def is_authenticated(self) -> bool: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def permissions(self) -> Sequence[str]: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerInfo:
+    """What a server running the graph tells its nodes (None when no server runs it)."""
+
+    assistant_id: str
+    graph_id: str
+    user: BaseUser | None = None
+
+
+class RunControl:
+    """A run-scoped request to stop at the next step boundary ("drain"), safe from any thread.
+
+    threadline's runtime does not act on it yet; a node may read ``runtime.drain_requested``.
+    """
+
+    __slots__ = ("_reason",)
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    def request_drain(self, reason: str = "shutdown") -> None:
+        self._reason = reason
+
+    @property
+    def drain_requested(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def drain_reason(self) -> str | None:
+        return self._reason
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Runtime(Generic[ContextT]):
     """Run-scoped context and utilities for a node.
@@ -62,8 +116,8 @@ class Runtime(Generic[ContextT]):
     heartbeat: Callable[[], None] = _no_op_heartbeat
     previous: Any = None
     execution_info: ExecutionInfo | None = None
-    server_info: Any = None
-    control: Any = None
+    server_info: ServerInfo | None = None
+    control: RunControl | None = None
 
     def merge(self, other: Runtime[ContextT]) -> Runtime[ContextT]:
         """``other``'s values where it has them, this runtime's elsewhere."""
@@ -93,11 +147,11 @@ class Runtime(Generic[ContextT]):
     @property
     def drain_requested(self) -> bool:
         """Whether the run was asked to stop at the next step (never, in threadline yet)."""
-        return bool(getattr(self.control, "drain_requested", False))
+        return self.control is not None and self.control.drain_requested
 
     @property
     def drain_reason(self) -> str | None:
-        return getattr(self.control, "drain_reason", None)
+        return None if self.control is None else self.control.drain_reason
 
 
 def coerce_context(schema: Any, context: Any) -> Any:

@@ -630,8 +630,10 @@ class _RunBase:
                 )
             core.start_resume()
         else:
+            wants = "checkpoints" in self.opts.modes and core.thread_id is not None
+            before = _values_out(self.graph.schema, core.values) if wants else None
             core.start_input(inp)
-            self.emit_checkpoints(inputs=True)  # the input checkpoint first, as LangGraph
+            self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes:
                 self.emit("values", core.output())
         self.emit_checkpoints()
@@ -646,17 +648,17 @@ class _RunBase:
             return False
         return not any(not t.done for t in self.core.tasks)
 
-    def emit_checkpoints(self, *, inputs: bool = False) -> None:
-        """Queue a "checkpoints" event per checkpoint queued for saving (``inputs``: only the
-        input checkpoints, which go with the step that applies them)."""
+    def emit_checkpoints(self, *, inputs: Any = None) -> None:
+        """Queue a "checkpoints" event per checkpoint queued for saving. ``inputs``: the values
+        before the input; then only the input checkpoint's event, which comes first."""
         if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
             return
         for op in self.core.outbox:
             if not isinstance(op, SaveCheckpoint):
                 continue
-            if inputs:
+            if inputs is not None:
                 if op.before is not None:
-                    self._checkpoint_event(op.before, op.before_values)
+                    self._checkpoint_event(op.before, inputs)
             else:
                 self._checkpoint_event(op.draft, self.core.output())
 

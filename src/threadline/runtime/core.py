@@ -80,10 +80,8 @@ class Task:
 class SaveCheckpoint:
     draft: CheckpointDraft
     thread_metadata: dict[str, Any] | None = None
-    # The input checkpoint, committed with ``draft`` (step 0) in one transaction, and the
-    # values it holds (those before the input, for the "checkpoints" stream).
+    # The input checkpoint, committed with ``draft`` (step 0) in one transaction.
     before: CheckpointDraft | None = None
-    before_values: Any = None
 
 
 @dataclass
@@ -212,7 +210,6 @@ class RunCore:
         # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
         # is not stored twice: step 0's channel versions hold it. Both commit together.
         self.step = self.step + 1 if self.saved_id is not None else -1
-        before_values = self.output() if self.checkpointing else None
         start = Task(id=uuid.uuid4().hex, name=START)
         self.tasks = [start]
         self._checkpoint("input", [])
@@ -225,7 +222,7 @@ class RunCore:
             step0 = self.outbox.pop()
             first = self.outbox.pop()
             assert isinstance(step0, SaveCheckpoint) and isinstance(first, SaveCheckpoint)
-            step0.before, step0.before_values = first.draft, before_values
+            step0.before = first.draft
             self.outbox.append(step0)
 
     def _route_from_start(self, gotos: list[Any]) -> None:

@@ -441,7 +441,11 @@ class CompiledStateGraph:
             if task.result is not None:
                 tasks.append(task)
                 continue
-            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            node = self.spec.nodes.get(task.name)
+            graph = node.subgraph if node is not None and node.subgraph is not None else None
+            own = task.name if graph is not None and graph.checkpointer is True else None
+            part = own or f"{task.name}:{task.id}"  # checkpointer=True: one history per node
+            child_ns = f"{c.ns}|{part}" if c.ns else part
             child_found = yield (
                 "load",
                 (c.thread_id, child_ns, None),
@@ -450,8 +454,6 @@ class CompiledStateGraph:
             if child_found is None:
                 tasks.append(task)
                 continue
-            node = self.spec.nodes.get(task.name)
-            graph = node.subgraph if node is not None and node.subgraph is not None else None
             if graph is None:
                 child = _snapshot_of(_ANY_STATE, child_found, c.thread_id, child_ns)
             else:

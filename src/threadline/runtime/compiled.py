@@ -576,6 +576,8 @@ class _RunBase:
         elif inherited is not None:
             self.lc_mask = True
         self.link.messages = self.messages
+        self.live = any(m in opts.modes for m in _LIVE_MODES)  # events while tasks run
+        self.plain = self.messages is None and not self.lc_mask  # no LangChain config to set
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -720,7 +722,7 @@ class _RunBase:
         """``run_task`` and its arguments, run under the task's LangChain config if needed."""
         config = self.task_config(task)
         call = (run_task, self.core, task, config, self.emit, self.link)
-        if self.messages is None and not self.lc_mask:
+        if self.plain:
             return call
         if self.messages is not None:
             self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
@@ -730,14 +732,14 @@ class _RunBase:
         """Async :meth:`task_call`: the coroutine that runs the task."""
         config = self.task_config(task)
         coro = arun_task(self.core, task, config, self.emit, self.link)
-        if self.messages is None and not self.lc_mask:
+        if self.plain:
             return coro
         if self.messages is not None:
             self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
         return _awith_lc_config(config, coro)
 
     def after_task(self, task: Task) -> None:
-        if self.messages is not None and task.done:
+        if self.messages is not None and task.done:  # stream_mode="messages" only
             self.messages.node_output(task.writes, self.task_meta(task))
 
     def debug(self, kind: str, task: Task) -> None:
@@ -888,11 +890,13 @@ class _SyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = any(m in self.opts.modes for m in _LIVE_MODES)
-        if alone and not live:
+        if alone and not self.live:
             task = todo[0]
-            fn, *args = self.task_call(task)
-            fn(*args)
+            if self.plain:
+                run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            else:
+                fn, *args = self.task_call(task)
+                fn(*args)
             self.after_task(task)
             self.core.finish_task(task, alone=True)
             self._save(persister)
@@ -1026,8 +1030,7 @@ class _AsyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = any(m in self.opts.modes for m in _LIVE_MODES)
-        if alone and not live:  # one task: await it here, no task object or polling
+        if alone and not self.live:  # one task: await it here, no task object or polling
             task = todo[0]
             await self.atask_call(task)
             self.after_task(task)

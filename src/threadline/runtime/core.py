@@ -210,9 +210,9 @@ class RunCore:
         # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
         # is not stored twice: step 0's channel versions hold it. Both commit together.
         self.step = self.step + 1 if self.saved_id is not None else -1
-        start = Task(id=uuid.uuid4().hex, name=START)
-        self.tasks = [start]
-        self._checkpoint("input", [])
+        if self.checkpointing:
+            self.tasks = [Task(id=uuid.uuid4().hex, name=START)]
+            self._checkpoint("input", [])
         self.step += 1
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])

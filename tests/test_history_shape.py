@@ -213,3 +213,22 @@ def test_subgraph_checkpoints_have_their_input_checkpoint(saver: BaseCheckpointS
     sub_config = {"configurable": {**config["configurable"], "checkpoint_ns": f"sub:{task_id}"}}
     rows = list(saver.list(sub_config))
     assert [r.metadata["source"] for r in rows] == ["loop", "loop", "loop", "input"]
+
+
+def test_model_state_with_required_fields(saver: BaseCheckpointSaver) -> None:
+    import pydantic
+
+    class Strict(pydantic.BaseModel):
+        name: str
+        seen: list[str] = []
+
+    builder = StateGraph(Strict)
+    builder.add_node("greet", lambda s: {"seen": [f"hi {s.name}"]})
+    builder.add_edge(START, "greet")
+    app = builder.compile(checkpointer=saver)
+    config = fresh_config()
+    chunks = list(app.stream({"name": "ada"}, config, stream_mode="checkpoints"))
+    assert [c["metadata"]["source"] for c in chunks] == ["input", "loop", "loop"]
+    history = list(app.get_state_history(config))
+    assert history[0].values.seen == ["hi ada"]
+    assert history[-1].next == ("__start__",)  # before the input: no model to build yet

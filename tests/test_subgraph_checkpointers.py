@@ -217,3 +217,24 @@ async def test_checkpointer_true_interrupt_and_resume(asaver: BaseCheckpointSave
     again = await app.ainvoke({}, config)
     assert again["__interrupt__"][0].value == "name?"
     assert calls == ["ask", "ask", "ask"]
+
+
+def test_get_state_subgraphs_shows_a_checkpointer_true_subgraph(
+    saver: BaseCheckpointSaver,
+) -> None:
+    def ask(state: Inner) -> dict[str, Any]:
+        return {"log": [f"name={interrupt('name?')}"]}
+
+    sb = StateGraph(Inner)
+    sb.add_node("ask", ask)
+    sb.add_edge(START, "ask")
+    b = StateGraph(State)
+    b.add_node("sub", sb.compile(checkpointer=True))
+    b.add_edge(START, "sub")
+    app = b.compile(checkpointer=saver)
+    config = fresh_config()
+    app.invoke({}, config)
+    state = app.get_state(config, subgraphs=True)
+    sub_state = state.tasks[0].state
+    assert sub_state is not None and sub_state.next == ("ask",)
+    assert sub_state.config["configurable"]["checkpoint_ns"] == "sub"

@@ -489,7 +489,11 @@ class CompiledStateGraph:
             if task.result is not None:
                 tasks.append(task)
                 continue
-            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            node = self.spec.nodes.get(task.name)
+            graph = node.subgraph if node is not None and node.subgraph is not None else None
+            own = task.name if graph is not None and graph.checkpointer is True else None
+            part = own or f"{task.name}:{task.id}"  # checkpointer=True: one history per node
+            child_ns = f"{c.ns}|{part}" if c.ns else part
             child_found = yield (
                 "load",
                 (c.thread_id, child_ns, None),
@@ -498,8 +502,6 @@ class CompiledStateGraph:
             if child_found is None:
                 tasks.append(task)
                 continue
-            node = self.spec.nodes.get(task.name)
-            graph = node.subgraph if node is not None and node.subgraph is not None else None
             if graph is None:
                 child = _snapshot_of(_ANY_STATE, child_found, c.thread_id, child_ns)
             else:
@@ -631,6 +633,8 @@ class _RunBase:
         self.persister: Any = None  # set once the run started: @task results saved through it
         self.save_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.live = any(m in opts.modes for m in _LIVE_MODES)  # events while tasks run
+        self.plain = self.messages is None and not self.lc_mask  # no LangChain config to set
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -687,8 +691,10 @@ class _RunBase:
                 )
             core.start_resume()
         else:
+            wants = "checkpoints" in self.opts.modes and core.thread_id is not None
+            before = _values_out(self.graph.schema, core.values) if wants else None
             core.start_input(inp)
-            self.emit_checkpoints(inputs=True)  # the input checkpoint first, as LangGraph
+            self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes and self.graph._input_values:
                 self.emit("values", core.output())
         self.emit_checkpoints()
@@ -703,17 +709,17 @@ class _RunBase:
             return False
         return not any(not t.done for t in self.core.tasks)
 
-    def emit_checkpoints(self, *, inputs: bool = False) -> None:
-        """Queue a "checkpoints" event per checkpoint queued for saving (``inputs``: only the
-        input checkpoints, which go with the step that applies them)."""
+    def emit_checkpoints(self, *, inputs: Any = None) -> None:
+        """Queue a "checkpoints" event per checkpoint queued for saving. ``inputs``: the values
+        before the input; then only the input checkpoint's event, which comes first."""
         if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
             return
         for op in self.core.outbox:
             if not isinstance(op, SaveCheckpoint):
                 continue
-            if inputs:
+            if inputs is not None:
                 if op.before is not None:
-                    self._checkpoint_event(op.before, op.before_values)
+                    self._checkpoint_event(op.before, inputs)
             else:
                 self._checkpoint_event(op.draft, self.core.output())
 
@@ -773,7 +779,7 @@ class _RunBase:
         """``run_task`` and its arguments, run under the task's LangChain config if needed."""
         config = self.task_config(task)
         call = (run_task, self.core, task, config, self.emit, self.link)
-        if self.messages is None and not self.lc_mask:
+        if self.plain:
             return call
         if self.messages is not None:
             self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
@@ -783,14 +789,14 @@ class _RunBase:
         """Async :meth:`task_call`: the coroutine that runs the task."""
         config = self.task_config(task)
         coro = arun_task(self.core, task, config, self.emit, self.link)
-        if self.messages is None and not self.lc_mask:
+        if self.plain:
             return coro
         if self.messages is not None:
             self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
         return _awith_lc_config(config, coro)
 
     def after_task(self, task: Task) -> None:
-        if self.messages is not None and task.done:
+        if self.messages is not None and task.done:  # stream_mode="messages" only
             self.messages.node_output(task.writes, self.task_meta(task))
 
     def debug(self, kind: str, task: Task) -> None:
@@ -945,11 +951,13 @@ class _SyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = any(m in self.opts.modes for m in _LIVE_MODES)
-        if alone and not live:
+        if alone and not self.live:
             task = todo[0]
-            fn, *args = self.task_call(task)
-            fn(*args)
+            if self.plain:
+                run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            else:
+                fn, *args = self.task_call(task)
+                fn(*args)
             self.after_task(task)
             self.core.finish_task(task, alone=True)
             self._save(persister)
@@ -1094,8 +1102,7 @@ class _AsyncRun(_RunBase):
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = any(m in self.opts.modes for m in _LIVE_MODES)
-        if alone and not live:  # one task: await it here, no task object or polling
+        if alone and not self.live:  # one task: await it here, no task object or polling
             task = todo[0]
             await self.atask_call(task)
             self.after_task(task)

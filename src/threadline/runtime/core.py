@@ -84,10 +84,8 @@ class Task:
 class SaveCheckpoint:
     draft: CheckpointDraft
     thread_metadata: dict[str, Any] | None = None
-    # The input checkpoint, committed with ``draft`` (step 0) in one transaction, and the
-    # values it holds (those before the input, for the "checkpoints" stream).
+    # The input checkpoint, committed with ``draft`` (step 0) in one transaction.
     before: CheckpointDraft | None = None
-    before_values: Any = None
 
 
 @dataclass
@@ -236,10 +234,9 @@ class RunCore:
             self._route_from_start(gotos)
             self._checkpoint("input", [])
             return
-        before_values = self.output() if self.checkpointing else None
-        start = Task(id=uuid.uuid4().hex, name=START)
-        self.tasks = [start]
-        self._checkpoint("input", [])
+        if self.checkpointing:
+            self.tasks = [Task(id=uuid.uuid4().hex, name=START)]
+            self._checkpoint("input", [])
         self.step += 1
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
@@ -249,7 +246,7 @@ class RunCore:
             step0 = self.outbox.pop()
             first = self.outbox.pop()
             assert isinstance(step0, SaveCheckpoint) and isinstance(first, SaveCheckpoint)
-            step0.before, step0.before_values = first.draft, before_values
+            step0.before = first.draft
             self.outbox.append(step0)
 
     def _route_from_start(self, gotos: list[Any]) -> None:

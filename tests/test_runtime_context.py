@@ -208,7 +208,7 @@ async def test_async_nodes_get_the_runtime_and_get_runtime(asaver: BaseCheckpoin
     out = await app.ainvoke({}, fresh_config(), context={"user": "ivy"})
     assert out == {"log": ["ivy", "ivy", "sync ivy"]}
     chunks = [c async for c in app.astream({}, fresh_config(), context=Ctx(user="jo"))]
-    assert chunks[-1] == {"log": ["jo", "jo", "sync jo"]}
+    assert chunks == [{"node": {"log": ["jo", "jo"]}}, {"sync_node": {"log": ["sync jo"]}}]
 
 
 # ---------------------------------------------------------------------- store

@@ -1,11 +1,14 @@
 """Storage benchmark: a 300-turn conversation on memory, SQLite and PostgreSQL, beside LangGraph.
 
 Each turn appends a 1 KB user message and runs 2 nodes that each append a 1 KB message of
-random text (900 messages, about 0.9 MB of payload). For each backend and library it prints the
-median per-turn time over turns 1-10 and 291-300, bytes stored after the last turn, the time to
-read the full history, the median time of get_state, and the ratios. Then 50 threads at once on
-the async Postgres saver with a pool (async nodes), 20 turns each from a new thread: steps
-(checkpoints) per second, over the whole run (the threads' creation included).
+random text (900 messages, about 0.9 MB of payload): as dicts in ``Annotated[list,
+operator.add]`` (workload "chat"), and as langchain-core messages in ``MessagesState`` through
+``add_messages``, with nodes that read the conversation (workload "messages"). For each
+backend and library it prints the median per-turn time over turns 1-10 and 291-300, bytes
+stored after the last turn, the time to read the full history, the median time of get_state,
+and the ratios. Then 50 threads at once on the async Postgres saver with a pool (async nodes),
+20 turns each from a new thread: steps (checkpoints) per second, over the whole run (the
+threads' creation included).
 
 With `--long N` (off by default: building the thread dominates the run), one more table: a
 thread of N checkpoints (N/2 turns of a one-node graph appending a 45-byte message, so the
@@ -14,7 +17,8 @@ tracemalloc peak of get_state and of get_state_history(limit=10). LangGraph stor
 checkpoint's whole list (quadratic storage: 20,000 checkpoints would be ~20 GB), so it is
 measured at `--long-langgraph` checkpoints (default 2,000), and the row says so.
 
-Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]`;
+Run: `make bench`, or `.venv/bin/python bench/storage.py [--turns N] [--only memory,sqlite]
+[--workloads chat,messages]`;
 `--encrypt` has both libraries encrypt every stored value with AES-256-GCM.
 PostgreSQL: THREADLINE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 
@@ -206,9 +210,47 @@ def langgraph_memory_bytes(saver: Any) -> int:
 # ---------------------------------------------------------------------- the workload
 
 
-def conversation(lib: dict[str, Any], saver: Any, turns: int) -> dict[str, float]:
+def messages_graph(name: str, lib: dict[str, Any], saver: Any, rng: random.Random) -> Any:
+    """The chat graph on ``MessagesState``: langchain-core messages merged by ``add_messages``.
+
+    Each node reads the conversation (as a chatbot passes it to its model) and appends an
+    ``AIMessage``; the user's message comes in as a ``{"role", "content"}`` dict.
+    """
+    import importlib
+
+    from langchain_core.messages import AIMessage
+
+    messages_state = importlib.import_module(f"{name}.graph").MessagesState
+    builder = lib["StateGraph"](messages_state)
+    texts = [text(rng) for _ in range(256)]
+
+    def assistant(state: Any) -> dict[str, Any]:
+        assert state["messages"][-1].type == "human"
+        return {"messages": [AIMessage(rng.choice(texts))]}
+
+    def critic(state: Any) -> dict[str, Any]:
+        assert len(state["messages"]) % 3 == 2
+        return {"messages": [AIMessage(rng.choice(texts), name="critic")]}
+
+    builder.add_node("assistant", assistant)
+    builder.add_node("critic", critic)
+    builder.add_edge(lib["START"], "assistant")
+    builder.add_edge("assistant", "critic")
+    builder.add_edge("critic", lib["END"])
+    return builder.compile(checkpointer=saver)
+
+
+WORKLOADS = ("chat", "messages")
+
+
+def conversation(
+    lib: dict[str, Any], saver: Any, turns: int, workload: str = "chat", name: str = ""
+) -> dict[str, float]:
     rng = random.Random(7)
-    app = engine.chat_graph(lib, saver, rng)
+    if workload == "messages":
+        app = messages_graph(name, lib, saver, rng)
+    else:
+        app = engine.chat_graph(lib, saver, rng)
     config = {"configurable": {"thread_id": "bench"}}
     times = []
     for _ in range(turns):
@@ -341,10 +383,10 @@ def long_worker(kind: str, name: str, checkpoints: int) -> dict[str, float]:
         return long_thread(engine.libraries(only=name)[name], saver, checkpoints)
 
 
-def conversation_worker(kind: str, name: str, turns: int) -> dict[str, float]:
+def conversation_worker(kind: str, name: str, turns: int, workload: str) -> dict[str, float]:
     factory = threadline_saver if name == "threadline" else langgraph_saver
     with tempfile.TemporaryDirectory() as workdir, factory(kind, workdir) as (saver, size):
-        r = conversation(engine.libraries(only=name)[name], saver, turns)
+        r = conversation(engine.libraries(only=name)[name], saver, turns, workload, name)
         r["bytes"] = float(size())
     return r
 
@@ -358,6 +400,12 @@ def main() -> None:
     parser.add_argument(
         "--encrypt", action="store_true", help="both libraries encrypt stored values (AES-GCM)"
     )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="chat (dict messages, operator.add) and/or messages (MessagesState, langchain-core)",
+    )
+    parser.add_argument("--workload", choices=WORKLOADS, default="chat", help=argparse.SUPPRESS)
     # One measurement in this fresh process, printed as JSON: --worker conversation|concurrent
     # --kind KIND --library LIB (concurrent: --kind postgres or postgres-nosync).
     parser.add_argument("--long", type=int, default=0, help="checkpoints of the long thread")
@@ -371,7 +419,7 @@ def main() -> None:
     global ENCRYPT
     ENCRYPT = args.encrypt
     if args.worker == "conversation":
-        print(json.dumps(conversation_worker(args.kind, args.library, args.turns)))
+        print(json.dumps(conversation_worker(args.kind, args.library, args.turns, args.workload)))
         return
     if args.worker == "long":
         print(json.dumps(long_worker(args.kind, args.library, args.long)))
@@ -383,6 +431,8 @@ def main() -> None:
         return
     if unknown := set(args.only.split(",")) - set(KINDS):
         parser.error(f"--only: unknown backends {', '.join(sorted(unknown))}")
+    if unknown := set(args.workloads.split(",")) - set(WORKLOADS):
+        parser.error(f"--workloads: unknown workloads {', '.join(sorted(unknown))}")
 
     def worker(*options: str) -> dict[str, float]:
         return engine.run_worker(
@@ -395,37 +445,48 @@ def main() -> None:
 
     libs = engine.library_names()
     payload = 3 * args.turns * MSG
-    print(f"workload: one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
-    print(f"payload: {payload / 1e6:.2f} MB" + (", every value encrypted" if args.encrypt else ""))
-    print()
-    header = (
-        f"{'backend':<16}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
-        f"{'stored':>11}{'x payload':>10}{'history':>11}{'get_state':>11}{'checkpoints':>13}"
-    )
-    print(header)
-    print(f"{'':<28}{'ms/turn':>11}{'ms/turn':>10}{'':>8}{'MB':>11}{'':>10}{'ms':>11}{'ms':>11}")
-    print("-" * len(header))
-    results: dict[tuple[str, str], dict[str, float]] = {}
-    for kind in args.only.split(","):
-        for name in libs:
-            r = worker("conversation", "--kind", kind, "--library", name)
-            results[(kind, name)] = r
-            print(
-                f"{kind:<16}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
-                f"{r['last_ms'] / r['first_ms']:>7.2f}x{r['bytes'] / 1e6:>11.2f}"
-                f"{r['bytes'] / payload:>9.2f}x{r['history_ms']:>11.1f}{r['get_state_ms']:>11.3f}"
-                f"{int(r['checkpoints']):>13}",
-                flush=True,
-            )
-        if (kind, "langgraph") in results:
-            t, lg = results[(kind, "threadline")], results[(kind, "langgraph")]
-            print(
-                f"{'':<16}{'ratio':<12}{lg['first_ms'] / t['first_ms']:>10.1f}x"
-                f"{lg['last_ms'] / t['last_ms']:>9.1f}x{'':>8}{lg['bytes'] / t['bytes']:>10.1f}x"
-                f"{'':>10}{lg['history_ms'] / t['history_ms']:>10.1f}x"
-                f"{lg['get_state_ms'] / t['get_state_ms']:>10.1f}x"
-            )
-    print("ratio = langgraph / threadline (higher is better for threadline)\n")
+    titles = {
+        "chat": "dict messages in Annotated[list, operator.add]",
+        "messages": "MessagesState: langchain-core messages merged by add_messages",
+    }
+    for workload in args.workloads.split(","):
+        print(f"workload ({workload}): {titles[workload]}")
+        print(f"one thread, {args.turns} turns, {3 * args.turns} messages of {MSG} B")
+        encrypted = ", every value encrypted" if args.encrypt else ""
+        print(f"payload: {payload / 1e6:.2f} MB{encrypted}\n")
+        header = (
+            f"{'backend':<16}{'library':<12}{'turn 1-10':>11}{'last 10':>10}{'growth':>8}"
+            f"{'stored':>11}{'x payload':>10}{'history':>11}{'get_state':>11}{'checkpoints':>13}"
+        )
+        print(header)
+        print(
+            f"{'':<28}{'ms/turn':>11}{'ms/turn':>10}{'':>8}{'MB':>11}{'':>10}{'ms':>11}{'ms':>11}"
+        )
+        print("-" * len(header))
+        results: dict[tuple[str, str], dict[str, float]] = {}
+        for kind in args.only.split(","):
+            for name in libs:
+                r = worker(
+                    "conversation", "--kind", kind, "--library", name, "--workload", workload
+                )
+                results[(kind, name)] = r
+                print(
+                    f"{kind:<16}{name:<12}{r['first_ms']:>11.2f}{r['last_ms']:>10.2f}"
+                    f"{r['last_ms'] / r['first_ms']:>7.2f}x{r['bytes'] / 1e6:>11.2f}"
+                    f"{r['bytes'] / payload:>9.2f}x{r['history_ms']:>11.1f}"
+                    f"{r['get_state_ms']:>11.3f}{int(r['checkpoints']):>13}",
+                    flush=True,
+                )
+            if (kind, "langgraph") in results:
+                t, lg = results[(kind, "threadline")], results[(kind, "langgraph")]
+                print(
+                    f"{'':<16}{'ratio':<12}{lg['first_ms'] / t['first_ms']:>10.1f}x"
+                    f"{lg['last_ms'] / t['last_ms']:>9.1f}x{'':>8}"
+                    f"{lg['bytes'] / t['bytes']:>10.1f}x"
+                    f"{'':>10}{lg['history_ms'] / t['history_ms']:>10.1f}x"
+                    f"{lg['get_state_ms'] / t['get_state_ms']:>10.1f}x"
+                )
+        print("ratio = langgraph / threadline (higher is better for threadline)\n")
     if args.long:
         long_table(args.long, args.long_langgraph, [k for k in args.only.split(",")], libs)
     if "postgres" in args.only:

@@ -43,7 +43,7 @@ def main() -> None:
     latest_two = list(app.get_state_history(config, limit=2))
     older = list(app.get_state_history(config, before=latest_two[-1].config))
     print("latest two, then", len(older), "older ones")
-    assert len(inputs) == 2 and len(latest_two) + len(older) == 6
+    assert len(inputs) == 2 and len(latest_two) + len(older) == 8  # 4 per run, as LangGraph
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def main(url: str) -> None:
             meta = snap.metadata or {}
             print(
                 f"  step {meta['step']:>2}  {meta['source']:<6} next={list(snap.next)!s:<14}"
-                f" messages={len(snap.values['messages'])}"
+                f" messages={len(snap.values.get('messages', []))}"
                 f"  id={snap.config['configurable']['checkpoint_id']}"
             )
 

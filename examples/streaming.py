@@ -28,12 +28,12 @@ def main() -> None:
     builder.add_edge("world", END)
     app = builder.compile(checkpointer=MemorySaver())
 
-    print("values:")
+    print("updates (the default):")
     for chunk in app.stream({"words": []}, {"configurable": {"thread_id": "s1"}}):
         print("  ", chunk)
-    print("updates:")
+    print("values:")
     for chunk in app.stream(
-        {"words": []}, {"configurable": {"thread_id": "s2"}}, stream_mode="updates"
+        {"words": []}, {"configurable": {"thread_id": "s2"}}, stream_mode="values"
     ):
         print("  ", chunk)
     print("updates + checkpoints:")

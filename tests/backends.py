@@ -325,6 +325,7 @@ _CALLS = frozenset(
         "load",
         "put",
         "put_writes",
+        "child_id",
         "fork",
         "delete_thread",
         "copy_thread",

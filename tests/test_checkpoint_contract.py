@@ -34,6 +34,7 @@ from threadline.checkpoint.types import (
     CheckpointDraft,
     CheckpointTuple,
     PendingWrite,
+    new_checkpoint_id,
 )
 from threadline.errors import (
     CheckpointConflictError,
@@ -1300,6 +1301,81 @@ class CheckpointerContract:
         assert fork_got.pending_writes == got.pending_writes
         await cp.copy_thread(T, "copied")
         await assert_reconstructs(cp, expected, thread_id="copied")
+
+    # ------------------------------------------------------------------ put(before=)
+
+    @staticmethod
+    def _input_and_step(
+        parent: Checkpoint | None, value: list[str], new: list[str]
+    ) -> tuple[CheckpointDraft, CheckpointDraft]:
+        step = -1 if parent is None else parent.step + 1
+        before = draft(
+            parent=parent,
+            step=step,
+            source="input",
+            metadata={"source": "input", "step": step},
+            tasks=[{"id": "start", "name": "__start__"}],
+        )
+        before.id = new_checkpoint_id()
+        change = ChannelChange(value + new, appended=new) if value else ChannelChange(new)
+        after = draft({"items": change}, parent=parent, step=step + 1, tasks=[{"id": "n"}])
+        after.parent_id = before.id
+        return before, after
+
+    async def test_put_commits_the_checkpoint_before_it_in_one_go(self, cp: Driver) -> None:
+        before, after = self._input_and_step(None, [], ["a"])
+        first = await cp.put(T, "", after, expected_head=None, before=before)
+        before2, after2 = self._input_and_step(first, ["a"], ["b"])
+        second = await cp.put(T, "", after2, expected_head=first.id, before=before2)
+        history = await cp.list(cfg(T))
+        assert ids(history) == [second.id, before2.id, first.id, before.id]
+        assert [t.checkpoint.seq for t in history] == [4, 3, 2, 1]
+        assert [t.checkpoint.source for t in history] == ["loop", "input", "loop", "input"]
+        assert [t.checkpoint.step for t in history] == [2, 1, 0, -1]
+        assert [t.checkpoint.values for t in history] == [
+            {"items": ["a", "b"]},
+            {"items": ["a"]},  # the values before the input: its parent's
+            {"items": ["a"]},
+            {},
+        ]
+        assert [t.checkpoint.parent_id for t in history] == [before2.id, first.id, before.id, None]
+        assert history[1].checkpoint.tasks == [{"id": "start", "name": "__start__"}]
+        head = await cp.get_tuple(cfg(T))
+        assert head is not None and head.checkpoint.id == second.id
+        # The step that applied an input is found from the input checkpoint.
+        assert await cp.child_id(T, "", history[1].checkpoint) == second.id
+        assert await cp.child_id(T, "", history[3].checkpoint) == first.id
+        assert await cp.child_id(T, "", history[0].checkpoint) is None
+        # (Any checkpoint whose child got the next sequence number has one.)
+        assert await cp.child_id(T, "", history[2].checkpoint) == before2.id
+
+    async def test_put_with_before_stores_neither_on_conflict(self, cp: Driver) -> None:
+        first = await cp.put(T, "", draft({"items": ["a"]}), expected_head=None)
+        await cp.put(T, "", draft({"items": ["x"]}, parent=first), expected_head=first.id)
+        before, after = self._input_and_step(first, ["a"], ["b"])
+        with pytest.raises(CheckpointConflictError):
+            await cp.put(T, "", after, expected_head=first.id, before=before)
+        assert len(await cp.list(cfg(T))) == 2
+        with pytest.raises(CheckpointNotFoundError):
+            await cp.get_tuple(cfg(T, before.id))
+        other = "other-thread"
+        before, after = self._input_and_step(None, [], ["c"])
+        saved = await cp.put(other, "", after, expected_head=None, before=before)
+        before2, after2 = self._input_and_step(None, [], ["d"])
+        with pytest.raises(CheckpointConflictError):
+            await cp.put(other, "", after2, expected_head=None, before=before2)
+        assert ids(await cp.list(cfg(other))) == [saved.id, before.id]
+
+    async def test_put_refuses_a_before_that_changes_channels(self, cp: Driver) -> None:
+        before, after = self._input_and_step(None, [], ["a"])
+        before.changes = {"items": ChannelChange(["z"])}
+        with pytest.raises(ValueError, match="change no channel"):
+            await cp.put(T, "", after, expected_head=None, before=before)
+        before, after = self._input_and_step(None, [], ["a"])
+        after.parent_id = None
+        with pytest.raises(ValueError, match="its parent"):
+            await cp.put(T, "", after, expected_head=None, before=before)
+        assert await cp.list(cfg(T)) == []
 
 
 class TestSyncContract(CheckpointerContract):

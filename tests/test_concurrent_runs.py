@@ -120,7 +120,8 @@ def _race(tmp_path: Path, url: str, options: list[str]) -> None:
     runs = [log[k : k + 3] for k in range(0, len(log), 3)]
     assert {r[0] for r in runs} == sent
     assert all(r == [r[0], f"{r[0]}:thought", f"{r[0]}:reply"] for r in runs), runs
-    assert len(history) == 3 * len(sent)  # input + 2 steps per message, nothing else
+    # per message: the input checkpoint, step 0 (the input applied) and 2 steps, nothing else
+    assert len(history) == 4 * len(sent)
 
 
 def test_four_processes_send_to_one_sqlite_thread(tmp_path: Path) -> None:

@@ -228,7 +228,10 @@ async def test_async_mutation_isolation(asaver: BaseCheckpointSaver) -> None:
     config = _thread("iso")
     result = await app.ainvoke({"messages": [], "data": {"inner": []}}, config)
     assert result == {"messages": ["b saw {'inner': []}"], "data": {"inner": []}, "last": "a"}
-    for snap in await _history(app, config):
+    history = await _history(app, config)
+    # The input checkpoint: before the input (a reducer key reads as its empty value).
+    assert history[-1].values == {"messages": []}
+    for snap in history[:-1]:
         assert snap.values["data"] == {"inner": []}
         assert "mutated" not in snap.values["messages"]
 
@@ -253,6 +256,7 @@ async def test_astream_modes_exact_sequence(asaver: BaseCheckpointSaver) -> None
         ("values", {"messages": ["in", "a1", "b1"]}),
     ]
     assert [m for m, _ in chunks] == [
+        "checkpoints",
         "values",
         "checkpoints",
         "updates",
@@ -265,12 +269,13 @@ async def test_astream_modes_exact_sequence(asaver: BaseCheckpointSaver) -> None
     history = list(reversed(await _history(app, config)))
     checkpoints = [c for m, c in chunks if m == "checkpoints"]
     assert [c["config"] for c in checkpoints] == [s.config for s in history]
-    assert [c["metadata"]["source"] for c in checkpoints] == ["input", "loop", "loop"]
-    assert [c["next"] for c in checkpoints] == [["a"], ["b"], []]
+    assert [c["metadata"]["source"] for c in checkpoints] == ["input", "loop", "loop", "loop"]
+    assert [c["next"] for c in checkpoints] == [["__start__"], ["a"], ["b"], []]
+    assert [c["values"] for c in checkpoints[:2]] == [{"messages": []}, {"messages": ["in"]}]
 
-    values = [c async for c in app.astream({"messages": ["2"]}, config)]
+    values = [c async for c in app.astream({"messages": ["2"]}, config, stream_mode="values")]
     assert values[-1]["messages"] == ["in", "a1", "b1", "2", "a2", "b2"]
-    updates = [c async for c in app.astream({"messages": []}, config, stream_mode="updates")]
+    updates = [c async for c in app.astream({"messages": []}, config)]  # "updates" by default
     assert updates == [{"a": {"messages": ["a3"]}}, {"b": {"messages": ["b3"]}}]
 
 
@@ -283,6 +288,7 @@ async def test_async_history_and_snapshot(asaver: BaseCheckpointSaver) -> None:
     await app.ainvoke({"messages": ["in"]}, config)
     history = await _history(app, config)
     assert [(s.metadata["source"], s.metadata["step"]) for s in history] == [
+        ("loop", 3),
         ("loop", 2),
         ("loop", 1),
         ("loop", 0),
@@ -296,7 +302,7 @@ async def test_async_history_and_snapshot(asaver: BaseCheckpointSaver) -> None:
     older = await app.aget_state(history[2].config)
     assert older.values == {"messages": ["in", "a1"]}
     assert older.next == ("b",)
-    assert [s.metadata["step"] for s in await _history(app, config, limit=2)] == [2, 1]
+    assert [s.metadata["step"] for s in await _history(app, config, limit=2)] == [3, 2]
     assert [
         s.metadata["step"] for s in await _history(app, config, filter={"source": "input"})
     ] == [-1]
@@ -317,9 +323,9 @@ async def test_async_durability(asaver: BaseCheckpointSaver, mode: str) -> None:
         assert snap.next == ()
         count = len(await _history(app, _thread(name)))
         if mode == "exit":
-            assert count < 4
+            assert count < 5
         else:
-            assert count == 4
+            assert count == 5
 
 
 async def test_async_continue_and_new_input(asaver: BaseCheckpointSaver) -> None:
@@ -355,12 +361,12 @@ async def test_async_time_travel(asaver: BaseCheckpointSaver) -> None:
     config = _thread("tt")
     await app.ainvoke({"messages": []}, config)
     old = await _history(app, config)
-    after_a = next(s for s in old if s.metadata["step"] == 0)
+    after_a = next(s for s in old if s.metadata["step"] == 1)
     assert await app.ainvoke(None, after_a.config) == {"messages": ["a1", "b2", "c2"]}
     head = await app.aget_state(config)
     assert head.values == {"messages": ["a1", "b2", "c2"]}
     new_history = await _history(app, config)
-    assert len(new_history) == 6
+    assert len(new_history) == 7
     assert old[0].config in [s.config for s in new_history]
     parent = await app.aget_state(head.parent_config)  # type: ignore[arg-type]
     assert parent.parent_config == after_a.config
@@ -413,7 +419,7 @@ async def test_async_branch_into_a_new_thread(asaver: BaseCheckpointSaver) -> No
 async def test_async_fork(asaver: BaseCheckpointSaver) -> None:
     app = _achain(["a", "b"]).compile(checkpointer=asaver)
     await app.ainvoke({"messages": []}, _thread("src"))
-    after_a = next(s for s in await _history(app, _thread("src")) if s.metadata["step"] == 0)
+    after_a = next(s for s in await _history(app, _thread("src")) if s.metadata["step"] == 1)
     new_config = await app.afork(after_a.config, "copy")
     snap = await app.aget_state(new_config)
     assert snap.values == {"messages": ["a1"]}

@@ -72,21 +72,25 @@ def test_checkpoint_after_input_and_every_step(saver: BaseCheckpointSaver) -> No
     config = _thread("t")
     app.invoke({"messages": ["in"]}, config)
     history = list(app.get_state_history(config))
-    assert len(history) == 4
+    assert len(history) == 5  # as LangGraph: the input, then step 0 with it applied, ...
     oldest_first = list(reversed(history))
     assert [(s.metadata["source"], s.metadata["step"]) for s in oldest_first] == [
         ("input", -1),
         ("loop", 0),
         ("loop", 1),
         ("loop", 2),
+        ("loop", 3),
     ]
-    assert [s.values["messages"] for s in oldest_first] == [
+    assert [s.values.get("messages") for s in oldest_first] == [
+        [],  # a reducer key never written reads as its empty value, as in LangGraph
         ["in"],
         ["in", "a1"],
         ["in", "a1", "b1"],
         ["in", "a1", "b1", "c1"],
     ]
-    assert [s.next for s in oldest_first] == [("a",), ("b",), ("c",), ()]
+    assert [s.next for s in oldest_first] == [("__start__",), ("a",), ("b",), ("c",), ()]
+    (start,) = oldest_first[0].tasks
+    assert start.name == "__start__" and start.path == ("__pregel_pull", "__start__")
     for parent, child in itertools.pairwise(oldest_first):
         assert child.parent_config == parent.config
     assert oldest_first[0].parent_config is None
@@ -110,7 +114,7 @@ def test_durability_modes_reach_the_same_state(saver: BaseCheckpointSaver, how: 
         counts[mode] = len(list(app.get_state_history(config)))
     assert results["sync"] == results["async"] == results["exit"]
     assert results["sync"]["messages"] == ["in", "a1", "b1", "c1"]
-    assert counts["sync"] == counts["async"] == 4
+    assert counts["sync"] == counts["async"] == 5
     assert counts["exit"] < counts["sync"]
 
 
@@ -181,11 +185,13 @@ def test_new_input_on_finished_thread_starts_new_run(saver: BaseCheckpointSaver)
     assert result == {"messages": ["one", "a1", "b1", "two", "a2", "b2"], "data": {"run": 1}}
     assert calls == Counter({"a": 2, "b": 2})
     history = list(app.get_state_history(config))
-    assert len(history) == 6
+    assert len(history) == 8
     sources = [s.metadata["source"] for s in reversed(history)]
-    assert sources == ["input", "loop", "loop", "input", "loop", "loop"]
+    assert sources == ["input", "loop", "loop", "loop", "input", "loop", "loop", "loop"]
     steps = [s.metadata["step"] for s in reversed(history)]
-    assert steps == sorted(steps) and len(set(steps)) == 6
+    assert steps == list(range(-1, 7))
+    # The second input checkpoint holds the first run's final values.
+    assert history[3].values == history[4].values and history[3].next == ("__start__",)
 
 
 def test_invoke_none_on_thread_that_never_ran(saver: BaseCheckpointSaver) -> None:
@@ -221,7 +227,7 @@ def test_get_state_snapshot_fields(saver: BaseCheckpointSaver) -> None:
     assert isinstance(configurable["checkpoint_id"], str) and configurable["checkpoint_id"]
     assert snap.metadata is not None
     assert snap.metadata["source"] == "loop"
-    assert snap.metadata["step"] == 1
+    assert snap.metadata["step"] == 2
     assert isinstance(snap.created_at, str) and snap.created_at[:2] == "20"
     assert snap.parent_config is not None
     assert snap.parent_config["configurable"]["thread_id"] == "snap"
@@ -269,14 +275,14 @@ def test_get_state_history_order_filter_before_limit(saver: BaseCheckpointSaver)
     config = _thread("h")
     app.invoke({"messages": []}, config)
     history = list(app.get_state_history(config))
-    assert [s.metadata["step"] for s in history] == [2, 1, 0, -1]  # newest first
+    assert [s.metadata["step"] for s in history] == [3, 2, 1, 0, -1]  # newest first
     ids = [_cid(s.config) for s in history]
     assert ids == sorted(ids, reverse=True)
 
     inputs = list(app.get_state_history(config, filter={"source": "input"}))
     assert [s.metadata["step"] for s in inputs] == [-1]
     step1 = list(app.get_state_history(config, filter={"source": "loop", "step": 1}))
-    assert [_cid(s.config) for s in step1] == [ids[1]]
+    assert [_cid(s.config) for s in step1] == [ids[2]]
     assert list(app.get_state_history(config, filter={"source": "update"})) == []
 
     older = list(app.get_state_history(config, before=history[1].config))
@@ -296,7 +302,7 @@ def test_time_travel_replays_from_an_older_checkpoint(saver: BaseCheckpointSaver
     app.invoke({"messages": []}, config)
     old_history = list(app.get_state_history(config))
     old_head = old_history[0]
-    after_a = next(s for s in old_history if s.metadata["step"] == 0)
+    after_a = next(s for s in old_history if s.metadata["step"] == 1)
 
     result = app.invoke(None, after_a.config)
     assert result == {"messages": ["a1", "b2", "c2"]}
@@ -312,7 +318,7 @@ def test_time_travel_replays_from_an_older_checkpoint(saver: BaseCheckpointSaver
     by_id = {_cid(s.config): s for s in history}
     assert _cid(old_head.config) in by_id  # the old branch stays
     assert by_id[_cid(old_head.config)].values == {"messages": ["a1", "b1", "c1"]}
-    # The new branch: after b (step 1) whose parent is the checkpoint travelled to.
+    # The new branch: after b (step 2) whose parent is the checkpoint travelled to.
     new_b = by_id[_cid(head.parent_config)]  # type: ignore[arg-type]
     assert new_b.values == {"messages": ["a1", "b2"]}
     assert new_b.parent_config is not None
@@ -441,14 +447,14 @@ def test_branch_into_a_new_thread(saver: BaseCheckpointSaver) -> None:
     assert forked_from["checkpoint_id"] == that
     assert first.values == after_step1.values
     # main's history is untouched.
-    assert len(list(app.get_state_history(main))) == 4
+    assert len(list(app.get_state_history(main))) == 5
 
 
 def test_fork_copies_a_checkpoint_into_a_new_thread(saver: BaseCheckpointSaver) -> None:
     calls: Counter[str] = Counter()
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver)
     app.invoke({"messages": []}, _thread("src"))
-    after_a = next(s for s in app.get_state_history(_thread("src")) if s.metadata["step"] == 0)
+    after_a = next(s for s in app.get_state_history(_thread("src")) if s.metadata["step"] == 1)
 
     new_config = app.fork(after_a.config, "copy")
     assert new_config["configurable"]["thread_id"] == "copy"
@@ -500,7 +506,7 @@ def test_node_exception_reaches_caller_with_a_note(saver: BaseCheckpointSaver) -
     # Everything up to the last completed step is saved.
     assert snap.values == {"messages": ["in", "a1", "b1"]}
     assert snap.next == ("boom",)
-    assert len(list(app.get_state_history(config))) == 3
+    assert len(list(app.get_state_history(config))) == 4
     (task,) = snap.tasks
     assert task.name == "boom"
     assert task.error is not None

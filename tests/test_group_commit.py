@@ -151,7 +151,7 @@ async def test_concurrent_runs_share_statements_and_stay_exact(
             *(x for i in range(4) for x in (f"u{i}", f"a{3 + 3 * i + 1}", f"b{3 + 3 * i + 2}")),
         ]
         history = [s async for s in app.aget_state_history(config)]
-        assert len(history) == 15
+        assert len(history) == 20  # per turn: input, step 0, two nodes
         for newer, older in itertools.pairwise(history):
             assert (
                 newer.parent_config["configurable"]["checkpoint_id"]
@@ -355,7 +355,7 @@ async def test_connections_killed_under_load_lose_and_repeat_nothing() -> None:
                     expected += [f"u{i}", f"a{len(expected) + 1}", f"b{len(expected) + 2}"]
                 assert log == expected
                 history = [s async for s in app.aget_state_history(config)]
-                assert len(history) == 8 * 3
+                assert len(history) == 8 * 4  # per turn: input, step 0, two nodes
                 for newer, older in itertools.pairwise(history):
                     assert (
                         newer.parent_config["configurable"]["checkpoint_id"]
@@ -432,7 +432,7 @@ def test_sync_connections_killed_under_load_lose_and_repeat_nothing() -> None:
             for i in range(12):
                 config = {"configurable": {"thread_id": f"s{i}"}}
                 assert app.get_state(config).values["log"] == expected
-                assert len(list(app.get_state_history(config))) == 6 * 3
+                assert len(list(app.get_state_history(config))) == 6 * 4
     finally:
         _drop_postgres_schema(url, schema)
     assert kills > 0

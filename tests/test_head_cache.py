@@ -160,7 +160,7 @@ def test_thread_deleted_elsewhere_starts_afresh(kind: str) -> None:
         b.delete_thread(config["configurable"]["thread_id"])
         out = app_a.invoke({"log": ["again"]}, config)
         assert out["log"] == ["again", "reply to again (yes)"]
-        assert len(list(app_a.get_state_history(config))) == 2  # input, reply
+        assert len(list(app_a.get_state_history(config))) == 3  # input, step 0, reply
 
 
 @pytest.mark.parametrize("kind", SYNC)
@@ -205,4 +205,4 @@ async def test_async_stale_cached_head_restarts(kind: str) -> None:
         ]
         assert (await app_b.aget_state(config)).values == out
         history = [s async for s in app_b.aget_state_history(config)]
-        assert len(history) == 8  # 4 turns of input, reply
+        assert len(history) == 12  # 4 turns of input, step 0, reply

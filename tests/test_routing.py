@@ -51,6 +51,7 @@ def test_command_goto_routes_and_writes_state(saver: BaseCheckpointSaver) -> Non
         "vip": True,
         "seen": True,
         "log": ["triage", "urgent seen=True"],
+        "results": [],  # never written: the reducer's empty value
     }
     config = fresh_config()
     assert app.invoke({"vip": False, "log": []}, config)["log"] == ["triage", "later seen=True"]

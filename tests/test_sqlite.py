@@ -559,8 +559,7 @@ async def test_the_wrong_flavour_says_which_saver_to_use(path: str) -> None:
             asaver.get_tuple(cfg())
         with pytest.raises(ThreadlineError, match="SqliteSaver"):
             asaver.put(T, "", draft({"a": 1}), expected_head=None)
-        with pytest.raises(ThreadlineError, match="SqliteSaver"):
-            asaver.setup()
+        await asaver.setup()  # async on the async saver, as in LangGraph
 
 
 # ---------------------------------------------------------------------- async

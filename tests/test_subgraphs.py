@@ -146,7 +146,7 @@ def test_command_parent_routes_the_parent_graph(
     assert out["messages"] == ["hi", "handoff", "billing"]
     assert (calls["triage"], calls["handoff"], calls["never"], calls["billing"]) == (1, 1, 0, 1)
     history = list(app.get_state_history(config))
-    assert [tuple(s.next) for s in history] == [(), ("billing",), ("support",)]
+    assert [tuple(s.next) for s in history] == [(), ("billing",), ("support",), ("__start__",)]
 
 
 async def test_async_command_parent_with_a_sibling_in_the_step(

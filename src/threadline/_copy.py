@@ -14,7 +14,9 @@ import enum
 import uuid
 from typing import Any
 
-_ATOMS: frozenset[type] = frozenset(
+# Exact types shared rather than copied: immutable atoms, plus the subclasses of the bases
+# registered with share_type(), learned the first time one is met.
+_ATOMS: set[type] = set(
     {
         str,
         bytes,
@@ -32,6 +34,21 @@ _ATOMS: frozenset[type] = frozenset(
         range,
     }
 )
+
+
+_SHARED_BASES: tuple[type, ...] = ()
+
+
+def share_type(base: type) -> None:
+    """Share instances of ``base`` (and its subclasses) instead of copying them.
+
+    For values the library itself never mutates and replaces instead (chat messages, which
+    ``add_messages`` replaces by id): copying each of them on every read would make a step cost
+    grow with the length of the conversation.
+    """
+    global _SHARED_BASES
+    if base not in _SHARED_BASES:
+        _SHARED_BASES = (*_SHARED_BASES, base)
 
 
 def private_copy(value: Any) -> Any:
@@ -52,6 +69,9 @@ def private_copy(value: Any) -> Any:
     if t is set:
         return set(value)
     if isinstance(value, enum.Enum):
+        return value
+    if _SHARED_BASES and isinstance(value, _SHARED_BASES):
+        _ATOMS.add(t)
         return value
     if (
         dataclasses.is_dataclass(value)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, Union
 
+from .checkpoint.base import BaseCheckpointSaver
 from .checkpoint.types import RunnableConfig
 
 __all__ = [
     "All",
+    "CachePolicy",
     "Command",
     "Durability",
     "Interrupt",
+    "Overwrite",
     "RetryPolicy",
     "Send",
     "StateSnapshot",
@@ -22,7 +25,7 @@ __all__ = [
     "interrupt",
 ]
 
-StreamMode = Literal["values", "updates", "checkpoints", "custom", "debug"]
+StreamMode = Literal["values", "updates", "checkpoints", "tasks", "debug", "messages", "custom"]
 Durability = Literal["sync", "async", "exit"]
 All = Literal["*"]
 
@@ -164,3 +167,79 @@ def interrupt(value: Any) -> Any:
     from .runtime.context import current_task
 
     return current_task("interrupt()").interrupt(value)
+
+
+def _default_cache_key(*args: Any, **kwargs: Any) -> str:
+    """A node's input as a cache key: its serialized form, hashed."""
+    from .cache.base import default_cache_key
+
+    return default_cache_key(*args, **kwargs)
+
+
+KeyFuncT = TypeVar("KeyFuncT", bound=Callable[..., "str | bytes"])
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachePolicy(Generic[KeyFuncT]):
+    """Reuse a node's result for the same input: ``add_node(..., cache_policy=...)``.
+
+    Needs ``compile(cache=InMemoryCache())``. ``key_func(state)`` names an entry (by default
+    a hash of the serialized input); ``ttl`` is its lifetime in seconds (None: forever).
+    """
+
+    key_func: KeyFuncT = _default_cache_key  # type: ignore[assignment]
+    ttl: int | None = None
+
+
+@dataclass(slots=True)
+class Overwrite:
+    """Write ``value`` to a reducer key as it is, bypassing the reducer.
+
+    ``{"items": Overwrite(["b"])}`` replaces the list instead of appending. Two overwrites of
+    one key in one step are an error.
+    """
+
+    value: Any
+    type: Literal["__overwrite__"] = "__overwrite__"
+
+
+# ---------------------------------------------------------------------- LangGraph's other names
+
+__all__ += [
+    "Checkpointer",
+    "PregelTask",
+    "StateUpdate",
+    "StreamWriter",
+    "ensure_valid_checkpointer",
+]
+
+#: What ``stream_mode="custom"`` consumers receive from: ``writer(chunk)`` inside a node.
+StreamWriter = Callable[[Any], None]
+
+#: LangGraph's name for a task of a snapshot (``StateSnapshot.tasks``).
+PregelTask = StateTask
+
+
+class StateUpdate(NamedTuple):
+    """One update of ``bulk_update_state``: the values, as which node, for which task."""
+
+    values: dict[str, Any] | None
+    as_node: str | None = None
+    task_id: str | None = None
+
+
+#: What ``compile(checkpointer=...)`` takes: a saver; ``None`` (inherit the parent graph's when
+#: run as a subgraph); ``True`` (a subgraph with its own history); ``False`` (none at all).
+Checkpointer = Union[None, bool, BaseCheckpointSaver]  # noqa: UP007 (a runtime alias on 3.10)
+
+
+def ensure_valid_checkpointer(checkpointer: Any) -> Any:
+    """``checkpointer`` if it is a saver, True, False or None; else a TypeError saying why."""
+    if checkpointer is None or checkpointer is True or checkpointer is False:
+        return checkpointer
+    if isinstance(checkpointer, BaseCheckpointSaver):
+        return checkpointer
+    raise TypeError(
+        f"invalid checkpointer: {type(checkpointer).__name__}. Pass a saver (InMemorySaver,"
+        " SqliteSaver, PostgresSaver, their async twins), True, False or None"
+    )

@@ -18,15 +18,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
-from typing_extensions import Self
+from typing_extensions import Self, TypedDict
 
 from ..errors import (
     BaseCheckpointGoneError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    EmptyChannelError,
     InvalidArgumentError,
     MissingVersionError,
     ThreadlineError,
@@ -330,6 +331,9 @@ def borrowed_base(
     concurrent prune, and raises :func:`base_gone_error` when it is gone.
     """
     parent = row.parent_id
+    if row.before is not None and parent == row.before.id:
+        # The input checkpoint, committed with this row, carries its parent's refs unchanged.
+        parent = row.before.parent_id
     if parent is None or parent == expected_head:
         return None
     if all(ref.writer == row.id for ref in row.refs.values()) and all(
@@ -671,9 +675,17 @@ class BaseCheckpointSaver:
         ns: str,
         draft: CheckpointDraft,
         thread_metadata: dict[str, Any] | None,
+        before: CheckpointDraft | None = None,
     ) -> tuple[CheckpointRow, list[VersionRow], bytes | None, float | None]:
         thread_id = validate_thread_id(thread_id)
         ns = validate_ns(ns)
+        first = None
+        if before is not None:
+            if before.changes or before.removed:
+                raise ValueError("a checkpoint committed before another must change no channel")
+            first, _, _, _ = self._prepare_commit(thread_id, ns, before, None)
+            if draft.parent_id != first.id:
+                raise ValueError("the checkpoint committed before another must be its parent")
         checkpoint_id = draft.id or new_checkpoint_id()
         binds = self._binds
 
@@ -712,6 +724,7 @@ class BaseCheckpointSaver:
             metadata=metadata,
             tasks=tasks,
             refs=refs,
+            before=first,
         )
         expires_at = None if self.ttl is None else now + self.ttl
         return row, versions, meta, expires_at
@@ -752,7 +765,7 @@ class BaseCheckpointSaver:
             if not draft.tasks:
                 if len(self._heads) >= HEAD_CACHE_SIZE:
                     del self._heads[next(iter(self._heads))]  # the least recently saved
-                self._heads[key] = dataclasses.replace(row, seq=seq)
+                self._heads[key] = dataclasses.replace(row, seq=seq, before=None)
 
     def _forget_head(self, thread_id: str, ns: str) -> None:
         with self._heads_lock:
@@ -915,6 +928,15 @@ class BaseCheckpointSaver:
             decoder.add_rows(self._read_versions(thread_id, missing))
         return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
 
+    def child_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
+        """The id of the checkpoint saved right after ``checkpoint`` as its child, or None.
+
+        For an input checkpoint that is the step its input went to: they commit together
+        (``put(before=)``), so nothing can come between them."""
+        for batch in self._iter_checkpoints(thread_id, ns, checkpoint.seq + 2):
+            return _committed_after(batch[0], checkpoint)
+        return None
+
     def head_id(self, thread_id: str, ns: str = "") -> str | None:
         """The id of the checkpoint the thread's head points to, or None."""
         row = self._read_checkpoint(thread_id, ns, None)
@@ -1015,6 +1037,7 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
         lease: LeaseOp | None = None,
+        before: CheckpointDraft | None = None,
     ) -> Checkpoint:
         """Store a new checkpoint and move the head to it by compare-and-swap.
 
@@ -1022,9 +1045,11 @@ class BaseCheckpointSaver:
         nothing was stored. The returned checkpoint has empty ``values`` (the caller has them).
         ``lease`` takes, checks (fencing) or releases the thread's writer lease in the same
         transaction: see :class:`~threadline.checkpoint.lease.LeaseOp`.
+        ``before``: a checkpoint that changes no channel (an input checkpoint), stored in the
+        same transaction as ``draft``'s parent.
         """
         row, versions, meta, expires_at = self._prepare_commit(
-            thread_id, ns, draft, thread_metadata
+            thread_id, ns, draft, thread_metadata, before
         )
         try:
             seq = self._commit(row, versions, expected_head, meta, expires_at, lease)
@@ -1039,6 +1064,7 @@ class BaseCheckpointSaver:
                 expected_head=expected_head,
                 thread_metadata=thread_metadata,
                 lease=lease,
+                before=before,
             )
         except CheckpointConflictError:
             self._forget_head(row.thread_id, row.ns)
@@ -1294,6 +1320,12 @@ class BaseCheckpointSaver:
             decoder.add_rows(await self._aread_versions(thread_id, missing))
         return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
 
+    async def achild_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
+        """Async :meth:`child_id`."""
+        async for batch in self._aiter_checkpoints(thread_id, ns, checkpoint.seq + 2):
+            return _committed_after(batch[0], checkpoint)
+        return None
+
     async def ahead_id(self, thread_id: str, ns: str = "") -> str | None:
         """Async :meth:`head_id`."""
         row = await self._aread_checkpoint(thread_id, ns, None)
@@ -1380,10 +1412,11 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         thread_metadata: dict[str, Any] | None = None,
         lease: LeaseOp | None = None,
+        before: CheckpointDraft | None = None,
     ) -> Checkpoint:
         """Async :meth:`put`."""
         row, versions, meta, expires_at = self._prepare_commit(
-            thread_id, ns, draft, thread_metadata
+            thread_id, ns, draft, thread_metadata, before
         )
         try:
             seq = await self._acommit(row, versions, expected_head, meta, expires_at, lease)
@@ -1573,6 +1606,11 @@ def _same(row: CheckpointRow, again: CheckpointRow | None) -> bool:
     return again is not None and again.id == row.id and again.refs == row.refs
 
 
+def _committed_after(row: CheckpointRow, checkpoint: Checkpoint) -> str | None:
+    ok = row.seq == checkpoint.seq + 1 and row.parent_id == checkpoint.id
+    return row.id if ok else None
+
+
 def _where(row: CheckpointRow) -> str:
     return f"thread {row.thread_id!r}, checkpoint {row.id}"
 
@@ -1604,3 +1642,24 @@ def _check_row(row: CheckpointRow, where: str) -> None:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------- LangGraph's other names
+
+__all__ += ["CheckpointMetadata", "EmptyChannelError", "get_checkpoint_id"]
+
+
+class CheckpointMetadata(TypedDict, total=False):
+    """The metadata of a checkpoint (``StateSnapshot.metadata``); callers may add their own keys
+    through ``config["metadata"]``."""
+
+    source: Literal["input", "loop", "update", "fork"]
+    step: int
+    parents: dict[str, str]
+    run_id: str
+
+
+def get_checkpoint_id(config: RunnableConfig) -> str | None:
+    """The ``checkpoint_id`` a config names, or None."""
+    value = config.get("configurable", {}).get("checkpoint_id")
+    return None if value is None else str(value)

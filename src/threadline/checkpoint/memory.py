@@ -158,11 +158,13 @@ class InMemorySaver(BaseCheckpointSaver):
             self._renew_in_commit(row.thread_id, lease, now)
             if thread is None:
                 thread = self._threads[row.thread_id] = _Thread(row.created_at, row.created_at)
-            thread.seq += 1
-            stored = replace(row, seq=thread.seq)
-            thread.checkpoints[row.id] = stored
-            thread.order.setdefault(row.ns, []).append(row.id)
-            thread.order_seq.setdefault(row.ns, []).append(thread.seq)
+            for one in (row.before, row):
+                if one is None:
+                    continue
+                thread.seq += 1
+                thread.checkpoints[one.id] = replace(one, seq=thread.seq, before=None)
+                thread.order.setdefault(one.ns, []).append(one.id)
+                thread.order_seq.setdefault(one.ns, []).append(thread.seq)
             for v in versions:
                 thread.versions[(v.channel, v.writer)] = v
             thread.heads[row.ns] = row.id

@@ -107,6 +107,10 @@ class CheckpointRow:
     metadata: bytes
     tasks: bytes
     refs: Mapping[str, VersionRef]
+    # A checkpoint without versions of its own (LangGraph's input checkpoint) committed in
+    # the same transaction just before this one, as its parent: it takes the sequence number
+    # before this row's. Set only on rows being committed.
+    before: CheckpointRow | None = None
 
 
 @dataclass(frozen=True, slots=True)

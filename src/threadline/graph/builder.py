@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import itertools
+import typing
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..cache.base import BaseCache
 from ..checkpoint.base import BaseCheckpointSaver
 from ..checkpoint.typewalk import register_schema_types
 from ..errors import GraphValidationError
-from ..types import RetryPolicy
+from ..types import CachePolicy, RetryPolicy
 from .schema import StateSchema
 from .spec import (
     END,
@@ -20,7 +24,9 @@ from .spec import (
     NodeSpec,
     callable_info,
     config_by_name,
+    is_runnable,
     literal_destinations,
+    node_injections,
 )
 
 if TYPE_CHECKING:
@@ -35,11 +41,43 @@ class StateGraph:
     Args:
         state_schema: a ``TypedDict``, dataclass or pydantic ``BaseModel``. Fields annotated
             ``Annotated[T, reducer]`` accumulate through the reducer; others keep the last write.
+        context_schema: the type of ``invoke(..., context=...)``, which nodes read as
+            ``runtime.context`` (a dict given for a dataclass or pydantic schema becomes one).
+        input_schema: the keys ``invoke`` accepts (by default the state schema's).
+        output_schema: the keys ``invoke`` returns (by default the state schema's).
     """
 
-    def __init__(self, state_schema: Any) -> None:
+    def __init__(
+        self,
+        state_schema: Any,
+        context_schema: Any = None,
+        *,
+        input_schema: Any = None,
+        output_schema: Any = None,
+        **deprecated: Any,
+    ) -> None:
+        unknown = set(deprecated) - {"input", "output", "config_schema"}
+        if unknown:
+            raise TypeError(f"StateGraph() got unexpected keyword argument(s) {sorted(unknown)}")
+        # LangGraph's older names: input=, output=, config_schema=.
+        input_schema = input_schema or deprecated.get("input")
+        output_schema = output_schema or deprecated.get("output")
+        self.context_schema = context_schema or deprecated.get("config_schema")
         self.schema = StateSchema(state_schema)
         self.spec = GraphSpec()
+        if input_schema is not None and input_schema is not state_schema:
+            self.schema.input_schema = self._merged(StateSchema(input_schema), "input_schema")
+        if output_schema is not None and output_schema is not state_schema:
+            self.schema.output_schema = self._merged(StateSchema(output_schema), "output_schema")
+
+    def _merged(self, schema: StateSchema, what: str) -> StateSchema:
+        if schema.managed and what != "node":
+            raise GraphValidationError(
+                f"{what} {schema.name} has managed keys ({', '.join(schema.managed)});"
+                " RemainingSteps and IsLastStep belong in the state schema"
+            )
+        self.schema.merge(schema)
+        return schema
 
     # ------------------------------------------------------------------ nodes
 
@@ -48,16 +86,29 @@ class StateGraph:
         node: str | Callable[..., Any],
         action: Callable[..., Any] | None = None,
         *,
-        retry: RetryPolicy | None = None,
-        retry_policy: RetryPolicy | None = None,
+        defer: bool = False,
+        metadata: dict[str, Any] | None = None,
+        input_schema: Any = None,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
         destinations: Sequence[str] | Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        **deprecated: Any,
     ) -> StateGraph:
         """Add a node: ``add_node("name", fn)`` or ``add_node(fn)`` (named after the function).
 
-        ``fn`` takes the state (and optionally ``config``) and returns a partial update, an
-        instance of the schema, a ``Command`` or None. A compiled graph may be the node.
+        ``fn`` takes the state and returns a partial update, an instance of the schema, a
+        ``Command`` or None. It may also take ``config`` (by name or as a second positional
+        parameter), and by name ``writer``, ``store`` and ``runtime`` (see the README). A
+        compiled graph or a LangChain ``Runnable`` may be the node. A first parameter
+        annotated with another schema than the graph's (or ``input_schema=``) gives the node
+        that schema's keys, which may be keys of no other schema (private state).
+        ``defer=True`` runs the node only once nothing else is left to run.
         ``destinations`` declares where a node that returns ``Command(goto=...)`` may go.
         """
+        if set(deprecated) - {"input"}:
+            raise TypeError(f"add_node() got unexpected keyword argument(s) {sorted(deprecated)}")
+        input_schema = input_schema or deprecated.get("input")
         if isinstance(node, str):
             if action is None:
                 raise GraphValidationError(f"add_node({node!r}) needs the node's function")
@@ -66,7 +117,7 @@ class StateGraph:
             if action is not None:
                 raise GraphValidationError("add_node(fn, fn2): pass a name string first")
             fn = node
-            name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or ""
+            name = _node_name(fn)
             if not name or name == "<lambda>":
                 raise GraphValidationError(
                     "cannot name this node from its function; use add_node('name', fn)"
@@ -74,31 +125,73 @@ class StateGraph:
         self._check_name(name)
         if name in self.spec.nodes:
             raise GraphValidationError(f"node {name!r} already exists; node names must be unique")
+        self.spec.nodes[name] = self._node_spec(
+            name, fn, _one_policy(retry or retry_policy), destinations, input_schema
+        )
+        if cache_policy is not None:
+            self.spec.nodes[name] = dataclasses.replace(
+                self.spec.nodes[name], cache_policy=cache_policy
+            )
+        if defer:
+            self.spec.nodes[name] = dataclasses.replace(self.spec.nodes[name], defer=True)
+            self.spec.deferred.add(name)
+        return self
+
+    def _node_spec(
+        self,
+        name: str,
+        fn: Any,
+        retry: RetryPolicy | tuple[RetryPolicy, ...] | None,
+        destinations: Sequence[str] | Mapping[str, str] | None,
+        input_schema: Any,
+    ) -> NodeSpec:
         subgraph = fn if _is_compiled_graph(fn) else None
-        if subgraph is not None:
+        runnable = subgraph is None and is_runnable(fn)
+        if subgraph is not None or runnable:
             is_async, takes_config, takes_writer = False, True, False
         else:
             if not callable(fn):
-                raise GraphValidationError(f"node {name!r}: {fn!r} is not callable")
+                raise GraphValidationError(
+                    f"node {name!r}: {fn!r} is neither callable nor a Runnable (with invoke())"
+                )
             is_async, takes_config, takes_writer = callable_info(fn)
         if isinstance(destinations, Mapping):
             declared: tuple[str, ...] | None = tuple(destinations)
         elif destinations is not None:
             declared = tuple(destinations)
         else:
-            declared = None if subgraph is not None else literal_destinations(fn)
-        self.spec.nodes[name] = NodeSpec(
+            declared = None if subgraph is not None or runnable else literal_destinations(fn)
+        plain = subgraph is None and not runnable
+        return NodeSpec(
             name=name,
             fn=fn,
             is_async=is_async,
             takes_config=takes_config,
             takes_writer=takes_writer,
-            retry=retry or retry_policy,
+            retry=retry,
             destinations=declared,
             subgraph=subgraph,
-            config_by_name=subgraph is None and config_by_name(fn),
+            config_by_name=plain and config_by_name(fn),
+            inject=node_injections(fn) if plain else (),
+            runnable=runnable,
+            input_schema=self._node_input_schema(fn if plain else None, input_schema),
         )
-        return self
+
+    def _node_input_schema(self, fn: Any, declared: Any) -> StateSchema | None:
+        """The node's own input schema: ``input_schema=``, or its first parameter's hint."""
+        hint = declared if declared is not None else (None if fn is None else first_hint(fn))
+        if hint is None or hint is self.schema.schema:
+            return None
+        try:
+            schema = StateSchema(hint)
+        except GraphValidationError:
+            if declared is not None:
+                raise
+            return None  # an annotation that is no state schema (e.g. a plain dict)
+        if schema.kind == "dict":
+            return None
+        self._merged(schema, "node")
+        return schema
 
     def _check_name(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -201,21 +294,27 @@ class StateGraph:
 
     def compile(
         self,
-        checkpointer: BaseCheckpointSaver | None = None,
+        checkpointer: BaseCheckpointSaver | bool | None = None,
         *,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         name: str | None = None,
         debug: bool = False,
+        store: Any = None,
+        cache: BaseCache[Any] | None = None,
     ) -> CompiledStateGraph:
         """Validate the graph and return it ready to run.
 
-        ``checkpointer`` saves a checkpoint after every step (threads, history, resume).
+        ``checkpointer`` saves a checkpoint after every step (threads, history, resume). For a
+        subgraph, ``True`` keeps its state across invocations within the parent's thread and
+        ``False`` keeps no checkpoints; by default a subgraph saves in its parent's thread.
         ``interrupt_before`` / ``interrupt_after`` pause the run around the named nodes.
+        ``store`` is what nodes reach as ``runtime.store``, a ``store`` parameter or
+        ``get_store()``; ``cache`` keeps the results of nodes added with a ``cache_policy``.
         """
         from ..runtime.compiled import CompiledStateGraph
 
-        if checkpointer is not None and not isinstance(checkpointer, BaseCheckpointSaver):
+        if checkpointer is not None and not isinstance(checkpointer, (BaseCheckpointSaver, bool)):
             raise GraphValidationError(
                 f"checkpointer must be a threadline checkpointer, got {type(checkpointer).__name__}"
             )
@@ -231,6 +330,9 @@ class StateGraph:
             interrupt_before=before,
             interrupt_after=after,
             name=name or "LangGraph",
+            store=store,
+            cache=cache,
+            context_schema=self.context_schema,
         )
 
 
@@ -240,6 +342,36 @@ def _as_list(value: Sequence[str] | str | None) -> list[str]:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+def _node_name(fn: Any) -> str:
+    get_name = getattr(fn, "get_name", None)
+    if callable(get_name) and is_runnable(fn):
+        return str(get_name())
+    return getattr(fn, "name", None) or getattr(fn, "__name__", None) or ""
+
+
+def _one_policy(
+    policy: RetryPolicy | Sequence[RetryPolicy] | None,
+) -> RetryPolicy | tuple[RetryPolicy, ...] | None:
+    if policy is None or isinstance(policy, RetryPolicy):
+        return policy
+    policies = tuple(policy)
+    if not all(isinstance(p, RetryPolicy) for p in policies):
+        raise GraphValidationError("retry_policy must be a RetryPolicy or a list of them")
+    return policies or None
+
+
+def first_hint(fn: Any) -> Any:
+    """The annotation of a function's first parameter, resolved, when it is a class."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)  # noqa: B004
+    try:
+        params = list(inspect.signature(target).parameters)
+        hints = typing.get_type_hints(target)
+    except Exception:
+        return None
+    hint = hints.get(params[0]) if params else None
+    return hint if isinstance(hint, type) else None
 
 
 def _is_compiled_graph(obj: Any) -> bool:

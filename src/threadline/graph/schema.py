@@ -6,6 +6,7 @@ fields keep the last value written.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import operator
 import sys
@@ -13,6 +14,8 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import typing_extensions
 
 from .._copy import private_copy
 from ..errors import GraphValidationError, InvalidUpdateError
@@ -36,20 +39,113 @@ class ChannelSpec:
 
 
 class StateSchema:
-    """What the runtime needs to know about a state class."""
+    """What the runtime needs to know about a state class.
+
+    ``fields`` are the class's own keys; ``channels`` may hold more: the keys of the graph's
+    input, output and node input schemas, merged in by the builder (private state).
+    ``managed`` keys (``RemainingSteps``, ``IsLastStep``) are computed, never stored.
+    """
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
         self.kind: Literal["typeddict", "dataclass", "pydantic", "dict"] = _kind_of(schema)
         self.channels: dict[str, ChannelSpec] = {}
+        self.managed: dict[str, Any] = {}
+        self.annotations: dict[str, Any] = {}
         for name, annotation in _field_annotations(schema, self.kind).items():
+            manager = managed_of(annotation)
+            if manager is not None:
+                self.managed[name] = manager
+                continue
             reducer = _reducer_of(annotation)
             if reducer is not None and not callable(reducer):
                 raise GraphValidationError(f"reducer of state key {name!r} is not callable")
             self.channels[name] = ChannelSpec(
                 name, reducer, reducer is None or reducer in PURE_REDUCERS
             )
+            self.annotations[name] = annotation
+        self.fields: tuple[str, ...] = (*self.channels, *self.managed)
+        # The graph's input and output schemas (``StateGraph(input_schema=, output_schema=)``).
+        self.input_schema: StateSchema = self
+        self.output_schema: StateSchema = self
         self.defaults = _defaults_of(schema, self.kind)
+        # Reducer keys never written read as the reducer's empty value (list -> [], ...).
+        self.empty_keys: tuple[str, ...] = tuple(
+            k for k, c in self.channels.items() if c.reducer is not None and self.has_initial(k)
+        )
+
+    def merge(self, other: StateSchema) -> None:
+        """Take ``other``'s keys as channels too (an input, output or node input schema)."""
+        for name, spec in other.channels.items():
+            mine = self.channels.get(name)
+            if mine is None:
+                self.channels[name] = spec
+                self.annotations[name] = other.annotations[name]
+                if spec.reducer is not None and other.has_initial(name):
+                    self.empty_keys = (*self.empty_keys, name)
+                    self.defaults.setdefault(name, _Initial(other, name))
+            elif spec.reducer is not None and spec.reducer is not mine.reducer:
+                raise GraphValidationError(
+                    f"state key {name!r} has reducer {_name_of(mine.reducer)} in {self.name}"
+                    f" but {_name_of(spec.reducer)} in {other.name}; give it one reducer"
+                )
+        for name, manager in other.managed.items():
+            self.managed.setdefault(name, manager)
+
+    def has_initial(self, key: str) -> bool:
+        return self.initial(key) is not _NO_VALUE
+
+    def initial(self, key: str) -> Any:
+        """A fresh empty value for a reducer key: its default, or one made from its type."""
+        default = self.defaults.get(key, _NO_VALUE)
+        if isinstance(default, _Initial):
+            return default()
+        if default is not _NO_VALUE:
+            if self.kind == "dataclass" and callable(default):
+                return default()
+            if hasattr(default, "get_default"):
+                return default.get_default(call_default_factory=True)
+            return default
+        return empty_of(self.annotations.get(key))
+
+    def view(self, values: Mapping[str, Any], extra: Mapping[str, Any] | None) -> Any:
+        """What a node with this input schema reads: its keys of ``values`` (plus managed)."""
+        own = {k: values[k] for k in self.channels if k in values}
+        if extra:
+            own.update({k: v for k, v in extra.items() if k in self.managed})
+        return self.node_input(own)
+
+    def validate_input(self, updates: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+        """Pydantic states: the input validated and coerced by the model, field by field.
+
+        A wrong value raises :class:`InvalidUpdateError` naming the field.
+        """
+        if self.kind != "pydantic" or not updates:
+            return updates
+        own = {k: v for k, v in updates.items() if k in self.fields}
+        if not own:
+            return updates
+        pydantic = sys.modules["pydantic"]
+        merged = {k: v for k, v in current.items() if k in self.fields}
+        merged.update(own)
+        try:
+            model = self.schema.model_validate(merged)
+        except pydantic.ValidationError as exc:
+            wrong = [e for e in exc.errors() if e["type"] != "missing" or _loc(e) in own]
+            if wrong:
+                raise _invalid_input(self.name, wrong) from exc
+            model = self._validate_fields(own, pydantic)
+        return {**updates, **{k: getattr(model, k) for k in own}}
+
+    def _validate_fields(self, own: dict[str, Any], pydantic: Any) -> Any:
+        """Validate only the given fields: the state has no value yet for other required ones."""
+        model = self.schema.model_construct()
+        for key, value in own.items():
+            try:
+                self.schema.__pydantic_validator__.validate_assignment(model, key, value)
+            except pydantic.ValidationError as exc:
+                raise _invalid_input(self.name, exc.errors()) from exc
+        return model
 
     @property
     def name(self) -> str:
@@ -72,7 +168,7 @@ class StateSchema:
                 f"{who} returned {type(value).__name__}; expected a dict of state updates, an"
                 f" instance of {self.name}, a Command or None"
             )
-        unknown = [k for k in updates if k not in self.channels]
+        unknown = [k for k in updates if k not in self.channels and k not in self.managed]
         if unknown and self.kind != "dict":
             raise InvalidUpdateError(
                 f"{who} wrote keys that are not in the state schema {self.name}: "
@@ -101,6 +197,8 @@ class StateSchema:
         """The state as the caller sees it: a dict, or an instance of the schema."""
         if self.kind in ("typeddict", "dict"):
             return dict(values)
+        if len(self.channels) + len(self.managed) != len(self.fields):
+            values = {k: v for k, v in values.items() if k in self.fields}
         if self.kind == "pydantic":
             return self.schema.model_construct(**values)
         missing = [k for k in self.channels if k not in values and k not in self.defaults]
@@ -194,7 +292,9 @@ class PrivateState(dict[str, Any]):
 def _kind_of(schema: Any) -> Literal["typeddict", "dataclass", "pydantic", "dict"]:
     if schema is dict:
         return "dict"
-    if isinstance(schema, type) and typing.is_typeddict(schema):
+    # typing_extensions' check also recognises typing_extensions.TypedDict classes, which
+    # typing.is_typeddict does not on Python 3.10/3.11.
+    if isinstance(schema, type) and typing_extensions.is_typeddict(schema):
         return "typeddict"
     if isinstance(schema, type) and dataclasses.is_dataclass(schema):
         return "dataclass"
@@ -210,7 +310,7 @@ def _field_annotations(schema: Any, kind: str) -> dict[str, Any]:
     if kind == "dict":
         return {}
     try:
-        hints = typing.get_type_hints(schema, include_extras=True)
+        hints = typing_extensions.get_type_hints(schema, include_extras=True)
     except Exception as exc:
         raise GraphValidationError(
             f"cannot resolve the annotations of state schema {schema!r}: {exc}"
@@ -219,7 +319,23 @@ def _field_annotations(schema: Any, kind: str) -> dict[str, Any]:
         return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
     if kind == "pydantic":
         return {name: hints.get(name, Any) for name in schema.model_fields}
-    return hints
+    return {name: _strip_qualifiers(hint) for name, hint in hints.items()}
+
+
+# Required / NotRequired / ReadOnly say whether a TypedDict key must be present; they wrap the
+# field's type (and its Annotated reducer), so they are peeled off before reading the reducer.
+_QUALIFIERS = {
+    q
+    for mod in (typing, typing_extensions)
+    for q in (getattr(mod, n, None) for n in ("Required", "NotRequired", "ReadOnly"))
+    if q is not None
+}
+
+
+def _strip_qualifiers(annotation: Any) -> Any:
+    while typing_extensions.get_origin(annotation) in _QUALIFIERS:
+        annotation = typing_extensions.get_args(annotation)[0]
+    return annotation
 
 
 def _reducer_of(annotation: Any) -> Reducer | None:
@@ -242,3 +358,96 @@ def _defaults_of(schema: Any, kind: str) -> dict[str, Any]:
     if kind == "pydantic":
         return {n: f for n, f in schema.model_fields.items() if not f.is_required()}
     return {}
+
+
+class _Initial:
+    """The initial value of a key merged in from another schema (its own default/type)."""
+
+    __slots__ = ("key", "schema")
+
+    def __init__(self, schema: StateSchema, key: str) -> None:
+        self.schema = schema
+        self.key = key
+
+    def __call__(self) -> Any:
+        return self.schema.initial(self.key)
+
+
+_NO_VALUE: Any = object()
+
+_ABSTRACT_TO_CONCRETE: dict[Any, Any] = {
+    collections.abc.Sequence: list,
+    collections.abc.MutableSequence: list,
+    collections.abc.Set: set,
+    collections.abc.MutableSet: set,
+    collections.abc.Mapping: dict,
+    collections.abc.MutableMapping: dict,
+}
+
+
+def empty_of(annotation: Any) -> Any:
+    """The empty value LangGraph gives a reducer key: its type called with no arguments
+    (``list`` -> ``[]``, ``int`` -> ``0``), or none when that type cannot be called so."""
+    base = annotation
+    while True:
+        origin = typing.get_origin(base)
+        if origin is typing.Annotated or origin in _REQUIRED_FORMS:
+            base = typing.get_args(base)[0]
+        elif origin is not None:
+            base = origin
+            break
+        else:
+            break
+    base = _ABSTRACT_TO_CONCRETE.get(base, base)
+    if not isinstance(base, type) or base is type(None):
+        return _NO_VALUE
+    try:
+        return base()
+    except Exception:
+        return _NO_VALUE
+
+
+_REQUIRED_FORMS: tuple[Any, ...] = tuple(
+    form
+    for module in (typing, sys.modules.get("typing_extensions"))
+    if module is not None
+    for form in (getattr(module, "Required", None), getattr(module, "NotRequired", None))
+    if form is not None
+)
+
+
+def managed_of(annotation: Any) -> Any:
+    """The ``RemainingSteps``/``IsLastStep`` marker of an annotation, or None."""
+    from ..managed import managed_value_of
+
+    return managed_value_of(annotation)
+
+
+def managed_value(marker: Any, steps_taken: int, limit: int) -> Any:
+    """A managed key's value for the step about to run, the ``steps_taken``-th of the run.
+
+    As LangGraph counts: the first step of a run with ``recursion_limit=N`` has ``N - 1``
+    remaining steps, and ``IsLastStep`` holds where one remains.
+    """
+    remaining = limit - 1 - steps_taken
+    return remaining == 1 if marker.name == "is_last_step" else remaining
+
+
+def _name_of(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _loc(error: Any) -> Any:
+    loc = error.get("loc") or ()
+    return loc[0] if loc else None
+
+
+def _invalid_input(schema_name: str, errors: list[Any]) -> InvalidUpdateError:
+    parts = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc") or ()) or "(state)"
+        parts.append(f"field {where!r}: {e.get('msg')} (got {e.get('input')!r})")
+    return InvalidUpdateError(
+        f"input does not match state schema {schema_name}: {'; '.join(parts)}. Fix the input"
+        " values (pydantic validates the input of a pydantic state)"
+    )

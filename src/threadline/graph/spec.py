@@ -26,10 +26,15 @@ class NodeSpec:
     is_async: bool
     takes_config: bool
     takes_writer: bool
-    retry: RetryPolicy | None
+    retry: RetryPolicy | tuple[RetryPolicy, ...] | None  # several: the first matching one
     destinations: tuple[str, ...] | None
     subgraph: Any = None  # a compiled graph used directly as the node
     config_by_name: bool = False  # a parameter named ``config`` gets it by keyword
+    inject: tuple[tuple[str, str], ...] = ()  # (parameter, what) passed by keyword
+    runnable: bool = False  # a LangChain Runnable: called as fn.invoke(state, config)
+    input_schema: Any = None  # a StateSchema of the node's own input, when not the graph's
+    defer: bool = False  # runs only once nothing else is left to run
+    cache_policy: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,10 @@ class GraphSpec:
     edges: dict[str, list[str]] = field(default_factory=dict)
     joins: list[Join] = field(default_factory=list)
     branches: dict[str, list[Branch]] = field(default_factory=dict)
+    deferred: set[str] = field(default_factory=set)  # nodes added with defer=True
+    # A graph saves its input checkpoint, then applies the input in step 0; an entrypoint's
+    # input checkpoint holds the input and schedules the function (False), as in LangGraph.
+    input_step: bool = True
 
     def validate(self, *, interrupt_nodes: Sequence[str] = ()) -> None:
         known = set(self.nodes)
@@ -127,6 +136,8 @@ class GraphSpec:
         )
         if open_ended:
             return  # a router without path_map may go anywhere
+        if any(node.subgraph is not None for node in self.nodes.values()):
+            return  # a subgraph's node may route here with Command(graph=Command.PARENT)
         reached: set[str] = set()
         for targets in self.edges.values():
             reached.update(targets)
@@ -142,7 +153,9 @@ class GraphSpec:
                 raise GraphValidationError(
                     f"node {name!r} is not reachable: no edge leads to it. Add an edge to it, give"
                     " a conditional edge a path_map naming it, or declare it as a destination of a"
-                    f" node that routes with Command (add_node(..., destinations=({name!r},)))"
+                    f" node that routes with Command (add_node(..., destinations=({name!r},)));"
+                    " for a subgraph run inside a node that routes here with"
+                    " Command(graph=Command.PARENT), declare it on that node"
                 )
 
     def draw_mermaid(self) -> str:
@@ -198,10 +211,64 @@ def callable_info(fn: Callable[..., Any]) -> tuple[bool, bool, bool]:
         for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         and (p.default is inspect.Parameter.empty or p.name == "config")
-        and p.name != "writer"
+        and p.name not in ("writer", *INJECTABLE)
+        and not _is_runtime_hint(p.annotation)
     ]
     takes_config = "config" in names or len(positional) >= 2
     return is_async, takes_config, "writer" in names
+
+
+# What a node may ask for by parameter name, besides ``config`` and ``writer``.
+INJECTABLE = ("store", "runtime", "previous")
+
+
+def is_runnable(obj: Any) -> bool:
+    """A LangChain ``Runnable`` (or anything with ``invoke`` and ``ainvoke``)."""
+    return callable(getattr(obj, "invoke", None)) and callable(getattr(obj, "ainvoke", None))
+
+
+def node_injections(fn: Callable[..., Any]) -> tuple[tuple[str, str], ...]:
+    """The keyword arguments a node function asks threadline for, as ``(parameter, what)``.
+
+    By name, as LangGraph passes them: ``store`` (``"store?"`` when it may be None),
+    ``runtime``, ``previous``. A parameter of another name annotated ``Runtime[...]`` gets
+    the runtime too.
+    """
+    target = fn
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and call is not None:
+        target = call
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    out: list[tuple[str, str]] = []
+    for i, p in enumerate(params):
+        if p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            continue
+        if p.name == "store":
+            optional = p.default is None or _mentions_none(p.annotation)
+            out.append((p.name, "store?" if optional else "store"))
+        elif p.name in ("runtime", "previous"):
+            out.append((p.name, p.name))
+        elif i > 0 and p.name not in ("config", "writer") and _is_runtime_hint(p.annotation):
+            out.append((p.name, "runtime"))
+    return tuple(out)
+
+
+def _is_runtime_hint(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        return annotation == "Runtime" or annotation.startswith("Runtime[")
+    origin = typing.get_origin(annotation) or annotation
+    return getattr(origin, "__name__", None) == "Runtime" and "runtime" in getattr(
+        origin, "__module__", ""
+    )
+
+
+def _mentions_none(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        return "None" in annotation or "Optional" in annotation
+    return type(None) in typing.get_args(annotation)
 
 
 def config_by_name(fn: Callable[..., Any]) -> bool:

@@ -6,13 +6,13 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.base import BaseCheckpointSaver, check_config, parse_config, validate_thread_id
 from ..checkpoint.lease import LeaseOp
-from ..checkpoint.types import CheckpointTuple, RunnableConfig, make_config
+from ..checkpoint.types import CheckpointDraft, CheckpointTuple, RunnableConfig, make_config
 from ..errors import (
     CheckpointConflictError,
     EmptyInputError,
@@ -23,19 +23,33 @@ from ..errors import (
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
 from ..types import Command, StateSnapshot, StateTask
-from .context import ParentLink, running_task
-from .core import JOINS, MISSING, RunCore, SaveCheckpoint, Task, tasks_of
+from .context import NO_SCOPE, ParentLink, RunScope, running_task
+from .core import MISSING, RESERVED, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
+from .runtime_context import coerce_context
 
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 25
-STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug")
+STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
+
+
+# Config keys that name a run's place in storage: a child gets its own, never its parent's.
+_RUN_KEYS = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "task_id"})
+
+
+def _recast_ns(ns: str) -> str:
+    """``parent:task|node:task:1`` -> ``parent|node:1``: a namespace without task ids."""
+    parts = []
+    for part in ns.split("|"):
+        pieces = part.split(":")
+        parts.append(pieces[0] if len(pieces) < 3 else f"{pieces[0]}:{pieces[2]}")
+    return "|".join(parts)
 
 
 def _nested_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -49,6 +63,7 @@ class _Child:
     link: ParentLink | None
     resume: dict[str, Any] | None
     ns: str | None
+    persistent: bool = False  # checkpointer=True: new input continues the child's own history
 
 
 @dataclass
@@ -59,6 +74,7 @@ class _Options:
     interrupt_after: list[str]
     durability: str
     subgraphs: bool
+    context: Any = None  # invoke(..., context=...): the run's Runtime.context
 
 
 class DrawableGraph:
@@ -81,10 +97,13 @@ class CompiledStateGraph:
         *,
         schema: StateSchema,
         spec: GraphSpec,
-        checkpointer: BaseCheckpointSaver | None,
+        checkpointer: BaseCheckpointSaver | bool | None,
         interrupt_before: Sequence[str],
         interrupt_after: Sequence[str],
         name: str,
+        store: Any = None,
+        cache: Any = None,
+        context_schema: Any = None,
     ) -> None:
         self.schema = schema
         self.spec = spec
@@ -92,10 +111,31 @@ class CompiledStateGraph:
         self.interrupt_before = list(interrupt_before)
         self.interrupt_after = list(interrupt_after)
         self.name = name
+        self.store = store
+        self.cache = cache
+        self.context_schema = context_schema
 
     def get_graph(self) -> DrawableGraph:
         """The graph's structure (``.draw_mermaid()`` renders it)."""
         return DrawableGraph(self.spec)
+
+    # How a run shows its results; the functional API's entrypoint shows them its own way.
+    _input_values = True  # stream_mode="values" yields the state once the input is applied
+
+    def _update_of(self, task: Task) -> dict[str, Any]:
+        """A finished task's chunk for ``stream_mode="updates"``."""
+        return {task.name: dict(task.writes) or None}
+
+    def _values_chunk(self, core: RunCore) -> Any:
+        """The chunk for ``stream_mode="values"`` after a step."""
+        return core.output()
+
+    def _result(self, core: RunCore) -> Any:
+        """What ``invoke`` returns once the run stopped."""
+        out = core.output()
+        if core.interrupts and isinstance(out, dict):
+            out["__interrupt__"] = list(core.interrupts)
+        return out
 
     # ------------------------------------------------------------------ running
 
@@ -104,6 +144,7 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -114,6 +155,7 @@ class CompiledStateGraph:
         ``Command`` (e.g. ``Command(resume=answer)``).
         """
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        opts.context = context
         run = self._run(input, config, opts)
         for _ in run:
             pass
@@ -124,12 +166,14 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
+        context: Any = None,
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
     ) -> Any:
         """Async :meth:`invoke`."""
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        opts.context = context
         run = self._arun(input, config, opts)
         async for _ in run:
             pass
@@ -140,7 +184,8 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        context: Any = None,
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -148,7 +193,7 @@ class CompiledStateGraph:
     ) -> Iterator[Any]:
         """Run the graph, yielding after every step.
 
-        Modes: ``"values"`` (the full state), ``"updates"`` (``{node: update}``),
+        Modes: ``"updates"`` (the default: ``{node: update}``), ``"values"`` (the full state),
         ``"checkpoints"`` (each saved ``StateSnapshot``), ``"custom"`` (what nodes write with
         their stream writer), ``"debug"`` (task start and end). Several modes at once yield
         ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the namespace.
@@ -156,6 +201,7 @@ class CompiledStateGraph:
         opts = self._options(
             stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
         )
+        opts.context = context
         yield from self._run(input, config, opts)
 
     async def astream(
@@ -163,7 +209,8 @@ class CompiledStateGraph:
         input: Any,
         config: RunnableConfig | None = None,
         *,
-        stream_mode: str | Sequence[str] = "values",
+        context: Any = None,
+        stream_mode: str | Sequence[str] = "updates",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -173,6 +220,7 @@ class CompiledStateGraph:
         opts = self._options(
             stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
         )
+        opts.context = context
         async for chunk in self._arun(input, config, opts):
             yield chunk
 
@@ -209,7 +257,6 @@ class CompiledStateGraph:
     ) -> tuple[RunCore, RunnableConfig]:
         config = dict(config or {})
         configurable = config.get("configurable") or {}
-        saver = saver or self.checkpointer
         thread_id: str | None = None
         ns = ""
         if saver is not None:
@@ -234,29 +281,50 @@ class CompiledStateGraph:
             durability=opts.durability,
             checkpointing=saver is not None,
             in_parent=running_task() is not None,
+            run_scope=self._run_scope(opts),
         )
         return core, config
 
+    def _run_scope(self, opts: _Options) -> RunScope:
+        """The run's context and store; a graph run inside a node inherits what it lacks."""
+        parent = running_task()
+        inherited = parent.run_scope if parent is not None else NO_SCOPE
+        context = coerce_context(self.context_schema, opts.context)
+        if context is None and self.store is None and self.cache is None:
+            return inherited
+        return RunScope(
+            context=inherited.context if context is None else context,
+            store=inherited.store if self.store is None else self.store,
+            cache=inherited.cache if self.cache is None else self.cache,
+        )
+
     def _child_setup(
         self, config: RunnableConfig | None, opts: _Options
-    ) -> tuple[RunnableConfig | None, _Options, _Child | None]:
-        """Inside a running task, a graph without its own checkpointer runs as a child.
+    ) -> tuple[RunnableConfig | None, _Options, _Child | None, BaseCheckpointSaver | None]:
+        """Where a run keeps its checkpoints: its own saver, or, inside a running task, its
+        parent's, as a child run.
 
-        It inherits the parent's checkpointer and thread, in the namespace ``node:task_id``, so
-        a rerun of the parent task finds the child where it stopped.
+        A child inherits the parent's checkpointer and thread (its own saver, if it has one,
+        is not used, as in LangGraph), in the namespace ``node:task_id``, so a rerun of the
+        parent task finds the child where it stopped. ``checkpointer=True`` keeps one history
+        per node instead (namespace ``node``): the subgraph's state lasts across invocations.
+        ``checkpointer=False`` keeps none. A child always forwards its events to the parent.
         """
         task = running_task()
-        if task is None or self.checkpointer is not None:
-            return config, opts, None
-        base = {k: v for k, v in (config or {}).items() if k != "configurable"}
+        own = self.checkpointer if isinstance(self.checkpointer, BaseCheckpointSaver) else None
+        if task is None or task.parent is None:
+            if self.checkpointer is True:
+                raise NoCheckpointerError(
+                    f"graph {self.name!r} was compiled with checkpointer=True, which only a"
+                    " subgraph may use (it then keeps its state in its parent's thread); pass a"
+                    " checkpointer to compile() to run it on its own"
+                )
+            return config, opts, None, own
         link = task.parent
-        if link is None:  # the parent keeps no checkpoints: neither does the child
-            return base, opts, _Child(None, None, None)
         ns = task.child_ns()
-        child_config = {
-            **base,
-            "configurable": {"thread_id": link.thread_id, "checkpoint_ns": ns},
-        }
+        persistent = self.checkpointer is True
+        if persistent:
+            ns = _recast_ns(ns)
         child_opts = _Options(
             modes=link.modes if link.subgraphs else (),
             single=False,
@@ -265,24 +333,32 @@ class CompiledStateGraph:
             durability=link.durability,
             subgraphs=link.subgraphs,
         )
-        return child_config, child_opts, _Child(link, task.child_resume(), ns)
+        base = dict(config or {})
+        user = {
+            k: v for k, v in (base.pop("configurable", None) or {}).items() if k not in _RUN_KEYS
+        }
+        if self.checkpointer is False or link.saver is None or link.thread_id is None:
+            if user:
+                base["configurable"] = user
+            return base, child_opts, _Child(link, None, ns, persistent=False), None
+        base["configurable"] = {**user, "thread_id": link.thread_id, "checkpoint_ns": ns}
+        child = _Child(link, task.child_resume(), ns, persistent=persistent)
+        return base, child_opts, child, link.saver
 
     def _run(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _SyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _SyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _SyncRun(self, core, input, config, opts, saver, child)
 
     def _arun(self, input: Any, config: RunnableConfig | None, opts: _Options) -> _AsyncRun:
-        config, opts, child = self._child_setup(config, opts)
-        saver = child.link.saver if child is not None and child.link is not None else None
+        config, opts, child, saver = self._child_setup(config, opts)
         core, config = self._core(config, opts, saver)
-        return _AsyncRun(self, core, input, config, opts, saver or self.checkpointer, child)
+        return _AsyncRun(self, core, input, config, opts, saver, child)
 
     # ------------------------------------------------------------------ threads
 
     def _saver(self, what: str) -> BaseCheckpointSaver:
-        if self.checkpointer is None:
+        if not isinstance(self.checkpointer, BaseCheckpointSaver):
             raise self._no_checkpointer(what)
         return self.checkpointer
 
@@ -352,7 +428,7 @@ class CompiledStateGraph:
         Returns the new checkpoint's config; ``invoke(None, config)`` continues from it.
         """
         saver = self._saver("update_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return drive(self._update(core, config, values, as_node), saver)
 
     async def aupdate_state(
@@ -360,7 +436,7 @@ class CompiledStateGraph:
     ) -> RunnableConfig:
         """Async :meth:`update_state`."""
         saver = self._saver("aupdate_state()")
-        core, _ = self._core(config, self._options((), config, None, None, "sync", False))
+        core, _ = self._core(config, self._options((), config, None, None, "sync", False), saver)
         return await adrive(self._update(core, config, values, as_node), saver)
 
     def _update(
@@ -438,7 +514,11 @@ class CompiledStateGraph:
             if task.result is not None:
                 tasks.append(task)
                 continue
-            child_ns = f"{c.ns}|{task.name}:{task.id}" if c.ns else f"{task.name}:{task.id}"
+            node = self.spec.nodes.get(task.name)
+            graph = node.subgraph if node is not None and node.subgraph is not None else None
+            own = task.name if graph is not None and graph.checkpointer is True else None
+            part = own or f"{task.name}:{task.id}"  # checkpointer=True: one history per node
+            child_ns = f"{c.ns}|{part}" if c.ns else part
             child_found = yield (
                 "load",
                 (c.thread_id, child_ns, None),
@@ -447,8 +527,6 @@ class CompiledStateGraph:
             if child_found is None:
                 tasks.append(task)
                 continue
-            node = self.spec.nodes.get(task.name)
-            graph = node.subgraph if node is not None and node.subgraph is not None else None
             if graph is None:
                 child = _snapshot_of(_ANY_STATE, child_found, c.thread_id, child_ns)
             else:
@@ -490,9 +568,14 @@ def _snapshot_of(
 
 
 def _values_out(schema: StateSchema, values: Mapping[str, Any]) -> Any:
-    keep = {k: v for k, v in values.items() if k != JOINS}
+    keep = {k: v for k, v in values.items() if k not in RESERVED}
     if schema.kind != "dict":
+        # Every channel, private ones included, as LangGraph shows them (a model state
+        # shows its own fields only).
         keep = {k: v for k, v in keep.items() if k in schema.channels}
+    for key in schema.empty_keys:
+        if key not in keep:
+            keep[key] = schema.initial(key)
     try:
         return schema.output(keep)
     except Exception:
@@ -540,22 +623,47 @@ class _RunBase:
         self.child = child
         self.result: Any = None
         self.events: queue.SimpleQueue[tuple[tuple[str, ...], str, Any]] = queue.SimpleQueue()
-        self.ns: tuple[str, ...] = tuple(core.ns.split("|")) if core.ns else ()
-        self.link: ParentLink | None = None
+        # Events carry the namespace LangGraph gives them (``node:task_id`` per level), with
+        # or without a checkpointer.
+        ns = child.ns if child is not None and child.ns else core.ns
+        self.ns: tuple[str, ...] = tuple(ns.split("|")) if ns else ()
+        keeps = saver is not None and core.thread_id is not None
         self.lease: RunLease | None = None
         if saver is not None and core.thread_id is not None and child is None:
             self.lease = RunLease(saver, core.thread_id, config)
-        if saver is not None and core.thread_id is not None:
-            self.link = ParentLink(
-                saver=saver,
-                thread_id=core.thread_id,
-                ns=core.ns,
-                durability=opts.durability,
-                modes=opts.modes,
-                subgraphs=opts.subgraphs,
-                emit=self.emit_from,
-                lease=self._writer_lease(),
-            )
+        self.link: ParentLink | None = ParentLink(
+            saver=saver if keeps else None,
+            thread_id=core.thread_id if keeps else None,
+            ns=ns,
+            durability=opts.durability,
+            modes=opts.modes,
+            subgraphs=opts.subgraphs,
+            emit=self.emit_from,
+            sink=self if keeps else None,
+            lease=self._writer_lease() if keeps else None,
+        )
+        # stream_mode="messages": one stream per top-level run, shared by the subgraphs that
+        # forward their events; a subgraph that does not hides its model calls from it.
+        self.messages: Any = None
+        self.lc_mask = False
+        inherited = child.link.messages if child is not None and child.link is not None else None
+        if "messages" in opts.modes:
+            if inherited is not None:
+                self.messages = inherited
+            else:
+                from .messages import MessagesStream
+
+                self.messages = MessagesStream(
+                    lambda ns, payload: self.emit_from("messages", payload, ns)
+                )
+        elif inherited is not None:
+            self.lc_mask = True
+        self.link.messages = self.messages
+        self.persister: Any = None  # set once the run started: @task results saved through it
+        self.save_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.live = any(m in opts.modes for m in _LIVE_MODES)  # events while tasks run
+        self.plain = self.messages is None and not self.lc_mask  # no LangChain config to set
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
@@ -588,7 +696,7 @@ class _RunBase:
         loaded = None if opened is None else opened.loaded
         core.load(loaded, is_head=True if opened is None else opened.is_head)
         inp = self.input
-        if self.child is not None and loaded is not None:
+        if self.child is not None and loaded is not None and not self._new_invocation(loaded):
             # A rerun of the parent task: go on where the child stopped (or return its result).
             pending = {t.pending_interrupt.id for t in core.tasks if t.pending_interrupt}
             resume = self.child.resume
@@ -612,45 +720,113 @@ class _RunBase:
                 )
             core.start_resume()
         else:
+            wants = "checkpoints" in self.opts.modes and core.thread_id is not None
+            before = _values_out(self.graph.schema, core.values) if wants else None
             core.start_input(inp)
-            if "values" in self.opts.modes:
+            self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
+            if "values" in self.opts.modes and self.graph._input_values:
                 self.emit("values", core.output())
         self.emit_checkpoints()
 
-    def emit_checkpoints(self) -> None:
-        if "checkpoints" not in self.opts.modes:
+    def _new_invocation(self, loaded: CheckpointTuple) -> bool:
+        """A ``checkpointer=True`` child keeps its history across invocations: new input goes
+        on from its head, unless the parent task is answering the child's pending interrupt
+        or the child's run was cut short (its head still has tasks to run)."""
+        if self.child is None or not self.child.persistent:
+            return False
+        if self.child.resume is not None or self.input is None:
+            return False
+        return not any(not t.done for t in self.core.tasks)
+
+    def emit_checkpoints(self, *, inputs: Any = None) -> None:
+        """Queue a "checkpoints" event per checkpoint queued for saving. ``inputs``: the values
+        before the input; then only the input checkpoint's event, which comes first."""
+        if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
             return
         for op in self.core.outbox:
-            if isinstance(op, SaveCheckpoint) and self.core.thread_id is not None:
-                d = op.draft
-                self.emit(
-                    "checkpoints",
-                    {
-                        "config": make_config(self.core.thread_id, self.core.ns, d.id or ""),
-                        "parent_config": None
-                        if d.parent_id is None
-                        else make_config(self.core.thread_id, self.core.ns, d.parent_id),
-                        "values": self.core.output(),
-                        "metadata": d.metadata,
-                        "next": [t["name"] for t in d.tasks],
-                        "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
-                    },
-                )
+            if not isinstance(op, SaveCheckpoint):
+                continue
+            if inputs is not None:
+                if op.before is not None:
+                    self._checkpoint_event(op.before, inputs)
+            else:
+                self._checkpoint_event(op.draft, self.core.output())
+
+    def _checkpoint_event(self, d: CheckpointDraft, values: Any) -> None:
+        assert self.core.thread_id is not None
+        thread_id, ns = self.core.thread_id, self.core.ns
+        self.emit(
+            "checkpoints",
+            {
+                "config": make_config(thread_id, ns, d.id or ""),
+                "parent_config": None
+                if d.parent_id is None
+                else make_config(thread_id, ns, d.parent_id),
+                "values": values,
+                "metadata": d.metadata,
+                "next": [t["name"] for t in d.tasks],
+                "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
+            },
+        )
 
     def step_events(self) -> None:
         core = self.core
         if "updates" in self.opts.modes:
             for t in core.finished_tasks:
-                self.emit("updates", {t.name: dict(t.writes) or None})
+                self.emit("updates", self.graph._update_of(t))
         if "values" in self.opts.modes:
-            self.emit("values", core.output())
+            self.emit("values", self.graph._values_chunk(core))
         self.emit_checkpoints()
 
     def task_config(self, task: Task) -> RunnableConfig:
         configurable = dict(self.config.get("configurable") or {})
         configurable["checkpoint_id"] = self.core.checkpoint_id
         configurable["task_id"] = task.id
-        return {**self.config, "configurable": configurable}
+        config = {**self.config, "configurable": configurable}
+        if self.messages is not None:
+            config = self.messages.task_config(config, self.task_meta(task))
+        elif self.lc_mask:
+            from .messages import without_handlers
+
+            config = without_handlers(config)
+        return config
+
+    def task_meta(self, task: Task) -> dict[str, Any]:
+        """Where a task runs, as LangGraph tells a task's model calls."""
+        from .messages import task_metadata
+
+        pull = task.arg is MISSING
+        return task_metadata(
+            task.name,
+            self.core.step + 1,
+            (f"branch:to:{task.name}",) if pull else ("__pregel_push",),
+            ("__pregel_pull" if pull else "__pregel_push", task.name),
+            "|".join((*self.ns, f"{task.name}:{task.id}")),
+        )
+
+    def task_call(self, task: Task) -> tuple[Any, ...]:
+        """``run_task`` and its arguments, run under the task's LangChain config if needed."""
+        config = self.task_config(task)
+        call = (run_task, self.core, task, config, self.emit, self.link)
+        if self.plain:
+            return call
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return (_with_lc_config, config, *call)
+
+    def atask_call(self, task: Task) -> Coroutine[Any, Any, None]:
+        """Async :meth:`task_call`: the coroutine that runs the task."""
+        config = self.task_config(task)
+        coro = arun_task(self.core, task, config, self.emit, self.link)
+        if self.plain:
+            return coro
+        if self.messages is not None:
+            self.messages.saw_input(self.core.values if task.arg is MISSING else task.arg)
+        return _awith_lc_config(config, coro)
+
+    def after_task(self, task: Task) -> None:
+        if self.messages is not None and task.done:  # stream_mode="messages" only
+            self.messages.node_output(task.writes, self.task_meta(task))
 
     def debug(self, kind: str, task: Task) -> None:
         if "debug" not in self.opts.modes:
@@ -687,10 +863,7 @@ class _RunBase:
         if self.child is not None and (core.interrupts or core.interrupted):
             # Paused by interrupt() or by interrupt_before/after: the parent task pauses too.
             raise GraphInterrupt(list(core.interrupts))
-        out = core.output()
-        if core.interrupts and isinstance(out, dict):
-            out["__interrupt__"] = list(core.interrupts)
-        self.result = out
+        self.result = self.graph._result(core)
 
     def persister_args(self, opened: Opened | None) -> tuple[Any, ...]:
         core = self.core
@@ -752,7 +925,11 @@ class _RunBase:
             return None
         _, _, checkpoint_id = parse_config(self.config)
         opened: Opened = yield from open_thread(
-            core.thread_id, core.ns, checkpoint_id, optimistic=optimistic
+            core.thread_id,
+            core.ns,
+            checkpoint_id,
+            optimistic=optimistic,
+            replay=self.input is None,
         )
         return opened
 
@@ -831,6 +1008,7 @@ class _SyncRun(_RunBase):
                 self._save(persister)
                 if self.lease is not None:
                     self.lease.started()
+                self.persister = persister
                 return persister
             except CheckpointConflictError as exc:
                 persister.close()
@@ -843,18 +1021,28 @@ class _SyncRun(_RunBase):
                 raise
 
     def _save(self, persister: Persister | None) -> None:
-        ops = self.core.take_outbox()
-        if persister is not None:
-            persister.submit(ops)
+        with self.save_lock:  # @task calls save from their threads too
+            ops = self.core.take_outbox()
+            if persister is not None:
+                persister.submit(ops)
+
+    def save_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` call of ``task`` finished (on any thread): save its result now."""
+        self.core.record_call(task, key, value)
+        self._save(self.persister)
 
     def _execute(self, todo: list[Task], persister: Persister | None) -> Iterator[Any]:
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
-        if alone and not live:
+        if alone and not self.live:
             task = todo[0]
-            run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            if self.plain:
+                run_task(self.core, task, self.task_config(task), self.emit, self.link)
+            else:
+                fn, *args = self.task_call(task)
+                fn(*args)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             self._save(persister)
             return
@@ -865,17 +1053,7 @@ class _SyncRun(_RunBase):
         futures = {}
         for task in todo:
             self.debug("task", task)
-            futures[
-                pool.submit(
-                    _in_context,
-                    run_task,
-                    self.core,
-                    task,
-                    self.task_config(task),
-                    self.emit,
-                    self.link,
-                )
-            ] = task
+            futures[pool.submit(_in_context, *self.task_call(task))] = task
         pending = set(futures)
         try:
             while pending:
@@ -885,6 +1063,7 @@ class _SyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = futures[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     self._save(persister)
@@ -898,6 +1077,31 @@ def _in_context(fn: Any, *args: Any) -> Any:
     import contextvars
 
     return contextvars.copy_context().run(fn, *args)
+
+
+# Modes whose events arrive while tasks run: the driver then polls instead of waiting.
+_LIVE_MODES = ("custom", "debug", "messages")
+
+
+def _with_lc_config(config: RunnableConfig, fn: Any, *args: Any) -> Any:
+    """Run ``fn`` with ``config`` as LangChain's current config (see runtime/messages.py)."""
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        return fn(*args)
+    finally:
+        leave_config(token)
+
+
+async def _awith_lc_config(config: RunnableConfig, coro: Coroutine[Any, Any, None]) -> None:
+    from .messages import enter_config, leave_config
+
+    token = enter_config(config)
+    try:
+        await coro
+    finally:
+        leave_config(token)
 
 
 class _AsyncRun(_RunBase):
@@ -961,6 +1165,7 @@ class _AsyncRun(_RunBase):
                 await self._save(persister)
                 if self.lease is not None:
                     self.lease.astarted()
+                self.persister, self.loop = persister, asyncio.get_running_loop()
                 return persister
             except CheckpointConflictError as exc:
                 await persister.close()
@@ -977,27 +1182,33 @@ class _AsyncRun(_RunBase):
         if persister is not None:
             await persister.submit(ops)
 
+    async def asave_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` call of ``task`` finished: save its result now."""
+        self.core.record_call(task, key, value)
+        await self._save(self.persister)
+
+    def save_call(self, task: Task, key: str, value: Any) -> None:
+        """:meth:`asave_call` from a worker thread (a sync node run by ``ainvoke``)."""
+        assert self.loop is not None  # set when the run started, before any node ran
+        asyncio.run_coroutine_threadsafe(self.asave_call(task, key, value), self.loop).result()
+
     async def _execute(
         self, todo: list[Task], persister: AsyncPersister | None
     ) -> AsyncIterator[Any]:
         if not todo:
             return
         alone = len(todo) == 1 and len(self.core.tasks) == 1
-        live = "custom" in self.opts.modes or "debug" in self.opts.modes
-        if alone and not live:  # one task: await it here, no task object or polling
+        if alone and not self.live:  # one task: await it here, no task object or polling
             task = todo[0]
-            await arun_task(self.core, task, self.task_config(task), self.emit, self.link)
+            await self.atask_call(task)
+            self.after_task(task)
             self.core.finish_task(task, alone=True)
             await self._save(persister)
             return
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:
             self.debug("task", task)
-            running[
-                asyncio.ensure_future(
-                    arun_task(self.core, task, self.task_config(task), self.emit, self.link)
-                )
-            ] = task
+            running[asyncio.ensure_future(self.atask_call(task))] = task
         pending: set[asyncio.Task[None]] = set(running)
         try:
             while pending:
@@ -1007,6 +1218,7 @@ class _AsyncRun(_RunBase):
                 for f in done:
                     f.result()
                     task = running[f]
+                    self.after_task(task)
                     self.core.finish_task(task, alone=alone)
                     self.debug("task_result", task)
                     await self._save(persister)

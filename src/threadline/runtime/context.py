@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +12,16 @@ from typing import Any
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
 from ..types import Interrupt
+from .runtime_context import ExecutionInfo, Runtime
 
-__all__ = ["TaskContext", "current_task", "get_config", "get_stream_writer"]
+__all__ = [
+    "RunScope",
+    "TaskContext",
+    "current_task",
+    "get_config",
+    "get_store",
+    "get_stream_writer",
+]
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "threadline_task", default=None
@@ -28,14 +37,28 @@ def interrupt_id(task_id: str, index: int) -> str:
 class ParentLink:
     """What a graph invoked inside a running task inherits from it."""
 
-    saver: Any
-    thread_id: str
+    saver: Any  # None: the parent keeps no checkpoints, nor does the child
+    thread_id: str | None
     ns: str
     durability: str
     modes: tuple[str, ...]
     subgraphs: bool
     emit: Callable[[str, Any, tuple[str, ...]], None]
     lease: Any = None  # the thread's writer lease the parent run holds: children write under it
+    messages: Any = None  # the run's MessagesStream, when it streams messages
+    sink: Any = None  # saves the results of @task calls now (the run's save_call/asave_call)
+
+
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """What every task of one run shares: the run's context, the graph's store and cache."""
+
+    context: Any = None
+    store: Any = None
+    cache: Any = None
+
+
+NO_SCOPE = RunScope()
 
 
 @dataclass
@@ -50,15 +73,52 @@ class TaskContext:
     calls: int = 0
     child_calls: int = 0
     raised: list[Interrupt] = field(default_factory=list)
+    run_scope: RunScope = NO_SCOPE  # the run's context, store and cache
+    attempt: int = 1
+    first_attempt_time: float | None = None
+
+    def runtime(self) -> Runtime[Any]:
+        """A :class:`Runtime` for this task (made on request: most nodes never ask)."""
+        configurable = self.config.get("configurable") or {}
+        info = ExecutionInfo(
+            checkpoint_id=configurable.get("checkpoint_id") or "",
+            checkpoint_ns=configurable.get("checkpoint_ns") or "",
+            task_id=self.task_id,
+            thread_id=configurable.get("thread_id"),
+            run_id=None if self.config.get("run_id") is None else str(self.config["run_id"]),
+            node_attempt=self.attempt,
+            node_first_attempt_time=self.first_attempt_time or time.time(),
+        )
+        return Runtime(
+            context=self.run_scope.context,
+            store=self.run_scope.store,
+            stream_writer=self.emit,
+            execution_info=info,
+        )
+
+    task: Any = None  # the core's Task this context runs (its finished @task calls)
+    scope: Any = None  # the @task calls made under this context (runtime.tasks.CallScope)
+    emit_event: Callable[[str, Any], None] | None = None  # the run's events, any stream mode
+    loop: Any = None  # the event loop of an async run (where async @task calls go)
 
     def interrupt(self, value: Any) -> Any:
-        index = self.calls
+        # Answers are matched by id, not position: a call site's id is fixed by its order
+        # among this context's interrupts, and interrupts of @task calls (own contexts, own
+        # ids) or of subgraphs may have been answered in between.
+        asked = interrupt_id(self.task_id, self.calls)
         self.calls += 1
-        if index < len(self.answers):
-            return self.answers[index]
-        pending = Interrupt(value=value, id=interrupt_id(self.task_id, index))
+        for earlier, answer in zip(self.interrupts, self.answers):
+            if earlier.id == asked:
+                return answer
+        pending = Interrupt(value=value, id=asked)
         self.raised.append(pending)
         raise GraphInterrupt([pending])
+
+    def restart(self) -> None:
+        """A new attempt of the task: call sites count from the start again."""
+        self.calls = self.child_calls = 0
+        if self.scope is not None:
+            self.scope.count = 0
 
     def child_ns(self) -> str:
         """The namespace of the next graph this task invokes (stable across reruns)."""
@@ -95,6 +155,17 @@ def get_stream_writer() -> Callable[[Any], None]:
 def get_config() -> RunnableConfig:
     """The running node's config."""
     return current_task("get_config()").config
+
+
+def get_store() -> Any:
+    """The store of the running graph (``compile(store=...)``)."""
+    store = current_task("get_store()").run_scope.store
+    if store is None:
+        raise ThreadlineError(
+            "get_store() was called in a node of a graph compiled without a store; pass one"
+            " to compile(), e.g. builder.compile(store=InMemoryStore())"
+        )
+    return store
 
 
 def enter(ctx: TaskContext) -> contextvars.Token[TaskContext | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,19 +32,23 @@ from ..errors import (
     ReducerTypeError,
     ThreadlineError,
 )
-from ..graph.schema import StateSchema
+from ..graph.schema import StateSchema, managed_value
 from ..graph.spec import END, START, GraphSpec, NodeSpec
-from ..types import Command, Interrupt, Send
+from ..types import Command, Interrupt, Overwrite, Send
+from .context import NO_SCOPE, RunScope
 
 MISSING: Any = object()
 
 JOINS = "__joins__"  # reserved channel: progress of multi-source edges
+DEFERRED = "__deferred__"  # reserved channel: deferred nodes waiting for the run's end
+RESERVED = (JOINS, DEFERRED)
 RESULT = "__result__"  # pending write: a finished task's writes and routes
 ERROR = "__error__"
 INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
 PAUSED = "__paused__"  # task id of the interrupt_before marker
 PAUSED_BEFORE = "__paused_before__"
+CALL = "__call__"  # pending write of task id "<task id>.<call key>": a finished @task call
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Task:
     answers: list[Any] = field(default_factory=list)
     write_count: int = 0  # pending writes already stored for this task (next free idx)
     paused: bool = False  # a subgraph it ran paused without a question (interrupt_before/after)
+    calls: dict[str, Any] = field(default_factory=dict)  # finished @task calls, by call key
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name}
@@ -86,6 +90,8 @@ class Task:
 class SaveCheckpoint:
     draft: CheckpointDraft
     thread_metadata: dict[str, Any] | None = None
+    # The input checkpoint, committed with ``draft`` (step 0) in one transaction.
+    before: CheckpointDraft | None = None
 
 
 @dataclass
@@ -115,6 +121,9 @@ def tasks_of(loaded: CheckpointTuple, *, with_writes: bool = True) -> tuple[list
             continue
         task = by_id.get(w.task_id)
         if task is None:
+            owner, dot, key = w.task_id.partition(".")
+            if dot and w.channel == CALL and owner in by_id:
+                by_id[owner].calls[key] = w.value
             continue
         task.write_count = max(task.write_count, w.idx + 1)
         _apply_pending(task, w)
@@ -161,6 +170,7 @@ class RunCore:
         durability: str,
         checkpointing: bool,
         in_parent: bool = False,
+        run_scope: RunScope = NO_SCOPE,
     ) -> None:
         self.spec = spec
         self.schema = schema
@@ -173,6 +183,7 @@ class RunCore:
         self.durability = durability
         self.checkpointing = checkpointing
         self.in_parent = in_parent  # runs inside another graph's task: may route it
+        self.run_scope = run_scope  # the run's context, store and cache, for every task
         self.values: dict[str, Any] = {}
         self.owned: set[str] = set()  # channels whose value this run built (safe to mutate)
         self.dirty: dict[str, list[Any] | None] = {}
@@ -188,6 +199,14 @@ class RunCore:
         self.finished_tasks: list[Task] = []
         self._ran_last: list[str] = []  # nodes of the step before (update_state's default)
         self._node_order = {name: i for i, name in enumerate(spec.nodes)}
+        self._fill_empty()
+
+    def _fill_empty(self) -> None:
+        """Reducer keys never written read as the reducer's empty value (not stored)."""
+        for key in self.schema.empty_keys:
+            if key not in self.values:
+                self.values[key] = self.schema.initial(key)
+                self.owned.add(key)
 
     # ------------------------------------------------------------------ starting
 
@@ -197,6 +216,7 @@ class RunCore:
             return
         c = loaded.checkpoint
         self.values = dict(c.values)
+        self._fill_empty()
         self.checkpoint_id = self.saved_id = c.id
         self.step = c.step
         # Pending writes belong to the head: replaying an older checkpoint reruns its tasks.
@@ -208,18 +228,58 @@ class RunCore:
             updates = self._command_updates(value, who="the input Command")
             gotos = _as_targets(value.goto)
         else:
-            updates = self.schema.updates_from(value, who="input")
+            updates = self._input_updates(value)
             gotos = []
+        # As LangGraph: first the input checkpoint (the values before the input, and a
+        # ``__start__`` task to apply it), then step 0 with the input applied. The input itself
+        # is not stored twice: step 0's channel versions hold it. Both commit together.
         self.step = self.step + 1 if self.saved_id is not None else -1
+        if not self.spec.input_step:
+            self.start_step = self.step + 1
+            self._apply([(START, list(updates.items()))])
+            self._route_from_start(gotos)
+            self._checkpoint("input", [])
+            return
+        if self.checkpointing:
+            self.tasks = [Task(id=uuid.uuid4().hex, name=START)]
+            self._checkpoint("input", [])
+        self.step += 1
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
+        self._route_from_start(gotos)
+        self._checkpoint("loop", [], always=True)
+        if self.checkpointing:
+            step0 = self.outbox.pop()
+            first = self.outbox.pop()
+            assert isinstance(step0, SaveCheckpoint) and isinstance(first, SaveCheckpoint)
+            step0.before = first.draft
+            self.outbox.append(step0)
+
+    def _route_from_start(self, gotos: list[Any]) -> None:
         routes = [*self.spec.edges.get(START, []), *gotos]
         routes += self._route_branches(START, self.values)
         self.tasks = self._make_tasks([(START, routes)])
         self.paused_here = False
-        self._checkpoint("input", [])
+
+    def _input_updates(self, value: Any) -> dict[str, Any]:
+        """The input's writes: the input schema's keys, validated by it (pydantic)."""
+        inp = self.schema.input_schema
+        if inp is self.schema or isinstance(value, Mapping) or value is None:
+            updates = self.schema.updates_from(value, who="input")
+        else:
+            updates = inp.updates_from(value, who="input")
+        if inp is not self.schema:
+            updates = {k: v for k, v in updates.items() if k in inp.channels}
+        return inp.validate_input(updates, self.values)
 
     def start_resume(self) -> None:
+        if any(t.name == START for t in self.tasks):
+            # Continuing from an input checkpoint (time travel to it): its input is not
+            # stored apart from the step that applied it, so the graph starts over from START
+            # on the values as they were before that input.
+            self.step += 1
+            self._route_from_start([])
+            self._checkpoint("loop", [], always=True)
         self.start_step = self.step + 1
 
     def apply_resume(self, resume: Any) -> None:
@@ -289,7 +349,20 @@ class RunCore:
     def task_input(self, task: Task) -> Any:
         if task.arg is not MISSING:
             return private_copy(task.arg)
+        own = self.spec.nodes[task.name].input_schema
+        if own is not None:
+            return own.view(self.values, self._managed_values())
+        if self.schema.managed:
+            return self.schema.node_input({**self.values, **self._managed_values()})
         return self.schema.node_input(self.values)
+
+    def _managed_values(self) -> dict[str, Any]:
+        """``RemainingSteps`` / ``IsLastStep`` keys as the step about to run sees them."""
+        if not self.schema.managed:
+            return {}
+        taken = self.step + 1 - self.start_step
+        limit = self.recursion_limit
+        return {k: managed_value(m, taken, limit) for k, m in self.schema.managed.items()}
 
     def node_result(self, task: Task, node: NodeSpec, returned: Any, node_input: Any) -> None:
         """Record a node's return value as the task's writes and explicit routes."""
@@ -332,6 +405,8 @@ class RunCore:
         view = dict(self.values)
         for key, value in task.writes:
             view[key] = self._reduce(key, view.get(key, MISSING), [value], shared_ok=False)
+        if self.schema.managed:
+            view.update(self._managed_values())
         return self.schema.node_input(view)
 
     def finish_task(self, task: Task, *, alone: bool) -> None:
@@ -345,6 +420,16 @@ class RunCore:
         elif task.error is not None:
             err = {"type": type(task.error).__name__, "message": str(task.error)}
             self._queue_writes(task, [(ERROR, err)])
+
+    def record_call(self, task: Task, key: str, value: Any) -> None:
+        """A ``@task`` called by ``task`` finished: keep its result, and queue it for saving
+        (a pending write of its own id) so a rerun of ``task`` gets it back instead."""
+        task.calls[key] = value
+        if not self.checkpointing or self.checkpoint_id is None:
+            return
+        if self.durability == "exit" and self.checkpoint_id != self.saved_id:
+            return  # _flush_exit writes it with the checkpoint
+        self.outbox.append(_call_write(self.checkpoint_id, task, key, value))
 
     def finish_step(self) -> None:
         """All tasks of the step ended: apply their writes and queue the next checkpoint."""
@@ -392,10 +477,12 @@ class RunCore:
             self._flush_exit()
 
     def output(self) -> Any:
-        values = {k: v for k, v in self.values.items() if k in self.schema.channels}
-        if self.schema.kind == "dict":
-            values = {k: v for k, v in self.values.items() if k != JOINS}
-        return self.schema.output(values)
+        out = self.schema.output_schema
+        if self.schema.kind == "dict" and out is self.schema:
+            values = {k: v for k, v in self.values.items() if k not in RESERVED}
+        else:
+            values = {k: v for k, v in self.values.items() if k in out.fields}
+        return out.output(values)
 
     # ------------------------------------------------------------------ update_state
 
@@ -489,6 +576,8 @@ class RunCore:
             for key, value in pairs:
                 writers.setdefault(key, []).append(who)
                 spec = self.schema.channels.get(key)
+                if spec is None and key in self.schema.managed:
+                    continue  # managed values are computed, never written
                 if spec is None and self.schema.kind != "dict":
                     raise InvalidUpdateError(f"{who} wrote unknown state key {key!r}")
                 if spec is None or spec.reducer is None:
@@ -516,7 +605,13 @@ class RunCore:
     def _reduce(self, key: str, old: Any, updates: list[Any], *, shared_ok: bool) -> Any:
         spec = self.schema.channels.get(key)
         if spec is None or spec.reducer is None:
-            return updates[-1]
+            last = updates[-1]
+            return last.value if isinstance(last, Overwrite) else last
+        for u in updates:  # a loop without calls: this runs for every write of every step
+            if u.__class__ is Overwrite or (u.__class__ is dict and _OVERWRITE_KEY in u):
+                return _apply_overwrite(key, old, updates, spec.reducer)
+            if u.__class__ is dict and u.get("type") == _OVERWRITE_KEY:
+                return _apply_overwrite(key, old, updates, spec.reducer)
         if old is MISSING:
             old = self._initial(key)
             if old is MISSING:
@@ -528,20 +623,7 @@ class RunCore:
         return old
 
     def _initial(self, key: str) -> Any:
-        default = self.schema.defaults.get(key, MISSING)
-        if default is not MISSING:
-            if dataclasses.is_dataclass(self.schema.schema) and callable(default):
-                return default()
-            if hasattr(default, "get_default"):
-                return default.get_default(call_default_factory=True)
-            return default
-        annotation: Any = typing.get_type_hints(self.schema.schema, include_extras=True).get(key)
-        if typing.get_origin(annotation) is not typing.Annotated:
-            return MISSING
-        base = typing.get_origin(annotation.__origin__) or annotation.__origin__
-        if base in (list, dict, set, tuple, int, float, str):
-            return base()
-        return MISSING
+        return self.schema.initial(key) if self.schema.has_initial(key) else MISSING
 
     def _mark(self, key: str, old: Any, new: Any, updates: list[Any]) -> None:
         appended: list[Any] | None = None
@@ -605,9 +687,25 @@ class RunCore:
                     self._check_target(source, target)
                     pulls.add(target)
         ordered = sorted(pulls, key=lambda n: self._node_order[n])
+        if self.spec.deferred:
+            ordered = self._defer(ordered, has_pushes=bool(pushes))
         tasks = [Task(id=uuid.uuid4().hex, name=n) for n in ordered]
         tasks += [Task(id=uuid.uuid4().hex, name=s.node, arg=s.arg) for s in pushes]
         return tasks
+
+    def _defer(self, ordered: list[str], *, has_pushes: bool) -> list[str]:
+        """Deferred nodes wait (in a reserved channel) until nothing else is left to run."""
+        waiting = set(self.values.get(DEFERRED) or ())
+        now = [n for n in ordered if n not in self.spec.deferred]
+        waiting.update(n for n in ordered if n in self.spec.deferred)
+        if not now and not has_pushes:
+            now, waiting = sorted(waiting, key=lambda n: self._node_order[n]), set()
+        progress = sorted(waiting, key=lambda n: self._node_order[n])
+        if progress != list(self.values.get(DEFERRED) or ()):
+            old = self.values.get(DEFERRED, MISSING)
+            self.values[DEFERRED] = progress
+            self._mark(DEFERRED, old, progress, [progress])
+        return now
 
     def _check_target(self, source: str, target: Any) -> None:
         if not isinstance(target, str) or target not in self.spec.nodes:
@@ -616,7 +714,9 @@ class RunCore:
                 f" {', '.join(self.spec.nodes)}"
             )
 
-    def _checkpoint(self, source: str, finished: Sequence[Task], *, carry: bool = False) -> None:
+    def _checkpoint(
+        self, source: str, finished: Sequence[Task], *, carry: bool = False, always: bool = False
+    ) -> None:
         """Queue a checkpoint of the current values and tasks."""
         checkpoint_id = new_checkpoint_id()
         carried: list[SaveWrites] = []
@@ -632,14 +732,15 @@ class RunCore:
                 t.write_count = len(writes)
                 if writes:
                     carried.append(SaveWrites(checkpoint_id, t.id, writes, 0))
+                carried += [_call_write(checkpoint_id, t, k, v) for k, v in t.calls.items()]
         else:
             for t in self.tasks:
                 t.write_count = 0
         self.checkpoint_id = checkpoint_id
         if not self.checkpointing:
             return
-        if self.durability == "exit" and source == "loop":
-            return  # saved once, when the run stops
+        if self.durability == "exit" and source == "loop" and not always:
+            return  # saved once, when the run stops (step 0 goes with the input checkpoint)
         self.outbox.append(SaveCheckpoint(self._draft(checkpoint_id, source, finished)))
         self.outbox.extend(carried)
 
@@ -675,6 +776,7 @@ class RunCore:
         for t in self.tasks:
             t.write_count = 0
             self.finish_task(t, alone=False)
+            self.outbox += [_call_write(checkpoint_id, t, k, v) for k, v in t.calls.items()]
 
     def _queue_writes(self, task: Task, writes: list[tuple[str, Any]]) -> None:
         if not self.checkpointing or self.checkpoint_id is None:
@@ -710,6 +812,10 @@ def _reducer_error(
     )
 
 
+def _call_write(checkpoint_id: str, task: Task, key: str, value: Any) -> SaveWrites:
+    return SaveWrites(checkpoint_id, f"{task.id}.{key}", [(CALL, value)], 0)
+
+
 def _as_targets(goto: Any) -> list[Any]:
     if goto is None or goto == ():
         return []
@@ -722,3 +828,37 @@ def _fields_of(instance: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(instance):
         return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
     return dict(instance.__dict__)
+
+
+_OVERWRITE_KEY = "__overwrite__"
+
+
+def _overwrite_of(update: Any) -> Any:
+    """The value an ``Overwrite`` (or its ``{"__overwrite__": v}`` form) carries, or MISSING."""
+    if isinstance(update, Overwrite):
+        return update.value
+    if isinstance(update, dict):
+        if len(update) == 1 and _OVERWRITE_KEY in update:
+            return update[_OVERWRITE_KEY]
+        if update.get("type") == _OVERWRITE_KEY and "value" in update and len(update) == 2:
+            return update["value"]
+    return MISSING
+
+
+def _apply_overwrite(key: str, old: Any, updates: list[Any], reducer: Any) -> Any:
+    """Updates of one step with an ``Overwrite``: it replaces the value; updates after it in
+    the step are dropped, updates before it are replaced with it (as LangGraph does)."""
+    value = old
+    seen = False
+    for update in updates:
+        replacement = _overwrite_of(update)
+        if replacement is not MISSING:
+            if seen:
+                raise InvalidUpdateError(
+                    f"state key {key!r} received two Overwrite values in one step; only one"
+                    " node may overwrite it per step"
+                )
+            value, seen = replacement, True
+        elif not seen:
+            value = update if value is MISSING else reducer(private_copy(value), update)
+    return value

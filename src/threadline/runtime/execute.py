@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import typing
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
+from .tasks import aclose_scope, close_scope
 
 Emit = Callable[[str, Any], None]
 
@@ -28,6 +30,8 @@ def _context(
         interrupts=list(task.interrupts),
         emit=lambda chunk: emit("custom", chunk),
         parent=parent,
+        task=task,
+        emit_event=emit,
     )
 
 
@@ -35,6 +39,9 @@ def _call_args(
     node: NodeSpec, state: Any, ctx: TaskContext
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     kwargs: dict[str, Any] = {"writer": ctx.emit} if node.takes_writer else {}
+    if node.inject:
+        for param, what in node.inject:
+            kwargs[param] = _injected(node, what, ctx)
     if not node.takes_config:
         return (state,), kwargs
     if node.config_by_name:
@@ -43,9 +50,26 @@ def _call_args(
     return (state, ctx.config), kwargs
 
 
+def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
+    if what == "runtime":
+        return ctx.runtime()
+    if what == "previous":
+        return None  # an entrypoint's previous return; graphs have none
+    store = ctx.run_scope.store
+    if store is None and what == "store":
+        raise ThreadlineError(
+            f"node {node.name!r} takes a 'store' parameter, but the graph was compiled without"
+            " a store; pass one to compile(), e.g. builder.compile(store=InMemoryStore()), or"
+            " give the parameter a default of None"
+        )
+    return store
+
+
 def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:
     """Seconds to wait before another attempt, or None to give up."""
     policy = node.retry
+    if isinstance(policy, tuple):  # several policies: the first that retries this error
+        policy = next((p for p in policy if p.should_retry(exc)), None)
     if policy is None or attempt >= policy.max_attempts or not policy.should_retry(exc):
         return None
     return policy.delay(attempt)
@@ -97,16 +121,48 @@ def _record_interrupt(task: Task, exc: GraphInterrupt) -> None:
 _CallNode = tuple[Literal["node"], NodeSpec, Any, TaskContext]
 _CallRouter = tuple[Literal["router"], Branch, Any, RunnableConfig]
 _Sleep = tuple[Literal["sleep"], float]
-_Action = _CallNode | _CallRouter | _Sleep
+_CacheGet = tuple[Literal["cache_get"], Any]
+_CacheSet = tuple[Literal["cache_set"], Any, Any, "int | None"]
+_Action = _CallNode | _CallRouter | _Sleep | _CacheGet | _CacheSet
+_MISS: Any = object()
 
 
-def _task_steps(core: RunCore, task: Task, ctx: TaskContext) -> Generator[_Action, Any, None]:
-    node = core.spec.nodes[task.name]
+def _cached_attempts(
+    core: RunCore, task: Task, ctx: TaskContext, node: NodeSpec
+) -> Generator[_Action, Any, None]:
+    """A node with a cache policy: reuse the result stored for its key, or run and store."""
+    cache_key = _cache_key(node, core.task_input(task))
+    hit = yield ("cache_get", cache_key)
+    if hit is not _MISS:  # the same input ran before, within the policy's ttl
+        task.writes, task.routes = list(hit[0]), list(hit[1])
+        task.done = True
+        return
+    yield from _attempts(core, task, ctx, node)
+    if task.done:
+        yield ("cache_set", cache_key, (task.writes, task.routes), node.cache_policy.ttl)
+
+
+def _cache_key(node: NodeSpec, state: Any) -> Any:
+    """``((namespace), key)``: per node function, named by the policy's ``key_func``."""
+    key = node.cache_policy.key_func(state)
+    if isinstance(key, bytes):
+        key = key.hex()
+    fn = node.fn
+    ident = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    return (("__threadline_node__", node.name, ident), str(key))
+
+
+def _attempts(
+    core: RunCore, task: Task, ctx: TaskContext, node: NodeSpec
+) -> Generator[_Action, Any, None]:
     attempt = 0
     while True:
         attempt += 1
-        ctx.calls = ctx.child_calls = 0
+        ctx.restart()
         state = core.task_input(task)
+        ctx.attempt = attempt
+        if attempt == 1 and node.retry is not None:  # else Runtime takes the time it is made
+            ctx.first_attempt_time = time.time()
         try:
             try:
                 if node.subgraph is not None:
@@ -140,6 +196,8 @@ def _call_node(action: _CallNode) -> Any:
     _, node, state, ctx = action
     if node.subgraph is not None:
         return node.subgraph.invoke(state, ctx.config)
+    if node.runnable:
+        return typing.cast(Any, node.fn).invoke(state, ctx.config)
     if node.is_async:
         raise _no_sync(f"node {ctx.node!r}")
     args, kwargs = _call_args(node, state, ctx)
@@ -154,6 +212,8 @@ async def _acall_node(action: _CallNode) -> Any:
     _, node, state, ctx = action
     if node.subgraph is not None:
         return await node.subgraph.ainvoke(state, ctx.config)
+    if node.runnable:
+        return await typing.cast(Any, node.fn).ainvoke(state, ctx.config)
     args, kwargs = _call_args(node, state, ctx)
     if node.is_async:
         return await node.fn(*args, **kwargs)
@@ -172,7 +232,13 @@ def run_task(
 ) -> None:
     """Run ``task`` to an outcome recorded on it: done, error or interrupts."""
     ctx = _context(task, config, emit, parent)
-    steps = _task_steps(core, task, ctx)
+    ctx.run_scope = core.run_scope
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)
@@ -185,6 +251,11 @@ def run_task(
                     if inspect.isawaitable(result):
                         _close(result)
                         raise _no_sync(f"the router after {task.name!r}")
+                elif action[0] == "cache_get":
+                    result = core.run_scope.cache.get([action[1]]).get(action[1], _MISS)
+                elif action[0] == "cache_set":
+                    core.run_scope.cache.set({action[1]: (action[2], action[3])})
+                    result = None
                 else:
                     time.sleep(action[1])
                     result = None
@@ -195,6 +266,7 @@ def run_task(
     except StopIteration:
         pass
     finally:
+        close_scope(ctx)
         leave(token)
 
 
@@ -203,7 +275,14 @@ async def arun_task(
 ) -> None:
     """Async :func:`run_task`: async nodes are awaited, sync ones run in a worker thread."""
     ctx = _context(task, config, emit, parent)
-    steps = _task_steps(core, task, ctx)
+    ctx.run_scope = core.run_scope
+    ctx.loop = asyncio.get_running_loop()
+    node = core.spec.nodes[task.name]
+    cached = node.cache_policy is not None and core.run_scope.cache is not None
+    if cached and node.subgraph is None:
+        steps = _cached_attempts(core, task, ctx, node)
+    else:
+        steps = _attempts(core, task, ctx, node)
     token = enter(ctx)
     try:
         action = next(steps)
@@ -215,6 +294,12 @@ async def arun_task(
                     result = _call_router(action)
                     if inspect.isawaitable(result):
                         result = await result
+                elif action[0] == "cache_get":
+                    found = await core.run_scope.cache.aget([action[1]])
+                    result = found.get(action[1], _MISS)
+                elif action[0] == "cache_set":
+                    await core.run_scope.cache.aset({action[1]: (action[2], action[3])})
+                    result = None
                 else:
                     await asyncio.sleep(action[1])
                     result = None
@@ -225,6 +310,8 @@ async def arun_task(
     except StopIteration:
         pass
     finally:
+        if ctx.scope is not None:  # it made @task calls
+            await aclose_scope(ctx)
         leave(token)
 
 

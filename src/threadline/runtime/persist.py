@@ -50,7 +50,7 @@ class _Head:
         self.input_id: str | None = None
 
     def put(self, op: SaveCheckpoint) -> None:
-        op.draft.base_refs = self.refs
+        self._base(op)
         try:
             saved = self.saver.put(
                 self.thread_id,
@@ -59,13 +59,14 @@ class _Head:
                 expected_head=self.head,
                 thread_metadata=self.thread_metadata,
                 lease=commit_lease(self.lease, self.owns, op.draft),
+                before=op.before,
             )
         except CheckpointConflictError as exc:
             raise self._what_was_stored(exc) from None
         self._saved(op, saved.id, saved.refs)
 
     async def aput(self, op: SaveCheckpoint) -> None:
-        op.draft.base_refs = self.refs
+        self._base(op)
         try:
             saved = await self.saver.aput(
                 self.thread_id,
@@ -74,6 +75,7 @@ class _Head:
                 expected_head=self.head,
                 thread_metadata=self.thread_metadata,
                 lease=commit_lease(self.lease, self.owns, op.draft),
+                before=op.before,
             )
         except CheckpointConflictError as exc:
             raise self._what_was_stored(exc) from None
@@ -83,6 +85,9 @@ class _Head:
         self, op: SaveCheckpoint, checkpoint_id: str, refs: Mapping[str, VersionRef]
     ) -> None:
         self.head, self.refs = checkpoint_id, refs
+        if op.before is not None and op.before.id is not None:  # committed with the step
+            self.stored.append(op.before.id)
+            self.input_id = op.before.id
         self.stored.append(checkpoint_id)
         if op.draft.source == "input":
             self.input_id = checkpoint_id
@@ -109,6 +114,13 @@ class _Head:
         if exc.args and what not in str(exc.args[0]):
             exc.args = (f"{exc.args[0]} {what}", *exc.args[1:])
         return exc
+
+    def _base(self, op: SaveCheckpoint) -> None:
+        # An input checkpoint changes no channel: it and the step after it build on the
+        # checkpoint saved before.
+        op.draft.base_refs = self.refs
+        if op.before is not None:
+            op.before.base_refs = self.refs
 
     def put_writes(self, op: SaveWrites) -> None:
         try:

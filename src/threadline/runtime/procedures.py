@@ -66,13 +66,20 @@ class Opened:
 
 
 def open_thread(
-    thread_id: str, ns: str, checkpoint_id: str | None, *, optimistic: bool = False
+    thread_id: str,
+    ns: str,
+    checkpoint_id: str | None,
+    *,
+    optimistic: bool = False,
+    replay: bool = False,
 ) -> Procedure[Opened]:
     """Load the checkpoint a config names.
 
     A ``checkpoint_id`` of another thread forks it into ``thread_id`` when that thread is new;
     when the thread was already forked from it, the thread's head is used. ``optimistic``:
     start from the head this process last saved, if it knows one (see ``cached_head``).
+    ``replay``: a run continues from there; from an input checkpoint that means from the step
+    its input went to (the input is stored there, not twice).
     """
     if checkpoint_id is None:
         if optimistic:
@@ -111,4 +118,17 @@ def open_thread(
             f" and {thread_id!r} already exists. To branch from it, name a new thread id"
         ) from None
     head_id = yield ("head_id", (thread_id, ns), {})
+    if replay and loaded.checkpoint.id != head_id and _is_input(loaded):
+        child_id = yield ("child_id", (thread_id, ns, loaded.checkpoint), {})
+        if child_id is not None:
+            loaded = yield (
+                "load",
+                (thread_id, ns, child_id),
+                {"shared": True, "task_writes_only": True},
+            )
     return Opened(loaded, head_id, loaded.checkpoint.id == head_id)
+
+
+def _is_input(loaded: CheckpointTuple) -> bool:
+    tasks = loaded.checkpoint.tasks
+    return len(tasks) == 1 and tasks[0].get("name") == "__start__"

@@ -133,9 +133,11 @@ WITH c AS (
         %(i)s::int4[], %(tid)s::text[], %(ns)s::text[], %(id)s::uuid[], %(expected)s::uuid[],
         %(now)s::float8[], %(exp)s::float8[], %(meta)s::bytea[], %(parent)s::uuid[],
         %(step)s::int8[], %(source)s::text[], %(cmeta)s::bytea[], %(tasks)s::bytea[],
-        %(refs)s::bytea[], %(lepoch)s::int8[], %(lmode)s::int4[], %(lttl)s::float8[]
+        %(refs)s::bytea[], %(lepoch)s::int8[], %(lmode)s::int4[], %(lttl)s::float8[],
+        %(n)s::int4[], %(bid)s::uuid[], %(bparent)s::uuid[], %(bstep)s::int8[],
+        %(bsource)s::text[], %(bcmeta)s::bytea[], %(btasks)s::bytea[], %(brefs)s::bytea[]
     ) AS c(i, tid, ns, id, expected, now, exp, meta, parent, step, source, cmeta, tasks, refs,
-        lepoch, lmode, lttl)
+        lepoch, lmode, lttl, n, bid, bparent, bstep, bsource, bcmeta, btasks, brefs)
 ), fence AS (
     SELECT c.i FROM c JOIN {leases} l
         ON l.thread_id = c.tid AND l.epoch = c.lepoch AND l.owner IS NOT NULL
@@ -155,16 +157,17 @@ WITH c AS (
     ON CONFLICT (thread_id, ns) DO NOTHING
     RETURNING thread_id
 ), bumped AS (
-    UPDATE {threads} t SET seq = t.seq + 1, updated_at = c.now, expires_at = c.exp,
+    UPDATE {threads} t SET seq = t.seq + c.n, updated_at = c.now, expires_at = c.exp,
         metadata = COALESCE(c.meta, t.metadata)
     FROM moved JOIN c ON c.i = moved.i
     WHERE t.thread_id = c.tid
     RETURNING c.i, t.seq
 ), born AS (
     INSERT INTO {threads} AS t (thread_id, created_at, updated_at, expires_at, metadata, seq)
-    SELECT c.tid, c.now, c.now, c.exp, c.meta, 1
+    SELECT c.tid, c.now, c.now, c.exp, c.meta, c.n
     FROM created JOIN c ON c.tid = created.thread_id AND c.expected IS NULL
-    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + 1, updated_at = excluded.updated_at,
+    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + excluded.seq,
+        updated_at = excluded.updated_at,
         expires_at = excluded.expires_at, metadata = COALESCE(excluded.metadata, t.metadata)
     RETURNING t.thread_id, t.seq
 ), thr AS (
@@ -177,6 +180,11 @@ WITH c AS (
     SELECT c.tid, c.id, c.ns, c.parent, thr.seq, c.step, c.source, c.now, c.cmeta, c.tasks,
         c.refs
     FROM thr JOIN c ON c.i = thr.i
+    UNION ALL  -- the input checkpoints committed with them, one sequence number before
+    SELECT c.tid, c.bid, c.ns, c.bparent, thr.seq - 1, c.bstep, c.bsource, c.now, c.bcmeta,
+        c.btasks, c.brefs
+    FROM thr JOIN c ON c.i = thr.i
+    WHERE c.bid IS NOT NULL
 ), ver AS (
     INSERT INTO {versions} (thread_id, channel, writer, base, data)
     SELECT c.tid, v.channel, v.writer, v.base, v.data
@@ -273,6 +281,8 @@ _COMMIT_COLUMNS = (
     ("now", "float8"), ("exp", "float8"), ("meta", "bytea"), ("parent", "uuid"),
     ("step", "int8"), ("source", "text"), ("cmeta", "bytea"), ("tasks", "bytea"),
     ("refs", "bytea"), ("lepoch", "int8"), ("lmode", "int4"), ("lttl", "float8"),
+    ("n", "int4"), ("bid", "uuid"), ("bparent", "uuid"), ("bstep", "int8"),
+    ("bsource", "text"), ("bcmeta", "bytea"), ("btasks", "bytea"), ("brefs", "bytea"),
 )  # fmt: skip
 _VERSION_COLUMNS = (
     ("vi", "int4"), ("vchannel", "text"), ("vwriter", "uuid"), ("vbase", "uuid"),
@@ -292,9 +302,23 @@ def commit_many_params(batch: Sequence[CommitArgs]) -> dict[str, PackedArray]:
             if lease is None
             else (lease.lease.epoch, _LEASE_MODE[lease.mode], lease.lease.ttl)
         )
-        commits.append(
-            (*head, row.parent_id, row.step, row.source, row.metadata, row.tasks, refs, *held)
+        own = (row.parent_id, row.step, row.source, row.metadata, row.tasks, refs)
+        b = row.before
+        before = (
+            (1, None, None, None, None, None, None, None)
+            if b is None
+            else (
+                2,
+                b.id,
+                b.parent_id,
+                b.step,
+                b.source,
+                b.metadata,
+                b.tasks,
+                _pack_refs(b.refs, b.id),
+            )
         )
+        commits.append((*head, *own, *held, *before))
         versions.extend((i, v.channel, v.writer, v.base, v.data) for v in rows)
     params = {
         key: pack_array(kind, column) for (key, kind), column in zip(_COMMIT_COLUMNS, zip(*commits))

@@ -207,6 +207,25 @@ def _pack_refs(refs: Mapping[str, VersionRef], checkpoint_id: str | None = None)
     return packed
 
 
+def _before_params(before: CheckpointRow | None) -> dict[str, Any]:
+    """The parameters of the row committed before a commit's own (None when there is none)."""
+    if before is None:
+        return dict.fromkeys(_BEFORE_KEYS, None) | {"n": 1}
+    return {
+        "n": 2,
+        "bid": before.id,
+        "bparent": before.parent_id,
+        "bstep": before.step,
+        "bsource": before.source,
+        "bcmeta": before.metadata,
+        "btasks": before.tasks,
+        "brefs": _pack_refs(before.refs, before.id),
+    }
+
+
+_BEFORE_KEYS = ("bid", "bparent", "bstep", "bsource", "bcmeta", "btasks", "brefs")
+
+
 def _unpack_refs(data: bytes, thread_id: str, checkpoint_id: str) -> dict[str, VersionRef]:
     try:
         refs = {}
@@ -489,6 +508,7 @@ class PostgresCore(BaseCheckpointSaver):
                 "cmeta": row.metadata,
                 "tasks": row.tasks,
                 "refs": _pack_refs(row.refs, row.id),
+                **_before_params(row.before),
             }
             if lease is not None:
                 params["lowner"] = lease.lease.owner

@@ -286,6 +286,10 @@ def _commit_tail(n_versions: int, lease: str = "none") -> str:
     SELECT %(tid)s, %(id)s::uuid, %(ns)s, %(parent)s::uuid, thr.seq, %(step)s, %(source)s,
         %(now)s::float8, %(cmeta)b::bytea, %(tasks)b::bytea, %(refs)b::bytea
     FROM thr
+    UNION ALL
+    SELECT %(tid)s, %(bid)s::uuid, %(ns)s, %(bparent)s::uuid, thr.seq - 1, %(bstep)s::int8,
+        %(bsource)s::text, %(now)s::float8, %(bcmeta)b::bytea, %(btasks)b::bytea, %(brefs)b::bytea
+    FROM thr WHERE %(bid)s::uuid IS NOT NULL
 )"""
         + versions
         + _LEASE_AFTER.get(lease, "")
@@ -315,7 +319,7 @@ WITH {lease}cas AS (
     WHERE thread_id = %(tid)s AND ns = %(ns)s AND head = %(expected)s::uuid{gate}
     RETURNING 1
 ), thr AS (
-    UPDATE {threads} SET seq = seq + 1, updated_at = %(now)s::float8,
+    UPDATE {threads} SET seq = seq + %(n)s::int4, updated_at = %(now)s::float8,
         expires_at = %(exp)s::float8, metadata = COALESCE(%(meta)b::bytea, metadata)
     WHERE thread_id = %(tid)s AND EXISTS (SELECT FROM cas)
     RETURNING seq
@@ -329,9 +333,11 @@ WITH {lease}cas AS (
     RETURNING 1
 ), thr AS (
     INSERT INTO {threads} AS t (thread_id, created_at, updated_at, expires_at, metadata, seq)
-    SELECT %(tid)s, %(now)s::float8, %(now)s::float8, %(exp)s::float8, %(meta)b::bytea, 1
+    SELECT %(tid)s, %(now)s::float8, %(now)s::float8, %(exp)s::float8, %(meta)b::bytea,
+        %(n)s::int4
     FROM cas
-    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + 1, updated_at = excluded.updated_at,
+    ON CONFLICT (thread_id) DO UPDATE SET seq = t.seq + excluded.seq,
+        updated_at = excluded.updated_at,
         expires_at = excluded.expires_at, metadata = COALESCE(excluded.metadata, t.metadata)
     RETURNING seq
 )"""

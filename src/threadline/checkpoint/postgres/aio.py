@@ -239,12 +239,17 @@ class AsyncPostgresSaver(PostgresCore):
                 await self._run(self._c_setup(), ready=False)
             self._ready = True
 
-    async def asetup(self) -> None:
-        """Create the schema and tables, or migrate them; safe to call from many processes."""
+    async def setup(self) -> None:  # type: ignore[override]  # async, as in LangGraph
+        """Create the schema and tables, or migrate them: ``await saver.setup()``. Safe to call
+        from many processes."""
         async with self._setup_lock:
             await self._open_pool()
             await self._run(self._c_setup(), ready=False)
             self._ready = True
+
+    async def asetup(self) -> None:
+        """Alias of :meth:`setup` (``await saver.asetup()``)."""
+        await self.setup()
 
     # ------------------------------------------------------------------ primitives
 

@@ -644,7 +644,6 @@ def commit(
     """Compare-and-swap the head and add the checkpoint. Run with ``write=True``."""
     tid = row.thread_id
     checkpoint_id = id_blob(row.id)
-    parent_id = None if row.parent_id is None else id_blob(row.parent_id)
     now = time.time()
     if lease is not None:
         yield from _check_lease(tid, lease, now)
@@ -663,24 +662,28 @@ def commit(
         raise gone
     if lease is not None:
         yield from _renew_in_commit(tid, lease, now)
-    rows = yield Step(_BUMP_THREAD, (tid, row.created_at, expires_at, thread_metadata))
-    seq: int = rows[0][0]
-    yield Step(
-        _INSERT_CHECKPOINT,
-        (
-            tid,
-            checkpoint_id,
-            row.ns,
-            parent_id,
-            seq,
-            row.step,
-            row.source,
-            row.created_at,
-            encode_refs(row.refs, row.id),
-            row.metadata,
-            row.tasks,
-        ),
-    )
+    seq = 0
+    for one in (row.before, row):  # the input checkpoint, if any, first
+        if one is None:
+            continue
+        rows = yield Step(_BUMP_THREAD, (tid, one.created_at, expires_at, thread_metadata))
+        seq = rows[0][0]
+        yield Step(
+            _INSERT_CHECKPOINT,
+            (
+                tid,
+                id_blob(one.id),
+                one.ns,
+                None if one.parent_id is None else id_blob(one.parent_id),
+                seq,
+                one.step,
+                one.source,
+                one.created_at,
+                encode_refs(one.refs, one.id),
+                one.metadata,
+                one.tasks,
+            ),
+        )
     if versions:
         yield Step(
             _INSERT_VERSION,

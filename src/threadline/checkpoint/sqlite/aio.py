@@ -114,12 +114,14 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
             if self._opened:
                 await self.conn.close()
 
-    async def asetup(self) -> None:
-        """Create or migrate the schema. Idempotent; safe when several processes call it."""
+    async def setup(self) -> None:  # type: ignore[override]  # async, as in LangGraph
+        """Create or migrate the schema: ``await saver.setup()``. Idempotent; safe when several
+        processes call it."""
         await self._aprepare(force_setup=True)
 
-    def setup(self) -> None:
-        raise self._no_sync()
+    async def asetup(self) -> None:
+        """Alias of :meth:`setup` (``await saver.asetup()``)."""
+        await self._aprepare(force_setup=True)
 
     def close(self) -> None:
         raise self._no_sync()

@@ -539,9 +539,9 @@ class CompiledStateGraph:
 def _snapshot_of(
     schema: StateSchema, found: CheckpointTuple | None, thread_id: str, ns: str
 ) -> StateSnapshot:
-    if found is None:
+    if found is None:  # as LangGraph: no checkpoint, no values (not even reducers' empty ones)
         return StateSnapshot(
-            values=_values_out(schema, {}),
+            values={},
             next=(),
             config=make_config(thread_id, ns, ""),
             metadata=None,

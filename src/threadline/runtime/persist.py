@@ -48,6 +48,7 @@ class _Head:
         self.owns = owns
         self.stored: list[str] = []  # checkpoints this run committed, oldest first
         self.input_id: str | None = None
+        self.input_span = 0  # checkpoints the input took: itself, and step 0 if with it
 
     def put(self, op: SaveCheckpoint) -> None:
         self._base(op)
@@ -85,12 +86,12 @@ class _Head:
         self, op: SaveCheckpoint, checkpoint_id: str, refs: Mapping[str, VersionRef]
     ) -> None:
         self.head, self.refs = checkpoint_id, refs
-        if op.before is not None and op.before.id is not None:  # committed with the step
+        if op.before is not None and op.before.id is not None:  # committed with its step 0
             self.stored.append(op.before.id)
-            self.input_id = op.before.id
+            self.input_id, self.input_span = op.before.id, 2
         self.stored.append(checkpoint_id)
         if op.draft.source == "input":
-            self.input_id = checkpoint_id
+            self.input_id, self.input_span = checkpoint_id, 1
 
     def _what_was_stored(self, exc: CheckpointConflictError) -> CheckpointConflictError:
         """Say exactly what this run had stored before the commit that failed (item 11)."""
@@ -99,7 +100,7 @@ class _Head:
         if not self.stored:
             what = "This run stored nothing, so running it again is safe."
         else:
-            steps = len(self.stored) - (self.input_id is not None)
+            steps = len(self.stored) - (self.input_span if self.input_id is not None else 0)
             parts = []
             if self.input_id is not None:
                 parts.append(f"its input as checkpoint {self.input_id}")

@@ -635,6 +635,11 @@ class MsgpackSerializer:
             _EXT_REGISTERED: self._decode_registered,
         }
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether values are written encrypted (so nothing should also be kept in the clear)."""
+        return self._aead is not None
+
     # ----------------------------------------------------------------- dumps
 
     def dumps(self, value: Any, key: str = "value") -> bytes:

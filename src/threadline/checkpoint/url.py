@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from .base import BaseCheckpointSaver
 from .serde import MsgpackSerializer
 
-__all__ = ["from_url"]
+__all__ = ["from_url", "split_url"]
 
 _SCHEMES = "memory://, sqlite:///path/to/file.db (or sqlite:///:memory:), postgresql://user@host/db"
 
@@ -35,9 +35,7 @@ def from_url(
     ``encryption_key`` (32 bytes, or its base64/hex text), ``pool_min_size``/``pool_max_size``
     (Postgres), and any keyword the backend's saver takes (e.g. ``schema=`` for Postgres).
     """
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"checkpointer URL {url!r} is not a URL; use one of: {_SCHEMES}")
-    scheme = urlsplit(url).scheme.lower()
+    kind, target = split_url(url, "checkpointer")
     if compression != "zlib" or encryption_key is not None:
         options["serde"] = MsgpackSerializer(
             compression=compression,  # type: ignore[arg-type]
@@ -46,34 +44,45 @@ def from_url(
         )
     if ttl is not None:
         options["ttl"] = ttl
-    if scheme == "memory":
+    if kind == "memory":
         from .memory import InMemorySaver
 
         return InMemorySaver(**options)
+    if kind == "sqlite":
+        if aio:
+            from .sqlite.aio import AsyncSqliteSaver
+
+            return AsyncSqliteSaver.from_conn_string(target, **options)
+        from .sqlite import SqliteSaver
+
+        return SqliteSaver.from_conn_string(target, **options)
+    if pool_min_size is not None:
+        options["pool_min_size"] = pool_min_size
+    if pool_max_size is not None:
+        options["pool_max_size"] = pool_max_size
+    if aio:
+        from .postgres.aio import AsyncPostgresSaver
+
+        return AsyncPostgresSaver.from_conn_string(target, **options)
+    from .postgres import PostgresSaver
+
+    return PostgresSaver.from_conn_string(target, **options)
+
+
+def split_url(url: str, what: str) -> tuple[str, str]:
+    """``("memory" | "sqlite" | "postgres", target)``: the backend a URL names and what to open
+    (the SQLite file's path, or the PostgreSQL URL). ``what`` names the caller in errors."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"{what} URL {url!r} is not a URL; use one of: {_SCHEMES}")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        return "memory", ""
     if scheme == "sqlite":
         path = url[len("sqlite://") :]
         path = path[1:] if path.startswith("/") else path
         if not path:
-            raise ValueError(f"{url!r} names no database file; e.g. sqlite:///checkpoints.db")
-        if aio:
-            from .sqlite.aio import AsyncSqliteSaver
-
-            return AsyncSqliteSaver.from_conn_string(path, **options)
-        from .sqlite import SqliteSaver
-
-        return SqliteSaver.from_conn_string(path, **options)
+            raise ValueError(f"{url!r} names no database file; e.g. sqlite:///threadline.db")
+        return "sqlite", path
     if scheme in ("postgres", "postgresql"):
-        if pool_min_size is not None:
-            options["pool_min_size"] = pool_min_size
-        if pool_max_size is not None:
-            options["pool_max_size"] = pool_max_size
-        if aio:
-            from .postgres.aio import AsyncPostgresSaver
-
-            return AsyncPostgresSaver.from_conn_string(url, **options)
-        from .postgres import PostgresSaver
-
-        return PostgresSaver.from_conn_string(url, **options)
-    raise ValueError(
-        f"unknown checkpointer URL scheme {scheme!r} in {url!r}; use one of: {_SCHEMES}"
-    )
+        return "postgres", url
+    raise ValueError(f"unknown {what} URL scheme {scheme!r} in {url!r}; use one of: {_SCHEMES}")

@@ -177,6 +177,8 @@ def create_error_message(*, message: str, error_code: ErrorCode) -> str:
 class NodeTimeoutError(ThreadlineError):
     """An attempt of an async task (or entrypoint) ran past its ``timeout``. Retryable: not a
     built-in ``TimeoutError``, so the default ``RetryPolicy`` retries it."""
+
+
 class InvalidNamespaceError(ThreadlineError, ValueError):
     """A Store namespace is malformed (empty, a label that is not a non-empty string, or a
     label containing '.' or NUL)."""

@@ -708,3 +708,20 @@ def test_import_without_langchain_core_says_which_extra() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "ERR" in out.stdout and "pip install 'threadline[langchain]'" in out.stdout
+
+
+def test_docs_agents_examples_run(tmp_path: Path) -> None:
+    import re
+
+    doc = (ROOT / "docs" / "agents.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", doc, re.S))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT / "src")},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["The weather in sf is sunny.", "likes tea"]

@@ -725,3 +725,58 @@ def test_docs_agents_examples_run(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == ["The weather in sf is sunny.", "likes tea"]
+
+
+def test_interrupt_inside_a_tool_resumes_without_rerunning_its_sibling(saver: Any) -> None:
+    from threadline.types import interrupt
+
+    calls: list[str] = []
+
+    @tool
+    def approve(x: int) -> str:
+        """Asks a human."""
+        calls.append("approve")
+        return f"approved {x}: {interrupt({'ok?': x})}"
+
+    @tool
+    def count(x: int) -> int:
+        """Counts its calls."""
+        calls.append("count")
+        return x
+
+    model = FakeChat(
+        responses=[ask(call("approve", "a", x=1), call("count", "b", x=2)), AIMessage("fin")]
+    )
+    agent = create_react_agent(model, [approve, count], checkpointer=saver)
+    config = {"configurable": {"thread_id": "tool-hitl"}}
+    first = agent.invoke({"messages": [HumanMessage("go")]}, config)
+    assert [i.value for i in first["__interrupt__"]] == [{"ok?": 1}]
+    out = agent.invoke(Command(resume="yes"), config)
+    assert calls == ["approve", "count", "approve"] or calls == ["count", "approve", "approve"]
+    contents = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert contents == ["approved 1: yes", "2"] or contents == ["2", "approved 1: yes"]
+    assert out["messages"][-1].content == "fin"
+
+
+def test_handoff_tool_routes_the_parent_graph() -> None:
+    @tool
+    def to_b(tool_call_id: Annotated[str, InjectedToolCallId]) -> Command[Any]:
+        """Hands the conversation to agent b."""
+        return Command(
+            goto="b",
+            graph=Command.PARENT,
+            update={"messages": [ToolMessage("handing off", tool_call_id=tool_call_id)]},
+        )
+
+    a = create_react_agent(FakeChat(responses=[ask(call("to_b", "h1"))]), [to_b], name="a")
+    b = create_react_agent(FakeChat(responses=[AIMessage("b here")]), [], name="b")
+    parent = StateGraph(MessagesState)
+    parent.add_node("a", a, destinations=("b",))
+    parent.add_node("b", b)
+    parent.add_edge(START, "a")
+    out = parent.compile().invoke({"messages": [HumanMessage("hi")]})
+    assert [(type(m).__name__, m.content, m.name) for m in out["messages"]] == [
+        ("HumanMessage", "hi", None),
+        ("ToolMessage", "handing off", "to_b"),
+        ("AIMessage", "b here", "b"),
+    ]

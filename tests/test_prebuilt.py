@@ -440,6 +440,22 @@ async def test_agent_loop_async_on_every_checkpointer(asaver: Any) -> None:
     assert state.next == ()
 
 
+async def test_agent_async_tools_on_every_checkpointer(asaver: Any) -> None:
+    @tool
+    async def aadd(a: int, b: int) -> int:
+        """Adds, asynchronously."""
+        await asyncio.sleep(0)
+        return a + b
+
+    turns = [ask(call("aadd", "c1", a=1, b=2), call("aadd", "c2", a=3, b=4)), AIMessage("done")]
+    agent = create_react_agent(FakeChat(responses=turns), [aadd], checkpointer=asaver)
+    config = {"configurable": {"thread_id": "agent-async-tools"}}
+    out = await agent.ainvoke({"messages": [HumanMessage("s")]}, config)
+    assert [m.content for m in out["messages"] if isinstance(m, ToolMessage)] == ["3", "7"]
+    history = [s async for s in agent.aget_state_history(config)]
+    assert len(history) > 3  # a checkpoint per step, the tools step included
+
+
 def test_agent_v1_runs_all_calls_in_one_tools_step() -> None:
     agent = create_react_agent(FakeChat(responses=_turns()), [add], version="v1")
     chunks = list(agent.stream({"messages": [HumanMessage("s")]}, stream_mode="updates"))

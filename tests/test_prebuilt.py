@@ -796,3 +796,11 @@ def test_handoff_tool_routes_the_parent_graph() -> None:
         ("ToolMessage", "handing off", "to_b"),
         ("AIMessage", "b here", "b"),
     ]
+
+
+def test_tool_node_added_without_a_name_is_named_tools() -> None:
+    builder = StateGraph(MessagesState)
+    builder.add_node(ToolNode([add]))
+    builder.add_edge(START, "tools")
+    out = builder.compile().invoke({"messages": [ask(call("add", "1", a=1, b=2))]})
+    assert out["messages"][-1].content == "3"

@@ -110,6 +110,10 @@ OMITTED: dict[str, dict[str, str]] = {
         "Conn": "a type alias of LangGraph's constructor argument (connection or pool)",
         "ShallowPostgresSaver": _SHALLOW,
     },
+    "langgraph.prebuilt": {
+        "ToolCallTransformer": "the tools channel of LangGraph's stream(version='v2')"
+        " (stream_mode='tools'); threadline streams the v1 shapes",
+    },
     "langgraph.checkpoint.postgres.aio": {
         "AsyncShallowPostgresSaver": _SHALLOW,
         "Conn": "a type alias of LangGraph's constructor argument (connection or pool)",
@@ -123,19 +127,6 @@ PENDING: dict[str, dict[str, str]] = {
     "langgraph.func": {n: f"{_PENDING} (func)" for n in ("entrypoint", "task")},
     "langgraph.types": {"TimeoutPolicy": f"{_PENDING} (add_node(timeout=...))"},
     "langgraph.errors": {"NodeTimeoutError": f"{_PENDING} (nodes: TimeoutPolicy)"},
-    "langgraph.prebuilt": {
-        n: f"{_PENDING} (issue 10: prebuilt)"
-        for n in (
-            "InjectedState",
-            "InjectedStore",
-            "ToolCallTransformer",
-            "ToolNode",
-            "ToolRuntime",
-            "ValidationNode",
-            "create_react_agent",
-            "tools_condition",
-        )
-    },
     "langgraph.store.base": {
         n: f"{_PENDING} (issue 10: store)"
         for n in (

@@ -48,8 +48,16 @@ class Send:
     arg: Any
 
 
+try:  # a tool returning a Command: langchain-core passes ToolOutputMixin results through as is
+    from langchain_core.messages.tool import ToolOutputMixin as _ToolOutput
+except ImportError:  # without langchain-core there are no tools to return one
+
+    class _ToolOutput:  # type: ignore[no-redef]
+        pass
+
+
 @dataclass(frozen=True)
-class Command(Generic[N]):
+class Command(Generic[N], _ToolOutput):
     """Resume a paused thread, write state, or route, from a node's return or as input.
 
     Args:

@@ -368,6 +368,21 @@ class RunCore:
         """Record a node's return value as the task's writes and explicit routes."""
         writes: dict[str, Any]
         gotos: list[Any] = []
+        if isinstance(returned, list) and any(isinstance(r, Command) for r in returned):
+            # Several Commands and updates from one node (a ToolNode whose tools returned
+            # Commands): applied together, as LangGraph applies them.
+            pairs: list[tuple[str, Any]] = []
+            for part in returned:
+                if isinstance(part, Command) and part.graph == Command.PARENT:
+                    self.node_result(task, node, part, node_input)  # raises ParentCommand
+                if isinstance(part, Command):
+                    pairs += self._command_updates(part, who=f"node {task.name!r}").items()
+                    gotos += _as_targets(part.goto)
+                elif part is not None:
+                    pairs += self.schema.updates_from(part, who=f"node {task.name!r}").items()
+            task.writes = pairs
+            task.routes = gotos
+            return
         if isinstance(returned, Command):
             if returned.graph == Command.PARENT:
                 if not self.in_parent:

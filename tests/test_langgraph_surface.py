@@ -120,9 +120,6 @@ OMITTED: dict[str, dict[str, str]] = {
 # Built right now on other branches of issue 9 and 10; the integrator trims this at merge.
 _PENDING = "pending on another branch"
 PENDING: dict[str, dict[str, str]] = {
-    "langgraph.func": {n: f"{_PENDING} (func)" for n in ("entrypoint", "task")},
-    "langgraph.types": {"TimeoutPolicy": f"{_PENDING} (add_node(timeout=...))"},
-    "langgraph.errors": {"NodeTimeoutError": f"{_PENDING} (nodes: TimeoutPolicy)"},
     "langgraph.prebuilt": {
         n: f"{_PENDING} (issue 10: prebuilt)"
         for n in (

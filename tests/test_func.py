@@ -574,6 +574,7 @@ def test_entrypoint_cache_policy() -> None:
 
     assert slow.invoke(1) == 2 and slow.invoke(1) == 2 and slow.invoke(2) == 3
     assert calls["slow"] == 2
+    assert list(slow.stream(1)) == [{"slow": 2, "__metadata__": {"cached": True}}]
 
 
 def test_task_in_a_graph_node_uses_the_graphs_cache() -> None:

@@ -175,6 +175,8 @@ class Entrypoint(CompiledStateGraph):
     # ------------------------------------------------------------------ how runs look
 
     def _update_of(self, task: Task) -> dict[str, Any]:
+        if task.cached:
+            return {task.name: dict(task.writes).get(RETURN), "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes).get(RETURN)}
 
     def _values_chunk(self, core: RunCore) -> Any:

@@ -176,6 +176,24 @@ def test_runtime_context_in_entrypoints_and_tasks(saver: BaseCheckpointSaver) ->
     assert second == ["Ctx", "bob", first, f"bob:2:{first}"]
 
 
+def test_an_entrypoint_run_in_a_node_inherits_the_runs_context() -> None:
+    @entrypoint()
+    def inner(x: int, runtime: Runtime[Any]) -> list[Any]:
+        return [x, runtime.context, get_runtime().context]
+
+    class S(TypedDict):
+        out: Any
+
+    def node(state: S) -> dict[str, Any]:
+        return {"out": inner.invoke(1)}
+
+    builder = StateGraph(S, context_schema=dict)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    out = builder.compile().invoke({"out": None}, context={"u": 1})
+    assert out == {"out": [1, {"u": 1}, {"u": 1}]}
+
+
 async def test_runtime_context_in_async_entrypoints_and_tasks(asaver: BaseCheckpointSaver) -> None:
     @task
     async def greet(n: int) -> str:

@@ -20,7 +20,10 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
     args = [sys.executable, str(script)]
     if script.stem == "quickstart":
         args.append(f"sqlite:///{tmp_path / 'quickstart.db'}")
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=ENV)
+    # approval_flow keeps its database in the temp dir by default: shared by every checkout
+    # on this machine, where another threadline may have written a newer schema.
+    env = {**ENV, "APPROVAL_DB": str(tmp_path / "approval.db")}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip(), "an example should show what it does"
 

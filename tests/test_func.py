@@ -9,53 +9,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypedDict
 
 import pytest
 from counting import Calls, fresh_config
 
+from threadline.cache.memory import InMemoryCache
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.checkpoint.memory import MemorySaver
 from threadline.errors import NodeTimeoutError, ThreadlineError
 from threadline.func import entrypoint, task
 from threadline.graph import START, StateGraph
+from threadline.runtime import Runtime, get_runtime
 from threadline.runtime.context import get_stream_writer
-from threadline.runtime.tasks import CachePolicy
-from threadline.types import Command, RetryPolicy, interrupt
-
-Key = tuple[tuple[str, ...], str]
-
-
-class DictCache:
-    """A real (small) cache with LangGraph's ``BaseCache`` methods, for the cache tests."""
-
-    def __init__(self) -> None:
-        self.data: dict[Key, Any] = {}
-        self.sets = 0
-
-    def get(self, keys: Sequence[Key]) -> dict[Any, Any]:
-        return {k: self.data[k] for k in keys if k in self.data}
-
-    def set(self, pairs: Mapping[Key, tuple[Any, int | None]]) -> None:
-        self.sets += 1
-        for key, (value, _ttl) in pairs.items():
-            self.data[key] = value
-
-    def clear(self, namespaces: Sequence[tuple[str, ...]] | None = None) -> None:
-        self.data = {
-            k: v for k, v in self.data.items() if namespaces is not None and k[0] not in namespaces
-        }
-
-    async def aget(self, keys: Sequence[Key]) -> dict[Any, Any]:
-        return self.get(keys)
-
-    async def aset(self, pairs: Mapping[Key, tuple[Any, int | None]]) -> None:
-        self.set(pairs)
-
-    async def aclear(self, namespaces: Sequence[tuple[str, ...]] | None = None) -> None:
-        self.clear(namespaces)
+from threadline.types import CachePolicy, Command, RetryPolicy, TimeoutPolicy, interrupt
 
 
 def _review_flow(saver: BaseCheckpointSaver | None, calls: Calls) -> Any:
@@ -169,6 +138,77 @@ def test_tasks_run_on_threads_owned_by_the_run() -> None:
     names = flow.invoke(2)
     assert all(name.startswith("threadline-task") for name in names)
     assert not [t for t in threading.enumerate() if t.name.startswith("threadline-task")]
+
+
+@dataclass
+class Ctx:
+    user: str
+
+
+def _runtime_flow(saver: BaseCheckpointSaver) -> Any:
+    @task
+    def greet(n: int) -> str:
+        rt = get_runtime(Ctx)
+        return f"{rt.context.user}:{n}:{rt.previous}"
+
+    @entrypoint(checkpointer=saver, context_schema=Ctx)
+    def flow(n: int, runtime: Runtime[Ctx]) -> list[Any]:
+        rt = get_runtime(Ctx)
+        assert rt.context is runtime.context
+        return [
+            type(runtime.context).__name__,
+            rt.context.user,
+            runtime.previous,
+            greet(n).result(),
+        ]
+
+    return flow
+
+
+def test_runtime_context_in_entrypoints_and_tasks(saver: BaseCheckpointSaver) -> None:
+    """invoke(context=...) reaches the entrypoint's runtime parameter and get_runtime(), in
+    the entrypoint and in its tasks; a dict becomes the context_schema; previous is there too."""
+    flow = _runtime_flow(saver)
+    config = fresh_config()
+    first = flow.invoke(1, config, context={"user": "ann"})
+    assert first == ["Ctx", "ann", None, "ann:1:None"]
+    second = flow.invoke(2, config, context=Ctx(user="bob"))
+    assert second == ["Ctx", "bob", first, f"bob:2:{first}"]
+
+
+def test_an_entrypoint_run_in_a_node_inherits_the_runs_context() -> None:
+    @entrypoint()
+    def inner(x: int, runtime: Runtime[Any]) -> list[Any]:
+        return [x, runtime.context, get_runtime().context]
+
+    class S(TypedDict):
+        out: Any
+
+    def node(state: S) -> dict[str, Any]:
+        return {"out": inner.invoke(1)}
+
+    builder = StateGraph(S, context_schema=dict)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    out = builder.compile().invoke({"out": None}, context={"u": 1})
+    assert out == {"out": [1, {"u": 1}, {"u": 1}]}
+
+
+async def test_runtime_context_in_async_entrypoints_and_tasks(asaver: BaseCheckpointSaver) -> None:
+    @task
+    async def greet(n: int) -> str:
+        rt = get_runtime(Ctx)
+        return f"{rt.context.user}:{n}:{rt.previous}"
+
+    @entrypoint(checkpointer=asaver, context_schema=Ctx)
+    async def flow(n: int, runtime: Runtime[Ctx]) -> list[Any]:
+        return [runtime.context.user, runtime.previous, await greet(n)]
+
+    config = fresh_config()
+    first = await flow.ainvoke(1, config, context={"user": "ann"})
+    assert first == ["ann", None, "ann:1:None"]
+    chunks = [c async for c in flow.astream(2, config, context=Ctx(user="bob"))]
+    assert chunks == [{"greet": f"bob:2:{first}"}, {"flow": ["bob", first, f"bob:2:{first}"]}]
 
 
 def test_injected_parameters_and_custom_stream() -> None:
@@ -519,7 +559,7 @@ def test_entrypoint_retry_policy() -> None:
 
 def test_task_cache_policy() -> None:
     calls = Calls()
-    cache = DictCache()
+    cache = InMemoryCache()
 
     @task(cache_policy=CachePolicy())
     def square(n: int) -> int:
@@ -545,13 +585,37 @@ def test_task_cache_policy() -> None:
 def test_entrypoint_cache_policy() -> None:
     calls = Calls()
 
-    @entrypoint(cache=DictCache(), cache_policy=CachePolicy(key_func=str))
+    @entrypoint(cache=InMemoryCache(), cache_policy=CachePolicy(key_func=str))
     def slow(x: int) -> int:
         calls.hit("slow")
         return x + 1
 
     assert slow.invoke(1) == 2 and slow.invoke(1) == 2 and slow.invoke(2) == 3
     assert calls["slow"] == 2
+    assert list(slow.stream(1)) == [{"slow": 2, "__metadata__": {"cached": True}}]
+
+
+def test_task_in_a_graph_node_uses_the_graphs_cache() -> None:
+    calls = Calls()
+
+    @task(cache_policy=CachePolicy())
+    def square(n: int) -> int:
+        calls.hit(str(n))
+        return n * n
+
+    class S(TypedDict):
+        n: int
+        out: int
+
+    def node(state: S) -> dict[str, int]:
+        return {"out": square(state["n"]).result()}
+
+    builder = StateGraph(S)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    app = builder.compile(cache=InMemoryCache())
+    assert app.invoke({"n": 3}) == app.invoke({"n": 3}) == {"n": 3, "out": 9}
+    assert calls["3"] == 1
 
 
 # ---------------------------------------------------------------------- async
@@ -640,7 +704,7 @@ async def test_async_task_from_sync_code_is_an_error() -> None:
 
 async def test_async_update_state_and_cache(asaver: BaseCheckpointSaver) -> None:
     calls = Calls()
-    cache = DictCache()
+    cache = InMemoryCache()
 
     @task(cache_policy=CachePolicy())
     async def cube(n: int) -> int:
@@ -693,6 +757,29 @@ async def test_async_task_timeout_is_retried_then_raised() -> None:
 
     with pytest.raises(NodeTimeoutError, match="entrypoint 'whole'"):
         await whole.ainvoke(1)
+
+
+async def test_timeout_policy_run_timeout() -> None:
+    @task(timeout=TimeoutPolicy(run_timeout=0.02))
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    @entrypoint(timeout=TimeoutPolicy(run_timeout=timedelta(seconds=30)))
+    async def flow(x: int) -> str:
+        try:
+            await stuck()
+        except NodeTimeoutError:
+            return "stuck timed out"
+        return "finished"
+
+    assert await flow.ainvoke(1) == "stuck timed out"
+
+    async def idle() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="idle_timeout is not supported"):
+        task(timeout=TimeoutPolicy(idle_timeout=1))(idle)
+    assert task(timeout=TimeoutPolicy())(idle).timeout is None
 
 
 def test_timeouts_need_async_functions() -> None:

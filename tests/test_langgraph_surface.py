@@ -121,38 +121,8 @@ OMITTED: dict[str, dict[str, str]] = {
 }
 
 # ---------------------------------------------------------------------- pending on other branches
-# Built right now on other branches of issue 9 and 10; the integrator trims this at merge.
-_PENDING = "pending on another branch"
-PENDING: dict[str, dict[str, str]] = {
-    "langgraph.func": {n: f"{_PENDING} (func)" for n in ("entrypoint", "task")},
-    "langgraph.types": {"TimeoutPolicy": f"{_PENDING} (add_node(timeout=...))"},
-    "langgraph.errors": {"NodeTimeoutError": f"{_PENDING} (nodes: TimeoutPolicy)"},
-    "langgraph.store.base": {
-        n: f"{_PENDING} (issue 10: store)"
-        for n in (
-            "BaseStore",
-            "Embeddings",
-            "GetOp",
-            "Item",
-            "ListNamespacesOp",
-            "MatchCondition",
-            "NamespaceMatchType",
-            "NamespacePath",
-            "Op",
-            "PutOp",
-            "SearchOp",
-            "ensure_embeddings",
-            "get_text_at_path",
-            "tokenize_path",
-            "validate_op_namespace",
-        )
-    },
-    "langgraph.store.memory": {"InMemoryStore": f"{_PENDING} (issue 10: store)"},
-    "langgraph.store.postgres": {
-        n: f"{_PENDING} (issue 10: store)"
-        for n in ("AsyncPostgresStore", "PoolConfig", "PostgresStore")
-    },
-}
+# Names being built on another branch; empty once everything is merged.
+PENDING: dict[str, dict[str, str]] = {}
 
 
 def _excused(module: str) -> dict[str, str]:

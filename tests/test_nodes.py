@@ -153,6 +153,16 @@ def test_a_cached_node_reuses_its_result_for_the_same_input() -> None:
     assert calls == ["a", "b"]
 
 
+def test_a_cache_hit_is_marked_in_updates() -> None:
+    calls: list[str] = []
+    app = _cached_graph(calls, CachePolicy(), cache=InMemoryCache())
+    computed = {"expensive": {"log": ["computed a"]}}
+    assert list(app.stream({"text": "a"})) == [computed]
+    assert list(app.stream({"text": "a"})) == [{**computed, "__metadata__": {"cached": True}}]
+    values = list(app.stream({"text": "a"}, stream_mode="values"))
+    assert values[-1] == {"text": "a", "log": ["computed a"]} and calls == ["a"]
+
+
 def test_key_func_names_the_entry_and_ttl_zero_never_reuses() -> None:
     calls: list[str] = []
     by_length = CachePolicy(key_func=lambda s: str(len(s["text"])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, Union
 
 from .checkpoint.base import BaseCheckpointSaver
@@ -22,6 +23,7 @@ __all__ = [
     "StateSnapshot",
     "StateTask",
     "StreamMode",
+    "TimeoutPolicy",
     "interrupt",
 ]
 
@@ -197,6 +199,21 @@ class CachePolicy(Generic[KeyFuncT]):
 
     key_func: KeyFuncT = _default_cache_key  # type: ignore[assignment]
     ttl: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TimeoutPolicy:
+    """A time limit per attempt of an async ``@task`` or ``@entrypoint`` (their ``timeout=``).
+
+    ``run_timeout``: seconds (or a ``timedelta``) an attempt may run before it is cancelled
+    with ``NodeTimeoutError`` (retryable). ``idle_timeout`` and ``refresh_on`` are LangGraph's
+    limit on time without progress; threadline has no heartbeats yet and refuses an
+    ``idle_timeout``. ``add_node(timeout=...)`` is not implemented (docs/compat.md).
+    """
+
+    run_timeout: float | timedelta | None = None
+    idle_timeout: float | timedelta | None = None
+    refresh_on: Literal["auto", "heartbeat"] = "auto"
 
 
 @dataclass(slots=True)

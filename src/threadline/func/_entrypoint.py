@@ -8,7 +8,6 @@ two checkpoints: the input (step -1 on a new thread) and the step that ran the f
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,33 +19,20 @@ from ..checkpoint.types import RunnableConfig
 from ..graph.schema import StateSchema
 from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..runtime.compiled import CompiledStateGraph
-from ..runtime.context import get_stream_writer, running_task
+from ..runtime.context import current_task
 from ..runtime.core import RunCore, Task
-from ..runtime.tasks import scope_of, timeout_seconds, with_timeout
-from ..types import Command, RetryPolicy
+from ..runtime.tasks import timeout_seconds, with_timeout
+from ..types import CachePolicy, Command, RetryPolicy
 
-__all__ = ["Entrypoint", "Runtime", "entrypoint"]
+__all__ = ["Entrypoint", "entrypoint"]
 
 INPUT = "__input__"
 RETURN = "__return__"
 PREVIOUS = "__previous__"
-CONTEXT_KEY = "__threadline_context__"  # where invoke(context=...) travels in the config
-_CACHE_NS = "__threadline_entrypoint__"
 _INJECTED = ("config", "previous", "runtime", "store", "writer")
 
 R = TypeVar("R")
 S = TypeVar("S")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """What an entrypoint's ``runtime`` parameter gets: the run's context, store, stream
-    writer, and the value the thread's previous run saved."""
-
-    context: Any = None
-    store: Any = None
-    stream_writer: Callable[[Any], None] = lambda chunk: None
-    previous: Any = None
 
 
 class _Schema(StateSchema):
@@ -119,9 +105,11 @@ class Entrypoint(CompiledStateGraph):
         is_async = inspect.iscoroutinefunction(func)
         what = f"entrypoint {func.__name__!r}"
         timeout = timeout_seconds(options.timeout, what, is_async=is_async)
-        policy = options.retry_policy
-        if policy is not None and not isinstance(policy, RetryPolicy):
-            policy = next(iter(policy), None)  # the graph runtime takes one policy per node
+        policy: RetryPolicy | tuple[RetryPolicy, ...] | None = None
+        if isinstance(options.retry_policy, RetryPolicy):
+            policy = options.retry_policy
+        elif options.retry_policy is not None:  # several: the first that retries the error
+            policy = tuple(options.retry_policy) or None
         name = func.__name__
         node = NodeSpec(
             name=name,
@@ -131,6 +119,7 @@ class Entrypoint(CompiledStateGraph):
             takes_writer=False,
             retry=policy,
             destinations=None,
+            cache_policy=_input_cache_policy(func, options.cache_policy),
         )
         spec = GraphSpec(nodes={name: node}, edges={START: [name], name: [END]}, input_step=False)
         super().__init__(
@@ -140,42 +129,28 @@ class Entrypoint(CompiledStateGraph):
             interrupt_before=(),
             interrupt_after=(),
             name=name,
+            store=options.store,
+            cache=options.cache,
+            context_schema=options.context_schema,
         )
-        # Set after the graph's own attributes, which these may share names with.
         self.func = func
-        self.store = options.store
-        self.cache = options.cache
         self.cache_policy = options.cache_policy
-        self.context_schema = options.context_schema
         self.timeout = timeout
         self._injected = [p.name for p in params[1:] if p.name in _INJECTED]
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
     # ------------------------------------------------------------------ the node
+    # The graph runtime does the rest as for any node: the run's context, store and cache
+    # (RunScope), retries, and the cache policy (keyed by the function's input).
 
     def _node(self, state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        key = self._start(state)
-        if key is not None:
-            hit = self.cache.get([key])
-            if key in hit:
-                return dict(hit[key])
-        writes = _writes(self.func(state.get(INPUT), **self._kwargs(state, config)))
-        if key is not None:
-            self.cache.set({key: (writes, self.cache_policy.ttl)})
-        return writes
+        kwargs = self._kwargs(state, config)
+        return _writes(self.func(state.get(INPUT), **kwargs))
 
     async def _async_node(self, state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        key = self._start(state)
-        if key is not None:
-            hit = await self.cache.aget([key])
-            if key in hit:
-                return dict(hit[key])
         call = self._acall(state.get(INPUT), self._kwargs(state, config))
-        writes = _writes(await with_timeout(call, self.timeout, f"entrypoint {self.name!r}"))
-        if key is not None:
-            await self.cache.aset({key: (writes, self.cache_policy.ttl)})
-        return writes
+        return _writes(await with_timeout(call, self.timeout, f"entrypoint {self.name!r}"))
 
     async def _acall(self, value: Any, kwargs: dict[str, Any]) -> Any:
         value = self.func(value, **kwargs)
@@ -183,37 +158,25 @@ class Entrypoint(CompiledStateGraph):
             value = await value
         return value
 
-    def _start(self, state: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
-        """Hand the cache to the run's task calls; the cache entry of this input, if cached."""
-        ctx = running_task()
-        if ctx is not None:
-            scope_of(ctx).cache = self.cache
-        if self.cache is None or self.cache_policy is None:
-            return None
-        raw = self.cache_policy.key_func(state.get(INPUT))
-        digest = hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()
-        return ((_CACHE_NS, f"{self.func.__module__}.{self.func.__qualname__}"), digest)
-
     def _kwargs(self, state: Mapping[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        ctx = current_task(f"entrypoint {self.name!r}")
+        ctx.previous = state.get(PREVIOUS)  # runtime.previous, for get_runtime() and tasks too
         if not self._injected:
             return {}
-        previous = state.get(PREVIOUS)
-        writer = get_stream_writer()
-        context = (config.get("configurable") or {}).get(CONTEXT_KEY)
         offered = {
-            "config": config,
-            "previous": previous,
-            "writer": writer,
-            "store": self.store,
-            "runtime": Runtime(
-                context=context, store=self.store, stream_writer=writer, previous=previous
-            ),
+            "config": lambda: config,
+            "previous": lambda: ctx.previous,
+            "writer": lambda: ctx.emit,
+            "store": lambda: ctx.run_scope.store,
+            "runtime": ctx.runtime,
         }
-        return {name: offered[name] for name in self._injected}
+        return {name: offered[name]() for name in self._injected}
 
     # ------------------------------------------------------------------ how runs look
 
     def _update_of(self, task: Task) -> dict[str, Any]:
+        if task.cached:
+            return {task.name: dict(task.writes).get(RETURN), "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes).get(RETURN)}
 
     def _values_chunk(self, core: RunCore) -> Any:
@@ -238,7 +201,7 @@ class Entrypoint(CompiledStateGraph):
     ) -> Any:
         """Run the function (or resume it with ``Command(resume=...)``, or continue it with
         ``None``) and return its return value (``{"__interrupt__": [...]}`` when paused)."""
-        return super().invoke(_input(input), _with_context(config, context), **kwargs)
+        return super().invoke(_input(input), config, context=context, **kwargs)
 
     async def ainvoke(
         self,
@@ -249,7 +212,7 @@ class Entrypoint(CompiledStateGraph):
         **kwargs: Any,
     ) -> Any:
         """Async :meth:`invoke`."""
-        return await super().ainvoke(_input(input), _with_context(config, context), **kwargs)
+        return await super().ainvoke(_input(input), config, context=context, **kwargs)
 
     def stream(
         self,
@@ -264,7 +227,8 @@ class Entrypoint(CompiledStateGraph):
         the end (``stream_mode="updates"``, the default), or other modes as graphs do."""
         return super().stream(
             _input(input),
-            _with_context(config, context),
+            config,
+            context=context,
             stream_mode=stream_mode or "updates",
             **kwargs,
         )
@@ -281,7 +245,8 @@ class Entrypoint(CompiledStateGraph):
         """Async :meth:`stream`."""
         return super().astream(
             _input(input),
-            _with_context(config, context),
+            config,
+            context=context,
             stream_mode=stream_mode or "updates",
             **kwargs,
         )
@@ -316,9 +281,16 @@ def _input(value: Any) -> Any:
     return {INPUT: value}
 
 
-def _with_context(config: RunnableConfig | None, context: Any) -> RunnableConfig | None:
-    if context is None:
-        return config
-    config = dict(config or {})
-    config["configurable"] = {**(config.get("configurable") or {}), CONTEXT_KEY: context}
-    return config
+def _input_cache_policy(func: Callable[..., Any], policy: Any) -> CachePolicy[Any] | None:
+    """The node's cache policy: the user's ``key_func`` of the function's input, prefixed by
+    the function's name (entrypoints share the node function, so its name is not enough)."""
+    if policy is None:
+        return None
+    ident = f"{func.__module__}.{func.__qualname__}"
+    key_func = policy.key_func
+
+    def key(state: Mapping[str, Any]) -> str:
+        raw = key_func(state.get(INPUT))
+        return f"{ident}:{raw.hex() if isinstance(raw, bytes) else raw}"
+
+    return CachePolicy(key_func=key, ttl=policy.ttl)

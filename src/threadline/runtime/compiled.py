@@ -123,7 +123,10 @@ class CompiledStateGraph:
     _input_values = True  # stream_mode="values" yields the state once the input is applied
 
     def _update_of(self, task: Task) -> dict[str, Any]:
-        """A finished task's chunk for ``stream_mode="updates"``."""
+        """A finished task's chunk for ``stream_mode="updates"`` (a cache hit is marked, as
+        LangGraph marks it)."""
+        if task.cached:
+            return {task.name: dict(task.writes) or None, "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes) or None}
 
     def _values_chunk(self, core: RunCore) -> Any:

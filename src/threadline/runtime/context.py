@@ -76,6 +76,11 @@ class TaskContext:
     run_scope: RunScope = NO_SCOPE  # the run's context, store and cache
     attempt: int = 1
     first_attempt_time: float | None = None
+    previous: Any = None  # an entrypoint's previous saved value (Runtime.previous)
+    task: Any = None  # the core's Task this context runs (its finished @task calls)
+    scope: Any = None  # the @task calls made under this context (runtime.tasks.CallScope)
+    emit_event: Callable[[str, Any], None] | None = None  # the run's events, any stream mode
+    loop: Any = None  # the event loop of an async run (where async @task calls go)
 
     def runtime(self) -> Runtime[Any]:
         """A :class:`Runtime` for this task (made on request: most nodes never ask)."""
@@ -93,13 +98,9 @@ class TaskContext:
             context=self.run_scope.context,
             store=self.run_scope.store,
             stream_writer=self.emit,
+            previous=self.previous,
             execution_info=info,
         )
-
-    task: Any = None  # the core's Task this context runs (its finished @task calls)
-    scope: Any = None  # the @task calls made under this context (runtime.tasks.CallScope)
-    emit_event: Callable[[str, Any], None] | None = None  # the run's events, any stream mode
-    loop: Any = None  # the event loop of an async run (where async @task calls go)
 
     def interrupt(self, value: Any) -> Any:
         # Answers are matched by id, not position: a call site's id is fixed by its order

@@ -67,6 +67,7 @@ class Task:
     write_count: int = 0  # pending writes already stored for this task (next free idx)
     paused: bool = False  # a subgraph it ran paused without a question (interrupt_before/after)
     calls: dict[str, Any] = field(default_factory=dict)  # finished @task calls, by call key
+    cached: bool = False  # its writes came from the cache (marked so in "updates")
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name}

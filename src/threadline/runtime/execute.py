@@ -135,7 +135,7 @@ def _cached_attempts(
     hit = yield ("cache_get", cache_key)
     if hit is not _MISS:  # the same input ran before, within the policy's ttl
         task.writes, task.routes = list(hit[0]), list(hit[1])
-        task.done = True
+        task.done = task.cached = True
         return
     yield from _attempts(core, task, ctx, node)
     if task.done:

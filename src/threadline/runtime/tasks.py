@@ -20,7 +20,6 @@ import dataclasses
 import datetime
 import hashlib
 import inspect
-import pickle
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -34,7 +33,6 @@ from .context import TaskContext, enter, leave, running_task
 
 __all__ = [
     "AsyncTaskFuture",
-    "CachePolicy",
     "CallScope",
     "TaskFunction",
     "TaskFuture",
@@ -46,20 +44,6 @@ T = TypeVar("T")
 
 MAX_WORKERS = 32
 _CACHE_NS = "__threadline_task__"
-
-
-def default_cache_key(*args: Any, **kwargs: Any) -> bytes:
-    """The arguments' bytes. Pickle only computes the key here: nothing is ever unpickled."""
-    return pickle.dumps((args, sorted(kwargs.items())), protocol=5)
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """Reuse a task's result for equal arguments: ``key_func(*args, **kwargs)`` names the
-    entry (bytes or str), kept ``ttl`` seconds (``None``: until the cache is cleared)."""
-
-    key_func: Callable[..., str | bytes] = default_cache_key
-    ttl: int | None = None
 
 
 class TaskFuture(concurrent.futures.Future[T]):
@@ -154,14 +138,18 @@ class _Call:
 class CallScope:
     """The ``@task`` calls made under one context (a node, or a call running other calls)."""
 
-    def __init__(self, ctx: TaskContext, prefix: str = "", cache: Any = None) -> None:
+    def __init__(self, ctx: TaskContext, prefix: str = "") -> None:
         self.ctx = ctx
         self.prefix = prefix
-        self.cache = cache
         self.count = 0
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._running: list[Any] = []
+
+    @property
+    def cache(self) -> Any:
+        """The run's cache (``compile(cache=...)``, ``entrypoint(cache=...)``), or None."""
+        return self.ctx.run_scope.cache
 
     @property
     def root_id(self) -> str:
@@ -183,7 +171,7 @@ class CallScope:
             child_calls=0,
             raised=[],
         )
-        child.scope = CallScope(child, f"{key}.", self.cache)
+        child.scope = CallScope(child, f"{key}.")
         cache_key = None
         if fn.cache_policy is not None and self.cache is not None:
             raw = fn.cache_policy.key_func(*args, **kwargs)

@@ -13,14 +13,24 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
-from typing_extensions import Self
+from typing_extensions import Self, TypedDict
 
 from ...checkpoint.postgres import connection_kwargs
 from ...errors import SchemaMissingError
 from .. import _sql
 from .._sqlstore import SqlStore
 
-__all__ = ["AsyncPostgresStore", "PostgresStore"]
+__all__ = ["AsyncPostgresStore", "PoolConfig", "PostgresStore"]
+
+
+class PoolConfig(TypedDict, total=False):
+    """Pool settings, as LangGraph's ``PoolConfig``: ``from_conn_string(url, pool_min_size=...,
+    pool_max_size=...)`` takes the same values."""
+
+    min_size: int
+    max_size: int
+    kwargs: dict[str, Any]
+
 
 EXISTS = (
     "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid ="

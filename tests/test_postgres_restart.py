@@ -102,4 +102,5 @@ def test_restart_between_steps(pg: tuple[str, str], pooled: bool) -> None:
         assert result["log"] == ["a", "b", "c"]
         assert calls["a"] == 1  # the committed step before the restart never ran again
         history = list(app.get_state_history(config))
-        assert [h.metadata["step"] for h in history] == [2, 1, 0, -1]
+        # the input checkpoint (-1), step 0 (the input applied), then a, b and c
+        assert [h.metadata["step"] for h in history] == [3, 2, 1, 0, -1]

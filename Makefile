@@ -14,6 +14,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(PY) examples/quickstart.py
+	$(PY) examples/serve_demo.py
 
 test: venv
 	$(PY) -m pytest -q -n 2 -m "not serial" $(PYTEST_ARGS)

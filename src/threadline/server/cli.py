@@ -1,0 +1,68 @@
+"""The ``threadline`` command line: ``threadline serve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+DEFAULT_DATABASE = "sqlite:///.threadline/threadline.db"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="threadline")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the graphs of langgraph.json over HTTP")
+    serve.add_argument("--config", default="langgraph.json", help="path to langgraph.json")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=2024, help="0 picks a free port")
+    serve.add_argument(
+        "--database-url",
+        default=os.environ.get("THREADLINE_DATABASE_URL", DEFAULT_DATABASE),
+        help="sqlite:///file.db (one replica) or postgresql://... (many replicas)",
+    )
+    serve.add_argument("--workers", type=int, default=4, help="concurrent runs; 0: API only")
+    serve.add_argument("--lease", type=float, default=10.0, help="seconds a run's lease lasts")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``threadline`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        import uvicorn
+
+        from .app import create_app
+        from .graphs import load_config
+    except ImportError as exc:
+        raise SystemExit(
+            f"threadline serve needs the server extra: pip install 'threadline[server]' ({exc})"
+        ) from None
+    config = load_config(args.config)
+    os.environ.update(config.env)
+    if args.workers < 0:
+        raise SystemExit("--workers must be 0 or more")
+    url = args.database_url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    app = create_app(config, url, workers=args.workers, lease=args.lease)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    original = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original(sockets=sockets)
+        print(f"threadline serve: listening on http://{host}:{port}", flush=True)
+
+    server.startup = startup  # type: ignore[method-assign]
+    asyncio.run(server.serve(sockets=[sock]))
+    sys.exit(0)

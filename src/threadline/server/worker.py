@@ -1,0 +1,216 @@
+"""Workers: claim queued runs, execute them on the server's checkpointer, publish events.
+
+Each replica runs up to ``workers`` runs at once. A heartbeat renews the leases of this
+replica's runs, hands back runs whose worker died (expired leases) and delivers cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+from ..checkpoint.jsonable import to_jsonable
+from ..types import Command
+from . import runs as q
+from .db import Database
+from .graphs import GraphRegistry
+from .wire import interrupts_json
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("threadline.server")
+STREAM_MODES = ("values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks",
+                "checkpoints", "events")  # fmt: skip
+
+
+class Worker:
+    """The run executor of one replica."""
+
+    def __init__(
+        self, db: Database, graphs: GraphRegistry, *, workers: int = 4, lease: float = 10.0
+    ) -> None:
+        self.db = db
+        self.graphs = graphs
+        self.workers = workers
+        self.lease = lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = asyncio.Event()  # a run was queued in this replica
+        self.changed = asyncio.Event()  # an event or outcome was stored in this replica
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancels: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        if self.workers > 0:
+            self._tasks.append(asyncio.create_task(self._claim_loop()))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let running runs finish for ``grace`` seconds, then hand them back."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        for run_id, task in list(self._running.items()):
+            self._cancels[run_id] = "handback"
+            task.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=5)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def cancel_local(self, run_id: str, action: str) -> bool:
+        """Cancel a run this replica executes, now."""
+        task = self._running.get(run_id)
+        if task is None:
+            return False
+        self._cancels[run_id] = action
+        task.cancel()
+        return True
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            if len(self._running) >= self.workers:
+                await self._wait(0.05)
+                continue
+            try:
+                run = await q.claim_run(self.db, self.owner, self.lease)
+            except Exception:
+                log.exception("claiming a run failed")
+                run = None
+            if run is None:
+                await self._wait(0.05 if self.db.kind == "postgres" else 0.2)
+                continue
+            task = asyncio.create_task(self._execute(run))
+            self._running[run[0]] = task
+            task.add_done_callback(self._forget(run[0]))
+
+    def _forget(self, run_id: str) -> Any:
+        return lambda _task: self._running.pop(run_id, None)
+
+    async def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        self.wake.clear()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.2, self.lease / 3))
+            try:
+                for item in await q.renew_leases(self.db, self.owner, self.lease):
+                    run_id, _, action = item.partition(":")
+                    self.cancel_local(run_id, action)
+                await q.requeue_expired(self.db)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _execute(self, run: tuple[Any, ...]) -> None:
+        run_id, thread_id = run[0], run[1]
+        kwargs = json.loads(run[5])
+        seq = 0
+        existing = await q.read_events(self.db, run_id, -1)
+        if existing:
+            seq = existing[-1][0] + 1
+
+        async def emit(event: str, data: Any) -> None:
+            nonlocal seq
+            await q.append_event(self.db, run_id, seq, event, to_jsonable(data))
+            seq += 1
+            self.notify()
+
+        await emit("metadata", {"run_id": run_id, "attempt": run[8]})
+        config = self._config(run, kwargs)
+        graph = self.graphs.get(run[3], config)
+        thread_config = {"configurable": {"thread_id": thread_id}}
+        try:
+            await self._stream(graph, run, kwargs, config, emit)
+        except asyncio.CancelledError:
+            action = self._cancels.pop(run_id, "interrupt")
+            if action == "handback":
+                await self.db.execute(
+                    "UPDATE tl_runs SET status = 'pending', owner = NULL WHERE run_id = ?",
+                    (run_id,),
+                )
+                return
+            await q.finish_run(
+                self.db, run, self.owner, status="interrupted", result=None, thread_status="idle"
+            )
+            if action == "rollback":
+                await self.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+            self.notify()
+            return
+        except Exception as exc:
+            error = {"error": type(exc).__name__, "message": str(exc)}
+            await emit("error", error)
+            await q.finish_run(
+                self.db, run, self.owner, status="error", result={"__error__": error},
+                thread_status="error",
+            )  # fmt: skip
+            self.notify()
+            return
+        snapshot = await graph.aget_state(thread_config)
+        values = to_jsonable(snapshot.values)
+        interrupts = interrupts_json(snapshot.interrupts)
+        result = dict(values) if isinstance(values, dict) else values
+        if interrupts and isinstance(result, dict):
+            result["__interrupt__"] = interrupts
+        status = "interrupted" if snapshot.next else "idle"
+        by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        await q.finish_run(
+            self.db, run, self.owner, status="success", result=result, thread_status=status,
+            values=values, interrupts=by_task,
+        )  # fmt: skip
+        self.notify()
+
+    def _config(self, run: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        config = dict(kwargs.get("config") or {})
+        configurable = dict(config.get("configurable") or {})
+        configurable.update(thread_id=run[1], run_id=run[0], assistant_id=run[2], graph_id=run[3])
+        if kwargs.get("checkpoint_id"):
+            configurable["checkpoint_id"] = kwargs["checkpoint_id"]
+        config["configurable"] = configurable
+        config["metadata"] = {**(config.get("metadata") or {}), **json.loads(run[6])}
+        config["metadata"].update(run_id=run[0], thread_id=run[1], assistant_id=run[2])
+        return config
+
+    async def _stream(
+        self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any], config: Any, emit: Any
+    ) -> None:
+        command = kwargs.get("command")
+        graph_input: Any = kwargs.get("input")
+        if command:
+            graph_input = Command(
+                resume=command.get("resume"),
+                update=command.get("update"),
+                goto=command.get("goto") or (),
+            )
+        requested = kwargs.get("stream_mode") or ["values"]
+        if isinstance(requested, str):
+            requested = [requested]
+        modes = sorted({"messages" if m == "messages-tuple" else m for m in requested})
+        modes = [m for m in modes if m not in ("events",)] or ["values"]
+        subgraphs = bool(kwargs.get("stream_subgraphs"))
+        options: dict[str, Any] = {"stream_mode": modes, "subgraphs": subgraphs}
+        for key in ("interrupt_before", "interrupt_after", "context", "durability"):
+            if kwargs.get(key) is not None:
+                options[key] = kwargs[key]
+        async for item in graph.astream(graph_input, config, **options):
+            if subgraphs:
+                ns, mode, chunk = item
+            else:
+                ns, (mode, chunk) = (), item
+            event = mode if not ns else f"{mode}|{'|'.join(ns)}"
+            if mode == "messages":
+                message, meta = chunk
+                chunk = [message, meta]
+            await emit(event, chunk)

@@ -84,6 +84,20 @@ class DrawableGraph:
         self.spec = spec
         self.nodes = list(spec.nodes)
 
+    @property
+    def edges(self) -> list[tuple[str, str, bool]]:
+        """Every edge as ``(source, target, conditional)``; branches without a path map may
+        go to any node."""
+        spec = self.spec
+        found = [(s, t, False) for s, targets in spec.edges.items() for t in targets]
+        found += [(s, j.target, False) for j in spec.joins for s in j.sources]
+        for source, branches in spec.branches.items():
+            for b in branches:
+                targets = [*spec.nodes, "__end__"] if b.path_map is None else b.path_map.values()
+                found += [(source, t, True) for t in targets]
+        found += [(n.name, t, True) for n in spec.nodes.values() for t in n.destinations or ()]
+        return found
+
     def draw_mermaid(self) -> str:
         """A Mermaid flowchart of the graph."""
         return self.spec.draw_mermaid()

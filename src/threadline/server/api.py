@@ -128,10 +128,11 @@ async def get_assistant(request: Request) -> Response:
 async def get_assistant_graph(request: Request) -> Response:
     name = _graph_of(request, request.path_params["assistant_id"])
     graph = _server(request).graphs.get(name).get_graph()
-    nodes = [{"id": n, "type": "runnable", "data": n} for n in graph.nodes]
+    names = ["__start__", *graph.nodes, "__end__"]
+    nodes = [{"id": n, "type": "runnable", "data": n} for n in names]
     edges = [
-        {"source": e[0], "target": e[1], **({"conditional": True} if e[-1] else {})}
-        for e in graph.edges
+        {"source": s, "target": t, **({"conditional": True} if c else {})}
+        for s, t, c in graph.edges
     ]
     return JSONResponse({"nodes": nodes, "edges": edges})
 

@@ -1,0 +1,101 @@
+"""Graphs the server tests serve (named in ``langgraph.json`` next to this file)."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import time
+from typing import Annotated, Any, TypedDict
+
+from threadline.config import get_config
+from threadline.graph import END, START, StateGraph
+from threadline.types import interrupt
+
+
+class Chat(TypedDict, total=False):
+    messages: Annotated[list[str], operator.add]
+    seen: dict[str, Any]
+
+
+def reply(state: Chat) -> dict[str, Any]:
+    last = state["messages"][-1]
+    configurable = get_config()["configurable"]
+    seen = {k: configurable.get(k) for k in ("thread_id", "run_id", "assistant_id", "graph_id")}
+    return {"messages": [f"reply to {last}"], "seen": seen}
+
+
+echo = StateGraph(Chat)
+echo.add_node("reply", reply)
+echo.add_edge(START, "reply")
+echo.add_edge("reply", END)
+echo_graph = echo.compile()
+
+
+def ask(state: Chat) -> dict[str, Any]:
+    answer = interrupt({"question": "approve?"})
+    return {"messages": [f"answer: {answer}"]}
+
+
+approval = StateGraph(Chat)
+approval.add_node("ask", ask)
+approval.add_edge(START, "ask")
+approval.add_edge("ask", END)
+approval_graph = approval.compile()
+
+
+async def nap(state: Chat) -> dict[str, Any]:
+    seconds = float(state["messages"][-1].split(":")[1]) if ":" in state["messages"][-1] else 2
+    await asyncio.sleep(seconds)
+    return {"messages": [f"slept {seconds}"]}
+
+
+def after_nap(state: Chat) -> dict[str, Any]:
+    return {"messages": ["awake"]}
+
+
+slow = StateGraph(Chat)
+slow.add_node("nap", nap)
+slow.add_node("after_nap", after_nap)
+slow.add_edge(START, "nap")
+slow.add_edge("nap", "after_nap")
+slow.add_edge("after_nap", END)
+
+
+def slow_graph() -> Any:
+    """A factory, as LangGraph's server accepts."""
+    return slow
+
+
+def step_one(state: Chat) -> dict[str, Any]:
+    return {"messages": ["one"]}
+
+
+def step_two(state: Chat) -> dict[str, Any]:
+    # Long enough for a test to kill the replica here; the marker file says it started.
+    marker = os.environ.get("THREADLINE_TEST_MARKER")
+    if marker:
+        with open(marker, "a") as f:
+            f.write("two\n")
+    time.sleep(float(os.environ.get("THREADLINE_TEST_STEP_SECONDS", "0")))
+    return {"messages": ["two"]}
+
+
+steps = StateGraph(Chat)
+steps.add_node("step_one", step_one)
+steps.add_node("step_two", step_two)
+steps.add_edge(START, "step_one")
+steps.add_edge("step_one", "step_two")
+steps.add_edge("step_two", END)
+steps_graph = steps.compile()
+
+
+def explode(state: Chat) -> dict[str, Any]:
+    raise ValueError("the node failed on purpose")
+
+
+fails = StateGraph(Chat)
+fails.add_node("explode", explode)
+fails.add_edge(START, "explode")
+fails.add_edge("explode", END)
+fails_graph = fails.compile()

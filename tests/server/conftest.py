@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from backends import postgres_url_or_skip  # noqa: E402
-from servers import Replica, fresh_postgres_database, replicas  # noqa: E402
+from backends import postgres_url_or_skip
+from servers import Replica, fresh_postgres_database, replicas
 
 
 @pytest.fixture(scope="module")

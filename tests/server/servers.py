@@ -42,7 +42,7 @@ def start_replica(database_url: str, *, env: dict[str, str] | None = None) -> Re
     """Start ``threadline serve`` on a free port and wait until it listens."""
     command = [sys.executable, "-m", "threadline.server", "serve", "--port", "0"]
     command += ["--config", str(HERE / "langgraph.json"), "--database-url", database_url]
-    command += ["--lease", "2"]
+    command += ["--lease", "2", "--shutdown-grace", "1"]
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=full_env, cwd=HERE)
     assert proc.stdout is not None

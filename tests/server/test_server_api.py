@@ -104,9 +104,7 @@ def test_reject_refuses_and_stores_nothing(urls: list[str]) -> None:
     thread_id = a.threads.create()["thread_id"]
     first = a.runs.create(thread_id, "slow", input={"messages": ["nap:1.5"]})
     with pytest.raises(ConflictError):
-        b.runs.create(
-            thread_id, "echo", input={"messages": ["no"]}, multitask_strategy="reject"
-        )
+        b.runs.create(thread_id, "echo", input={"messages": ["no"]}, multitask_strategy="reject")
     a.runs.join(thread_id, first["run_id"])
     runs = a.runs.list(thread_id)
     assert [r["run_id"] for r in runs] == [first["run_id"]]

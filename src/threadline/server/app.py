@@ -57,7 +57,12 @@ async def _library_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    config: ServerConfig, database_url: str, *, workers: int = 4, lease: float = 10.0
+    config: ServerConfig,
+    database_url: str,
+    *,
+    workers: int = 4,
+    lease: float = 10.0,
+    grace: float = 10.0,
 ) -> Starlette:
     """The server for ``config``'s graphs on ``database_url``."""
 
@@ -79,7 +84,7 @@ def create_app(
         try:
             yield
         finally:
-            await worker.stop()
+            await worker.stop(grace)
             await store.aclose()
             await checkpointer.aclose()
             await db.close()

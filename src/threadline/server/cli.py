@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=4, help="concurrent runs; 0: API only")
     serve.add_argument("--lease", type=float, default=10.0, help="seconds a run's lease lasts")
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, seconds runs may finish before they are handed to another replica",
+    )
     return parser
 
 
@@ -51,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     url = args.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    app = create_app(config, url, workers=args.workers, lease=args.lease)
+    app = create_app(config, url, workers=args.workers, lease=args.lease, grace=args.shutdown_grace)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

@@ -172,12 +172,21 @@ class Worker:
         )  # fmt: skip
         self.notify()
 
+    async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
+        """Whether an earlier attempt of this run already committed a checkpoint."""
+        snapshot = await graph.aget_state({"configurable": {"thread_id": run[1]}})
+        return bool(snapshot.metadata and snapshot.metadata.get("run_id") == run[0])
+
     def _config(self, run: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         config = dict(kwargs.get("config") or {})
         configurable = dict(config.get("configurable") or {})
         configurable.update(thread_id=run[1], run_id=run[0], assistant_id=run[2], graph_id=run[3])
         if kwargs.get("checkpoint_id"):
             configurable["checkpoint_id"] = kwargs["checkpoint_id"]
+        if kwargs.get("input") is not None and not kwargs.get("command"):
+            # A retried run (its replica died) continues from its last checkpoint instead
+            # of sending its input again: the runtime skips input that already landed.
+            configurable["idempotency_key"] = run[0]
         config["configurable"] = configurable
         config["metadata"] = {**(config.get("metadata") or {}), **json.loads(run[6])}
         config["metadata"].update(run_id=run[0], thread_id=run[1], assistant_id=run[2])
@@ -188,6 +197,8 @@ class Worker:
     ) -> None:
         command = kwargs.get("command")
         graph_input: Any = kwargs.get("input")
+        if command and run[8] > 1 and await self._resumed_already(graph, run):
+            command, graph_input = None, None  # continue where the earlier attempt got
         if command:
             graph_input = Command(
                 resume=command.get("resume"),

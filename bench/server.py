@@ -216,7 +216,7 @@ def graph_module(folder: Path, library: str) -> None:
     )
 
 
-def start_langgraph(folder: Path) -> Server:
+def start_langgraph(folder: Path, jobs: int | None) -> Server:
     graph_module(folder, "langgraph")
     config = {"graphs": {ASSISTANT: "./graph.py:graph"}, "dependencies": ["."]}
     (folder / "langgraph.json").write_text(json.dumps(config))
@@ -226,6 +226,8 @@ def start_langgraph(folder: Path) -> Server:
     port = free_port()  # langgraph dev has no port 0; a race with another process is unlikely
     cmd = [str(exe), "dev", "--no-browser", "--no-reload", "--port", str(port)]
     cmd += ["--config", str(folder / "langgraph.json"), "--server-log-level", "WARNING"]
+    if jobs is not None:
+        cmd += ["--n-jobs-per-worker", str(jobs)]
     server = spawn(cmd, folder, folder / "langgraph.log", {**os.environ, **QUIET_ENV})
     wait_ready(server, f"http://127.0.0.1:{port}", "langgraph dev")
     return server
@@ -463,7 +465,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
         servers: list[Server] = []
         try:
             if target == "langgraph":
-                servers.append(start_langgraph(folder))
+                servers.append(start_langgraph(folder, args.langgraph_jobs))
                 return measure_servers(servers, None, args)
             reason = threadline_missing(args.threadline_src)
             if reason:
@@ -563,6 +565,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="warm-up runs per client (and stream runs)")
     parser.add_argument("--stream-runs", type=int, help="runs.stream calls for the first event")
     parser.add_argument("--workers", type=int, help="threadline serve --workers (its default)")
+    parser.add_argument(
+        "--langgraph-jobs",
+        type=int,
+        help="langgraph dev --n-jobs-per-worker (default: its own, 1 run at a time)",
+    )
     parser.add_argument(
         "--threadline-src",
         type=Path,

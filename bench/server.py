@@ -396,7 +396,7 @@ def wait_load(
     db_spent = cpu_delta(db_before, cpu_by_pid(backend_pids(database)))
     n = len(load.latencies)
     if n == 0:
-        raise Skip(f"no run completed; first error: {load.errors[0] if load.errors else '?'}")
+        raise RuntimeError(f"no run completed; first error: {load.errors[0] if load.errors else '?'}")
     return {
         "runs": n,
         "errors": len(load.errors),

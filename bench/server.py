@@ -396,7 +396,8 @@ def wait_load(
     db_spent = cpu_delta(db_before, cpu_by_pid(backend_pids(database)))
     n = len(load.latencies)
     if n == 0:
-        raise RuntimeError(f"no run completed; first error: {load.errors[0] if load.errors else '?'}")
+        first = load.errors[0] if load.errors else "?"
+        raise RuntimeError(f"no run completed; first error: {first}")
     return {
         "runs": n,
         "errors": len(load.errors),

@@ -42,6 +42,9 @@ def run_script(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_threadline_targets_without_a_server_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    # A threadline without the server package, found before the installed one.
+    (tmp_path / "threadline").mkdir()
+    (tmp_path / "threadline" / "__init__.py").write_text("")
     out = run_script("--quick", "--only", "sqlite,postgres2", "--threadline-src", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("skipped:") == 2

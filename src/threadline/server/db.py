@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
+from .notify import CHANNEL, Notifier
+
 __all__ = ["SCHEMA", "Database", "Tx", "open_database"]
 
 SCHEMA = [
@@ -37,19 +39,26 @@ SCHEMA = [
 
 
 class Tx(Protocol):
-    """A transaction: statements that commit together."""
+    """A transaction: statements that commit together, and the keys to announce once they do."""
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    def publish(self, key: str) -> None:
+        """Announce ``key`` (see :mod:`~threadline.server.notify`) when the transaction commits."""
+
 
 class Database(Protocol):
-    """A connector: single statements, transactions, and a wake-up on changes."""
+    """A connector: single statements, transactions, and announcements of changes."""
 
     kind: str
+    notifier: Notifier
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+
+    async def publish(self, *keys: str) -> None:
+        """Announce ``keys`` now, here and to the other replicas."""
 
     async def close(self) -> None: ...
 
@@ -57,35 +66,50 @@ class Database(Protocol):
 class _SqliteTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.keys: list[str] = []
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self.conn.execute(sql, tuple(args)) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
+    def publish(self, key: str) -> None:
+        self.keys.append(key)
+
 
 class SqliteDatabase:
-    """One aiosqlite connection; transactions are ``BEGIN IMMEDIATE`` (one writer)."""
+    """One aiosqlite connection; transactions are ``BEGIN IMMEDIATE`` (one writer).
+
+    One replica per SQLite file, so announcements stay in this process.
+    """
 
     kind = "sqlite"
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self.notifier = Notifier()
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self.transaction() as tx:
-            return await tx.execute(sql, args)
+        # Autocommit: one statement is its own transaction.
+        async with self._lock, self._conn.execute(sql, tuple(args)) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        tx = _SqliteTx(self._conn)
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _SqliteTx(self._conn)
+                yield tx
             except BaseException:
                 await self._conn.execute("ROLLBACK")
                 raise
             await self._conn.execute("COMMIT")
+        await self.publish(*tx.keys)
+
+    async def publish(self, *keys: str) -> None:
+        for key in dict.fromkeys(keys):
+            self.notifier.wake(key)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -94,6 +118,7 @@ class SqliteDatabase:
 class _PostgresTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.keys: list[str] = []
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = await self.conn.execute(sql.replace("?", "%s"), tuple(args))
@@ -101,25 +126,53 @@ class _PostgresTx:
             return []
         return [tuple(r) for r in await cur.fetchall()]
 
+    def publish(self, key: str) -> None:
+        self.keys.append(key)
+
+
+_NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+
 
 class PostgresDatabase:
-    """A psycopg connection pool; each transaction on a connection of its own."""
+    """A psycopg pool of autocommit connections: a single statement is one round trip.
+
+    Announcements go out with ``NOTIFY`` inside the transaction, so other replicas hear of a
+    change only once it is committed; this replica's waiters are woken after the commit.
+    """
 
     kind = "postgres"
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, notifier: Notifier) -> None:
         self._pool = pool
+        self.notifier = notifier
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self.transaction() as tx:
-            return await tx.execute(sql, args)
+        async with self._pool.connection() as conn:
+            return await _PostgresTx(conn).execute(sql, args)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PostgresTx(conn)
+        async with self._pool.connection() as conn:
+            tx = _PostgresTx(conn)
+            async with conn.transaction():
+                yield tx
+                if tx.keys:
+                    payloads = [self.notifier.payload(k) for k in dict.fromkeys(tx.keys)]
+                    await conn.execute(_NOTIFY, (CHANNEL, payloads))
+        for key in dict.fromkeys(tx.keys):
+            self.notifier.wake(key)
+
+    async def publish(self, *keys: str) -> None:
+        if not keys:
+            return
+        unique = list(dict.fromkeys(keys))
+        async with self._pool.connection() as conn:
+            await conn.execute(_NOTIFY, (CHANNEL, [self.notifier.payload(k) for k in unique]))
+        for key in unique:
+            self.notifier.wake(key)
 
     async def close(self) -> None:
+        await self.notifier.close()
         await self._pool.close()
 
 
@@ -144,9 +197,13 @@ async def open_database(url: str) -> Database:
     if url.startswith(("postgresql:", "postgres:")):
         from psycopg_pool import AsyncConnectionPool
 
-        pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False)
+        pool = AsyncConnectionPool(
+            url, min_size=2, max_size=10, open=False, kwargs={"autocommit": True}
+        )
         await pool.open(wait=True)
-        db = PostgresDatabase(pool)
+        notifier = Notifier()
+        notifier.listen(url)
+        db = PostgresDatabase(pool, notifier)
         async with db.transaction() as tx:
             await tx.execute("SELECT pg_advisory_xact_lock(7212026)")
             for statement in SCHEMA:

@@ -45,32 +45,22 @@ async def _create(request: Request, thread_id: str | None) -> tuple[dict[str, An
     if not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
     stateless = thread_id is None
-    if stateless:
-        thread_id = str(uuid.uuid4())
-        await q.ensure_thread(server.db, thread_id, {})
-    else:
-        assert thread_id is not None
-        rows = await server.db.execute("SELECT 1 FROM tl_threads WHERE thread_id = ?", (thread_id,))
-        if not rows:
-            if body.get("if_not_exists") != "create":
-                raise ApiError(404, f"thread {thread_id} not found; pass if_not_exists='create'")
-            await q.ensure_thread(server.db, thread_id, {})
     kwargs = {k: body[k] for k in _RUN_KEYS if body.get(k) is not None}
     try:
-        run, cancelled = await q.create_run(
+        run, _cancelled = await q.create_run(
             server.db,
-            thread_id=thread_id,
+            thread_id=thread_id or str(uuid.uuid4()),
             assistant_id=assistant_id_of(graph_id),
             graph_id=graph_id,
             kwargs=kwargs,
             metadata=metadata,
             strategy=strategy,
+            create_thread=stateless or body.get("if_not_exists") == "create",
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None
-    for other in cancelled:
-        server.worker.cancel_local(other, strategy)
-    server.worker.wake.set()
+    except q.ThreadMissing as exc:
+        raise ApiError(404, str(exc)) from None
     return run, stateless
 
 
@@ -86,17 +76,22 @@ async def _run_row(request: Request, run_id: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
+RECHECK_SECONDS = 1.0
+"""How long a waiter sleeps without an announcement before re-reading the run anyway."""
+
+
 async def _wait_done(request: Request, run_id: str) -> Any:
     server = server_of(request)
-    while True:
-        changed = server.worker.changed
-        row = await _run_row(request, run_id)
-        if row is None:
-            return None
-        if row[4] in q.TERMINAL:
-            return json.loads(row[11]) if row[11] else None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(changed.wait(), 0.05 if server.db.kind == "postgres" else 0.5)
+    with server.db.notifier.subscribe(f"run:{run_id}") as changed:
+        while True:
+            changed.clear()
+            row = await _run_row(request, run_id)
+            if row is None:
+                return None
+            if row[4] in q.TERMINAL:
+                return json.loads(row[11]) if row[11] else None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
 
 
 async def create_background(request: Request) -> Response:
@@ -134,28 +129,29 @@ async def stream_run(request: Request) -> Response:
 async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[bytes]:
     server = server_of(request)
     idle = 0.0
-    while True:
-        changed = server.worker.changed
-        events = await q.read_events(server.db, run_id, after)
-        for seq, event, data in events:
-            after = seq
-            yield frame(event, data, seq)
-        if events:
-            idle = 0.0
-            continue
-        row = await _run_row(request, run_id)
-        if row is None or row[4] in q.TERMINAL:
-            if not await q.read_events(server.db, run_id, after):
-                return
-            continue
-        timeout = 0.05 if server.db.kind == "postgres" else 0.5
-        try:
-            await asyncio.wait_for(changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            idle += timeout
-            if idle >= HEARTBEAT_SECONDS:
+    with server.db.notifier.subscribe(f"run:{run_id}") as changed:
+        while True:
+            changed.clear()
+            events = await q.read_events(server.db, run_id, after)
+            for seq, event, data in events:
+                after = seq
+                yield frame(event, data, seq)
+            if events:
                 idle = 0.0
-                yield HEARTBEAT
+                continue
+            row = await _run_row(request, run_id)
+            if row is None or row[4] in q.TERMINAL:
+                # Events are stored before the outcome: one more read catches the last ones.
+                if not await q.read_events(server.db, run_id, after):
+                    return
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
+            except asyncio.TimeoutError:
+                idle += RECHECK_SECONDS
+                if idle >= HEARTBEAT_SECONDS:
+                    idle = 0.0
+                    yield HEARTBEAT
 
 
 async def join_stream(request: Request) -> Response:
@@ -221,18 +217,19 @@ async def cancel_run(request: Request) -> Response:
     if row is None:
         raise ApiError(404, f"run {run_id} not found")
     now = now_iso()
-    await server.db.execute(
-        "UPDATE tl_runs SET cancel = ?, updated_at = ? WHERE run_id = ?", (action, now, run_id)
-    )
-    pending = await server.db.execute(
-        "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ? AND status = 'pending'"
-        " RETURNING run_id",
-        (run_id,),
-    )
-    if pending and action == "rollback":
-        await server.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
-    server.worker.cancel_local(run_id, action)
-    server.worker.notify()
+    async with server.db.transaction() as tx:
+        await tx.execute(
+            "UPDATE tl_runs SET cancel = ?, updated_at = ? WHERE run_id = ?", (action, now, run_id)
+        )
+        pending = await tx.execute(
+            "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ? AND status = 'pending'"
+            " RETURNING run_id",
+            (run_id,),
+        )
+        if pending and action == "rollback":
+            await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+        tx.publish(f"cancel:{run_id}:{action}")
+        tx.publish(f"run:{run_id}")
     if request.query_params.get("wait") in ("1", "true", "True"):
         await _wait_done(request, run_id)
     return Response(status_code=202 if not pending else 204)

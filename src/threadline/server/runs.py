@@ -17,11 +17,13 @@ from .wire import now_iso
 __all__ = [
     "MULTITASK_STRATEGIES",
     "RunConflict",
-    "append_event",
+    "ThreadMissing",
+    "append_events",
     "claim_run",
     "create_run",
     "ensure_thread",
     "finish_run",
+    "hand_back",
     "read_events",
     "renew_leases",
     "requeue_expired",
@@ -92,6 +94,10 @@ async def ensure_thread(
         return thread_json(rows[0]), True
 
 
+class ThreadMissing(LookupError):
+    """The run's thread does not exist and the run did not ask to create it (HTTP 404)."""
+
+
 async def create_run(
     db: Database,
     *,
@@ -101,20 +107,31 @@ async def create_run(
     kwargs: dict[str, Any],
     metadata: dict[str, Any],
     strategy: str,
+    create_thread: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
     Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
-    Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing.
+    Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing, and
+    :class:`ThreadMissing` if the thread does not exist unless ``create_thread``.
     """
     run_id = str(uuid.uuid4())
     now = now_iso()
     async with db.transaction() as tx:
         # Takes the thread row's lock (PostgreSQL) before looking at its runs.
-        await tx.execute(
-            "UPDATE tl_threads SET updated_at = ?, status = 'busy' WHERE thread_id = ?",
+        found = await tx.execute(
+            "UPDATE tl_threads SET updated_at = ?, status = 'busy' WHERE thread_id = ?"
+            " RETURNING thread_id",
             (now, thread_id),
         )
+        if not found:
+            if not create_thread:
+                raise ThreadMissing(f"thread {thread_id} not found; pass if_not_exists='create'")
+            await tx.execute(
+                "INSERT INTO tl_threads (thread_id, metadata, status, created_at, updated_at)"
+                " VALUES (?, '{}', 'busy', ?, ?)",
+                (thread_id, now, now),
+            )
         inflight = [
             r[0]
             for r in await tx.execute(
@@ -140,17 +157,19 @@ async def create_run(
                     " WHERE run_id = ? AND status = 'pending'",
                     (now, other),
                 )
+                tx.publish(f"cancel:{other}:{strategy}")
+                tx.publish(f"run:{other}")
             cancelled = inflight
-        await tx.execute(
+        rows = await tx.execute(
             "INSERT INTO tl_runs (run_id, thread_id, assistant_id, graph_id, status, kwargs,"
             " metadata, multitask_strategy, attempt, enqueued, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?)",
+            f" VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?) RETURNING {RUN_COLUMNS}",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
                 json.dumps(metadata), strategy, time.time(), now, now,
             ),
         )  # fmt: skip
-        rows = await tx.execute(f"SELECT {RUN_COLUMNS} FROM tl_runs WHERE run_id = ?", (run_id,))
+        tx.publish("queue")
     return run_json(rows[0]), cancelled
 
 
@@ -198,16 +217,32 @@ async def requeue_expired(db: Database) -> int:
         " AND lease_until < ? RETURNING run_id",
         (time.time(),),
     )
+    if rows:
+        await db.publish("queue")
     return len(rows)
 
 
-async def append_event(db: Database, run_id: str, seq: int, event: str, data: Any) -> None:
-    """Store one stream event of a run."""
+async def hand_back(db: Database, run_id: str, owner: str) -> None:
+    """Put a run this worker still owns back in the queue, for another worker to continue."""
     await db.execute(
-        "INSERT INTO tl_run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (run_id, seq) DO NOTHING",
-        (run_id, seq, event, json.dumps(data)),
+        "UPDATE tl_runs SET status = 'pending', owner = NULL WHERE run_id = ? AND owner = ?",
+        (run_id, owner),
     )
+    await db.publish("queue")
+
+
+async def append_events(db: Database, run_id: str, events: list[tuple[int, str, str]]) -> None:
+    """Store stream events of a run, ``(seq, event, data_json)``, and announce them."""
+    if not events:
+        return
+    values = ", ".join(["(?, ?, ?, ?)"] * len(events))
+    args = [x for seq, event, data in events for x in (run_id, seq, event, data)]
+    await db.execute(
+        f"INSERT INTO tl_run_events (run_id, seq, event, data) VALUES {values}"
+        " ON CONFLICT (run_id, seq) DO NOTHING",
+        args,
+    )
+    await db.publish(f"run:{run_id}")
 
 
 async def read_events(db: Database, run_id: str, after: int) -> list[tuple[int, str, str]]:
@@ -241,6 +276,7 @@ async def finish_run(
         )
         if not owned:
             return
+        tx.publish(f"run:{run_id}")
         waiting = await tx.execute(
             "SELECT 1 FROM tl_runs WHERE thread_id = ? AND status = 'pending' LIMIT 1",
             (thread_id,),
@@ -251,3 +287,5 @@ async def finish_run(
             sets += ', "values" = ?, interrupts = ?'
             args += [json.dumps(values), json.dumps(interrupts or {})]
         await tx.execute(f"UPDATE tl_threads SET {sets} WHERE thread_id = ?", (*args, thread_id))
+        if waiting:
+            tx.publish("queue")

@@ -1,7 +1,9 @@
 """Workers: claim queued runs, execute them on the server's checkpointer, publish events.
 
-Each replica runs up to ``workers`` runs at once. A heartbeat renews the leases of this
-replica's runs, hands back runs whose worker died (expired leases) and delivers cancels.
+Each replica runs up to ``workers`` runs at once. Workers sleep until the queue is announced
+(:mod:`~threadline.server.notify`) and re-check on a slow timer. A heartbeat renews the leases
+of this replica's runs, hands back runs whose worker died (expired leases) and delivers cancels
+whose announcement was missed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .wire import interrupts_json
 __all__ = ["Worker"]
 
 log = logging.getLogger("threadline.server")
+RECHECK_SECONDS = 1.0
+"""How long a worker sleeps without an announcement before looking at the queue anyway."""
 STREAM_MODES = ("values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks",
                 "checkpoints", "events")  # fmt: skip
 
@@ -40,14 +44,14 @@ class Worker:
         self.workers = workers
         self.lease = lease
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.wake = asyncio.Event()  # a run was queued in this replica
-        self.changed = asyncio.Event()  # an event or outcome was stored in this replica
+        self._slot_free = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
+        self.db.notifier.on("cancel", self._cancel_announced)
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         if self.workers > 0:
             self._tasks.append(asyncio.create_task(self._claim_loop()))
@@ -65,9 +69,9 @@ class Worker:
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
 
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+    def _cancel_announced(self, rest: str) -> None:
+        run_id, _, action = rest.partition(":")
+        self.cancel_local(run_id, action or "interrupt")
 
     def cancel_local(self, run_id: str, action: str) -> bool:
         """Cancel a run this replica executes, now."""
@@ -79,33 +83,36 @@ class Worker:
         return True
 
     async def _claim_loop(self) -> None:
-        while not self._stopping:
-            if len(self._running) >= self.workers:
-                await self._wait(0.05)
-                continue
-            try:
-                run = await q.claim_run(self.db, self.owner, self.lease)
-            except Exception:
-                log.exception("claiming a run failed")
-                run = None
-            if run is None:
-                await self._wait(0.05 if self.db.kind == "postgres" else 0.2)
-                continue
-            task = asyncio.create_task(self._execute(run))
-            self._running[run[0]] = task
-            task.add_done_callback(self._forget(run[0]))
+        with self.db.notifier.subscribe("queue") as queued:
+            while not self._stopping:
+                if len(self._running) >= self.workers:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                queued.clear()  # before claiming: a run queued meanwhile wakes the next wait
+                try:
+                    run = await q.claim_run(self.db, self.owner, self.lease)
+                except Exception:
+                    log.exception("claiming a run failed")
+                    run = None
+                if run is None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(queued.wait(), RECHECK_SECONDS)
+                    continue
+                task = asyncio.create_task(self._execute(run))
+                self._running[run[0]] = task
+                task.add_done_callback(self._forget(run[0]))
 
     def _forget(self, run_id: str) -> Any:
-        return lambda _task: self._running.pop(run_id, None)
+        def forget(_task: Any) -> None:
+            self._running.pop(run_id, None)
+            self._slot_free.set()
 
-    async def _wait(self, timeout: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        self.wake.clear()
+        return forget
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(min(0.2, self.lease / 3))
+            await asyncio.sleep(self.lease / 4)
             try:
                 for item in await q.renew_leases(self.db, self.owner, self.lease):
                     run_id, _, action = item.partition(":")
@@ -117,46 +124,39 @@ class Worker:
     async def _execute(self, run: tuple[Any, ...]) -> None:
         run_id, thread_id = run[0], run[1]
         kwargs = json.loads(run[5])
-        seq = 0
-        existing = await q.read_events(self.db, run_id, -1)
-        if existing:
-            seq = existing[-1][0] + 1
-
-        async def emit(event: str, data: Any) -> None:
-            nonlocal seq
-            await q.append_event(self.db, run_id, seq, event, to_jsonable(data))
-            seq += 1
-            self.notify()
-
-        await emit("metadata", {"run_id": run_id, "attempt": run[8]})
+        start = 0
+        if run[8] > 1:  # a retry appends after the events of the earlier attempts
+            existing = await q.read_events(self.db, run_id, -1)
+            start = existing[-1][0] + 1 if existing else 0
+        events = EventWriter(self.db, run_id, start)
+        events.emit("metadata", {"run_id": run_id, "attempt": run[8]})
         config = self._config(run, kwargs)
         graph = self.graphs.get(run[3], config)
         thread_config = {"configurable": {"thread_id": thread_id}}
         try:
-            await self._stream(graph, run, kwargs, config, emit)
+            await self._stream(graph, run, kwargs, config, events.emit)
+            await events.flush()
         except asyncio.CancelledError:
+            await events.flush()
             action = self._cancels.pop(run_id, "interrupt")
             if action == "handback":
-                await self.db.execute(
-                    "UPDATE tl_runs SET status = 'pending', owner = NULL WHERE run_id = ?",
-                    (run_id,),
-                )
+                await q.hand_back(self.db, run_id, self.owner)
                 return
             await q.finish_run(
                 self.db, run, self.owner, status="interrupted", result=None, thread_status="idle"
             )
             if action == "rollback":
                 await self.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
-            self.notify()
+                await self.db.publish(f"run:{run_id}")
             return
         except Exception as exc:
             error = {"error": type(exc).__name__, "message": str(exc)}
-            await emit("error", error)
+            events.emit("error", error)
+            await events.flush()
             await q.finish_run(
                 self.db, run, self.owner, status="error", result={"__error__": error},
                 thread_status="error",
             )  # fmt: skip
-            self.notify()
             return
         snapshot = await graph.aget_state(thread_config)
         values = to_jsonable(snapshot.values)
@@ -170,7 +170,6 @@ class Worker:
             self.db, run, self.owner, status="success", result=result, thread_status=status,
             values=values, interrupts=by_task,
         )  # fmt: skip
-        self.notify()
 
     async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
         """Whether an earlier attempt of this run already committed a checkpoint."""
@@ -224,4 +223,40 @@ class Worker:
             if mode == "messages":
                 message, meta = chunk
                 chunk = [message, meta]
-            await emit(event, chunk)
+            emit(event, chunk)
+
+
+class EventWriter:
+    """A run's stream events, numbered and stored in order, many per statement.
+
+    :meth:`emit` never waits: while one batch is being written the next accumulates, so a
+    fast graph costs a few inserts per run, not one per event, and a slow one still shows
+    each event as soon as it happens.
+    """
+
+    def __init__(self, db: Database, run_id: str, start: int) -> None:
+        self.db = db
+        self.run_id = run_id
+        self._seq = start
+        self._pending: list[tuple[int, str, str]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def emit(self, event: str, data: Any) -> None:
+        """Queue one event; it is written by the running batch's successor."""
+        self._pending.append((self._seq, event, json.dumps(to_jsonable(data))))
+        self._seq += 1
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await q.append_events(self.db, self.run_id, batch)
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is stored (raising what storing raised)."""
+        while self._writing is not None:
+            writing = self._writing
+            await asyncio.shield(writing)
+            if writing is self._writing:
+                self._writing = None

@@ -55,6 +55,9 @@ class Database(Protocol):
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    async def change(self, sql: str, args: Sequence[Any], *keys: str) -> None:
+        """Run one INSERT/UPDATE/DELETE (no RETURNING) and announce ``keys`` once it commits."""
+
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
 
     async def publish(self, *keys: str) -> None:
@@ -93,6 +96,10 @@ class SqliteDatabase:
         # Autocommit: one statement is its own transaction.
         async with self._lock, self._conn.execute(sql, tuple(args)) as cur:
             return [tuple(r) for r in await cur.fetchall()]
+
+    async def change(self, sql: str, args: Sequence[Any], *keys: str) -> None:
+        await self.execute(sql, args)
+        await self.publish(*keys)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -149,6 +156,20 @@ class PostgresDatabase:
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
             return await _PostgresTx(conn).execute(sql, args)
+
+    async def change(self, sql: str, args: Sequence[Any], *keys: str) -> None:
+        if not keys:
+            await self.execute(sql, args)
+            return
+        # One statement: a data-modifying CTE runs even though nothing reads it, and its
+        # NOTIFY is delivered when the statement commits.
+        unique = list(dict.fromkeys(keys))
+        payloads = [self.notifier.payload(k) for k in unique]
+        wrapped = f"WITH _change AS ({sql.replace('?', '%s')}) {_NOTIFY}"
+        async with self._pool.connection() as conn:
+            await conn.execute(wrapped, (*args, CHANNEL, payloads))
+        for key in unique:
+            self.notifier.wake(key)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:

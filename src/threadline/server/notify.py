@@ -1,11 +1,11 @@
 """Wake-ups between handlers and workers, in this replica and across replicas.
 
-A change to a run (new events, an outcome, a cancel request) or to the queue is announced
-under a key: ``run:<id>``, ``queue``, ``cancel:<id>:<action>``. Waiters in this process are
-woken directly; on PostgreSQL the key is also sent with ``NOTIFY`` so the other replicas wake
-too. Notifications are only wake-ups: every waiter re-reads the database afterwards and also
-re-checks on a slow timer, so a notification lost while a listener reconnects costs latency,
-never correctness.
+A change is announced under a key: ``events:<run id>`` (new stream events), ``run:<run id>``
+(its status or outcome), ``queue`` (a run may be claimable), ``cancel:<run id>:<action>``.
+Waiters in this process are woken directly; on PostgreSQL the key is also sent with
+``NOTIFY`` so the other replicas wake too. Notifications are only wake-ups: every waiter
+re-reads the database afterwards and also re-checks on a slow timer, so a notification lost
+while a listener reconnects costs latency, never correctness.
 """
 
 from __future__ import annotations
@@ -33,22 +33,24 @@ class Notifier:
         self._listener: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
-    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set whenever ``key`` is published while the block runs.
+    def subscribe(self, *keys: str) -> Iterator[asyncio.Event]:
+        """An event set whenever one of ``keys`` is published while the block runs.
 
         Subscribe *before* reading the state you wait on, so that a change between the read
         and the wait still wakes you.
         """
         event = asyncio.Event()
-        self._waiters.setdefault(key, set()).add(event)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
         try:
             yield event
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[key]
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
 
     def on(self, prefix: str, handler: Callable[[str], None]) -> None:
         """Call ``handler(rest)`` for every key ``prefix:rest`` published (here or elsewhere)."""

@@ -34,7 +34,9 @@ _RUN_KEYS = (
 )  # fmt: skip
 
 
-async def _create(request: Request, thread_id: str | None) -> tuple[dict[str, Any], bool]:
+async def _create(
+    request: Request, thread_id: str | None, run_id: str | None = None
+) -> tuple[dict[str, Any], bool]:
     body = await body_of(request)
     server = server_of(request)
     graph_id = graph_of(request, body.get("assistant_id"))
@@ -56,6 +58,7 @@ async def _create(request: Request, thread_id: str | None) -> tuple[dict[str, An
             metadata=metadata,
             strategy=strategy,
             create_thread=stateless or body.get("if_not_exists") == "create",
+            run_id=run_id,
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None
@@ -81,17 +84,30 @@ RECHECK_SECONDS = 1.0
 
 
 async def _wait_done(request: Request, run_id: str) -> Any:
-    server = server_of(request)
-    with server.db.notifier.subscribe(f"run:{run_id}") as changed:
-        while True:
+    with server_of(request).db.notifier.subscribe(f"run:{run_id}") as changed:
+        return await _outcome(request, run_id, changed)
+
+
+async def _outcome(
+    request: Request, run_id: str, changed: asyncio.Event, *, queued: bool = False
+) -> Any:
+    """The run's result once it ends; ``changed`` is set by the run's announcements.
+
+    ``queued``: the caller has just created the run (subscribed first), so the first read can
+    wait for an announcement.
+    """
+    while True:
+        if queued:
+            queued = False
+        else:
             changed.clear()
             row = await _run_row(request, run_id)
             if row is None:
                 return None
             if row[4] in q.TERMINAL:
                 return json.loads(row[11]) if row[11] else None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
 
 
 async def create_background(request: Request) -> Response:
@@ -107,10 +123,13 @@ async def create_stateless(request: Request) -> Response:
 
 async def wait_run(request: Request) -> Response:
     thread_id = request.path_params.get("thread_id")
-    run, stateless = await _create(
-        request, None if thread_id is None else uuid_of(thread_id, "thread_id")
-    )
-    result = await _wait_done(request, run["run_id"])
+    run_id = str(uuid.uuid4())
+    # Subscribed before the run exists, so its outcome cannot slip past between the two.
+    with server_of(request).db.notifier.subscribe(f"run:{run_id}") as changed:
+        run, stateless = await _create(
+            request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id
+        )
+        result = await _outcome(request, run_id, changed, queued=True)
     return JSONResponse(result, headers=_locations(run, stateless, "/join"))
 
 
@@ -129,7 +148,7 @@ async def stream_run(request: Request) -> Response:
 async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[bytes]:
     server = server_of(request)
     idle = 0.0
-    with server.db.notifier.subscribe(f"run:{run_id}") as changed:
+    with server.db.notifier.subscribe(f"events:{run_id}", f"run:{run_id}") as changed:
         while True:
             changed.clear()
             events = await q.read_events(server.db, run_id, after)

@@ -108,14 +108,16 @@ async def create_run(
     metadata: dict[str, Any],
     strategy: str,
     create_thread: bool = False,
+    run_id: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
     Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
     Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing, and
-    :class:`ThreadMissing` if the thread does not exist unless ``create_thread``.
+    :class:`ThreadMissing` if the thread does not exist unless ``create_thread``. ``run_id``
+    lets the caller subscribe to the run's announcements before it exists.
     """
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     now = now_iso()
     async with db.transaction() as tx:
         # Takes the thread row's lock (PostgreSQL) before looking at its runs.
@@ -176,18 +178,17 @@ async def create_run(
 async def claim_run(db: Database, owner: str, lease: float) -> tuple[Any, ...] | None:
     """Claim the oldest pending run whose thread has no running run, or None."""
     try:
-        async with db.transaction() as tx:
-            rows = await tx.execute(
-                "UPDATE tl_runs SET status = 'running', owner = ?, attempt = attempt + 1,"
-                " lease_until = ?, updated_at = ? WHERE run_id = ("
-                " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND NOT EXISTS ("
-                "  SELECT 1 FROM tl_runs o WHERE o.thread_id = r.thread_id"
-                "  AND (o.status = 'running' OR (o.status = 'pending'"
-                "   AND o.enqueued < r.enqueued)))"
-                " ORDER BY r.enqueued LIMIT 1) AND status = 'pending'"
-                f" RETURNING {RUN_COLUMNS}",
-                (owner, time.time() + lease, now_iso()),
-            )
+        rows = await db.execute(
+            "UPDATE tl_runs SET status = 'running', owner = ?, attempt = attempt + 1,"
+            " lease_until = ?, updated_at = ? WHERE run_id = ("
+            " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND NOT EXISTS ("
+            "  SELECT 1 FROM tl_runs o WHERE o.thread_id = r.thread_id"
+            "  AND (o.status = 'running' OR (o.status = 'pending'"
+            "   AND o.enqueued < r.enqueued)))"
+            " ORDER BY r.enqueued LIMIT 1) AND status = 'pending'"
+            f" RETURNING {RUN_COLUMNS}",
+            (owner, time.time() + lease, now_iso()),
+        )
     except Exception as exc:  # the partial unique index: another replica won the thread
         if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
             return None
@@ -224,11 +225,11 @@ async def requeue_expired(db: Database) -> int:
 
 async def hand_back(db: Database, run_id: str, owner: str) -> None:
     """Put a run this worker still owns back in the queue, for another worker to continue."""
-    await db.execute(
+    await db.change(
         "UPDATE tl_runs SET status = 'pending', owner = NULL WHERE run_id = ? AND owner = ?",
         (run_id, owner),
+        "queue",
     )
-    await db.publish("queue")
 
 
 async def append_events(db: Database, run_id: str, events: list[tuple[int, str, str]]) -> None:
@@ -237,12 +238,12 @@ async def append_events(db: Database, run_id: str, events: list[tuple[int, str, 
         return
     values = ", ".join(["(?, ?, ?, ?)"] * len(events))
     args = [x for seq, event, data in events for x in (run_id, seq, event, data)]
-    await db.execute(
+    await db.change(
         f"INSERT INTO tl_run_events (run_id, seq, event, data) VALUES {values}"
         " ON CONFLICT (run_id, seq) DO NOTHING",
         args,
+        f"events:{run_id}",
     )
-    await db.publish(f"run:{run_id}")
 
 
 async def read_events(db: Database, run_id: str, after: int) -> list[tuple[int, str, str]]:
@@ -277,15 +278,18 @@ async def finish_run(
         if not owned:
             return
         tx.publish(f"run:{run_id}")
-        waiting = await tx.execute(
-            "SELECT 1 FROM tl_runs WHERE thread_id = ? AND status = 'pending' LIMIT 1",
-            (thread_id,),
+        # Busy while runs wait behind this one; they may now be claimed.
+        sets = (
+            "status = CASE WHEN EXISTS (SELECT 1 FROM tl_runs WHERE thread_id = ?"
+            " AND status = 'pending') THEN 'busy' ELSE ? END, updated_at = ?, graph_id = ?"
         )
-        sets = "status = ?, updated_at = ?, graph_id = ?"
-        args: list[Any] = ["busy" if waiting else thread_status, now, run[3]]
+        args: list[Any] = [thread_id, thread_status, now, run[3]]
         if values is not None:
             sets += ', "values" = ?, interrupts = ?'
             args += [json.dumps(values), json.dumps(interrupts or {})]
-        await tx.execute(f"UPDATE tl_threads SET {sets} WHERE thread_id = ?", (*args, thread_id))
-        if waiting:
+        rows = await tx.execute(
+            f"UPDATE tl_threads SET {sets} WHERE thread_id = ? RETURNING status",
+            (*args, thread_id),
+        )
+        if rows and rows[0][0] == "busy":
             tx.publish("queue")

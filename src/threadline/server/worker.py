@@ -182,10 +182,6 @@ class Worker:
         configurable.update(thread_id=run[1], run_id=run[0], assistant_id=run[2], graph_id=run[3])
         if kwargs.get("checkpoint_id"):
             configurable["checkpoint_id"] = kwargs["checkpoint_id"]
-        if kwargs.get("input") is not None and not kwargs.get("command"):
-            # A retried run (its replica died) continues from its last checkpoint instead
-            # of sending its input again: the runtime skips input that already landed.
-            configurable["idempotency_key"] = run[0]
         config["configurable"] = configurable
         config["metadata"] = {**(config.get("metadata") or {}), **json.loads(run[6])}
         config["metadata"].update(run_id=run[0], thread_id=run[1], assistant_id=run[2])
@@ -196,8 +192,12 @@ class Worker:
     ) -> None:
         command = kwargs.get("command")
         graph_input: Any = kwargs.get("input")
-        if command and run[8] > 1 and await self._resumed_already(graph, run):
-            command, graph_input = None, None  # continue where the earlier attempt got
+        if run[8] > 1 and await self._resumed_already(graph, run):
+            # A retried run (its replica died) whose earlier attempt committed a checkpoint
+            # continues from the thread's head instead of sending its input again. One read
+            # of the head, only on retries: the runs table keeps the thread to this run.
+            command, graph_input = None, None
+            config["configurable"].pop("checkpoint_id", None)
         if command:
             graph_input = Command(
                 resume=command.get("resume"),

@@ -27,7 +27,8 @@ SCHEMA = [
         metadata TEXT NOT NULL, multitask_strategy TEXT NOT NULL, owner TEXT,
         attempt INTEGER NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION, cancel TEXT,
         result TEXT, enqueued DOUBLE PRECISION NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        live_events INTEGER NOT NULL DEFAULT 1)""",
     "CREATE INDEX IF NOT EXISTS tl_runs_queue ON tl_runs (status, enqueued)",
     "CREATE INDEX IF NOT EXISTS tl_runs_thread ON tl_runs (thread_id, enqueued)",
     """CREATE UNIQUE INDEX IF NOT EXISTS tl_runs_one_running

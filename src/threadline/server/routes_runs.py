@@ -35,7 +35,7 @@ _RUN_KEYS = (
 
 
 async def _create(
-    request: Request, thread_id: str | None, run_id: str | None = None
+    request: Request, thread_id: str | None, run_id: str | None = None, *, live: bool = True
 ) -> tuple[dict[str, Any], bool]:
     body = await body_of(request)
     server = server_of(request)
@@ -59,6 +59,7 @@ async def _create(
             strategy=strategy,
             create_thread=stateless or body.get("if_not_exists") == "create",
             run_id=run_id,
+            live_events=live,
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None
@@ -127,8 +128,9 @@ async def wait_run(request: Request) -> Response:
     # Subscribed before the run exists, so its outcome cannot slip past between the two.
     with server_of(request).db.notifier.subscribe(f"run:{run_id}") as changed:
         run, stateless = await _create(
-            request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id
-        )
+            request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id,
+            live=False,
+        )  # fmt: skip
         result = await _outcome(request, run_id, changed, queued=True)
     return JSONResponse(result, headers=_locations(run, stateless, "/join"))
 

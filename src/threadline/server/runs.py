@@ -19,7 +19,7 @@ __all__ = [
     "RunConflict",
     "ThreadMissing",
     "append_events",
-    "claim_run",
+    "claim_runs",
     "create_run",
     "ensure_thread",
     "finish_run",
@@ -35,7 +35,7 @@ MULTITASK_STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
 TERMINAL = ("success", "error", "timeout", "interrupted")
 RUN_COLUMNS = (
     "run_id, thread_id, assistant_id, graph_id, status, kwargs, metadata, multitask_strategy,"
-    " attempt, created_at, updated_at, result"
+    " attempt, created_at, updated_at, result, live_events"
 )
 THREAD_COLUMNS = 'thread_id, metadata, status, "values", interrupts, created_at, updated_at'
 
@@ -109,13 +109,16 @@ async def create_run(
     strategy: str,
     create_thread: bool = False,
     run_id: str | None = None,
+    live_events: bool = True,
 ) -> tuple[dict[str, Any], list[str]]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
     Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
     Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing, and
     :class:`ThreadMissing` if the thread does not exist unless ``create_thread``. ``run_id``
-    lets the caller subscribe to the run's announcements before it exists.
+    lets the caller subscribe to the run's announcements before it exists. Without
+    ``live_events`` (a ``runs.wait``: nobody follows it live) the worker stores the run's
+    events with its outcome, in one statement, instead of as they happen.
     """
     run_id = run_id or str(uuid.uuid4())
     now = now_iso()
@@ -164,36 +167,39 @@ async def create_run(
             cancelled = inflight
         rows = await tx.execute(
             "INSERT INTO tl_runs (run_id, thread_id, assistant_id, graph_id, status, kwargs,"
-            " metadata, multitask_strategy, attempt, enqueued, created_at, updated_at)"
-            f" VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?) RETURNING {RUN_COLUMNS}",
+            " metadata, multitask_strategy, attempt, enqueued, created_at, updated_at,"
+            f" live_events) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?, ?)"
+            f" RETURNING {RUN_COLUMNS}",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
-                json.dumps(metadata), strategy, time.time(), now, now,
+                json.dumps(metadata), strategy, time.time(), now, now, int(live_events),
             ),
         )  # fmt: skip
         tx.publish("queue")
     return run_json(rows[0]), cancelled
 
 
-async def claim_run(db: Database, owner: str, lease: float) -> tuple[Any, ...] | None:
-    """Claim the oldest pending run whose thread has no running run, or None."""
+async def claim_runs(db: Database, owner: str, lease: float, limit: int) -> list[tuple[Any, ...]]:
+    """Claim up to ``limit`` of the oldest pending runs whose threads have no running run.
+
+    One statement, so fewer than ``limit`` runs back means the queue held no more (then).
+    """
     try:
-        rows = await db.execute(
+        return await db.execute(
             "UPDATE tl_runs SET status = 'running', owner = ?, attempt = attempt + 1,"
-            " lease_until = ?, updated_at = ? WHERE run_id = ("
+            " lease_until = ?, updated_at = ? WHERE run_id IN ("
             " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND NOT EXISTS ("
             "  SELECT 1 FROM tl_runs o WHERE o.thread_id = r.thread_id"
             "  AND (o.status = 'running' OR (o.status = 'pending'"
             "   AND o.enqueued < r.enqueued)))"
-            " ORDER BY r.enqueued LIMIT 1) AND status = 'pending'"
+            " ORDER BY r.enqueued LIMIT ?) AND status = 'pending'"
             f" RETURNING {RUN_COLUMNS}",
-            (owner, time.time() + lease, now_iso()),
+            (owner, time.time() + lease, now_iso(), limit),
         )
-    except Exception as exc:  # the partial unique index: another replica won the thread
+    except Exception as exc:  # the partial unique index: another replica won a thread
         if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
-            return None
+            return []
         raise
-    return rows[0] if rows else None
 
 
 async def renew_leases(db: Database, owner: str, lease: float) -> list[str]:
@@ -234,16 +240,15 @@ async def hand_back(db: Database, run_id: str, owner: str) -> None:
 
 async def append_events(db: Database, run_id: str, events: list[tuple[int, str, str]]) -> None:
     """Store stream events of a run, ``(seq, event, data_json)``, and announce them."""
-    if not events:
-        return
+    if events:
+        await db.change(*_insert_events(run_id, events), f"events:{run_id}")
+
+
+def _insert_events(run_id: str, events: list[tuple[int, str, str]]) -> tuple[str, list[Any]]:
     values = ", ".join(["(?, ?, ?, ?)"] * len(events))
     args = [x for seq, event, data in events for x in (run_id, seq, event, data)]
-    await db.change(
-        f"INSERT INTO tl_run_events (run_id, seq, event, data) VALUES {values}"
-        " ON CONFLICT (run_id, seq) DO NOTHING",
-        args,
-        f"events:{run_id}",
-    )
+    sql = f"INSERT INTO tl_run_events (run_id, seq, event, data) VALUES {values}"
+    return sql + " ON CONFLICT (run_id, seq) DO NOTHING", args
 
 
 async def read_events(db: Database, run_id: str, after: int) -> list[tuple[int, str, str]]:
@@ -265,11 +270,18 @@ async def finish_run(
     thread_status: str,
     values: Any = None,
     interrupts: Any = None,
+    events: list[tuple[int, str, str]] | None = None,
 ) -> None:
-    """Record a run's outcome and its thread's new status, if this worker still owns it."""
+    """Record a run's outcome and its thread's new status, if this worker still owns it.
+
+    ``events`` not yet stored are stored in the same transaction.
+    """
     now = now_iso()
     run_id, thread_id = run[0], run[1]
     async with db.transaction() as tx:
+        if events:
+            await tx.execute(*_insert_events(run_id, events))
+            tx.publish(f"events:{run_id}")
         owned = await tx.execute(
             "UPDATE tl_runs SET status = ?, result = ?, updated_at = ?, owner = NULL"
             " WHERE run_id = ? AND owner = ? AND status = 'running' RETURNING run_id",

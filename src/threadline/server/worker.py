@@ -90,18 +90,19 @@ class Worker:
                     await self._slot_free.wait()
                     continue
                 queued.clear()  # before claiming: a run queued meanwhile wakes the next wait
+                free = self.workers - len(self._running)
                 try:
-                    run = await q.claim_run(self.db, self.owner, self.lease)
+                    claimed = await q.claim_runs(self.db, self.owner, self.lease, free)
                 except Exception:
-                    log.exception("claiming a run failed")
-                    run = None
-                if run is None:
+                    log.exception("claiming runs failed")
+                    claimed = []
+                for run in claimed:
+                    task = asyncio.create_task(self._execute(run))
+                    self._running[run[0]] = task
+                    task.add_done_callback(self._forget(run[0]))
+                if len(claimed) < free:  # the queue is empty: sleep until a run is announced
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(queued.wait(), RECHECK_SECONDS)
-                    continue
-                task = asyncio.create_task(self._execute(run))
-                self._running[run[0]] = task
-                task.add_done_callback(self._forget(run[0]))
 
     def _forget(self, run_id: str) -> Any:
         def forget(_task: Any) -> None:
@@ -128,7 +129,7 @@ class Worker:
         if run[8] > 1:  # a retry appends after the events of the earlier attempts
             existing = await q.read_events(self.db, run_id, -1)
             start = existing[-1][0] + 1 if existing else 0
-        events = EventWriter(self.db, run_id, start)
+        events = EventWriter(self.db, run_id, start, live=bool(run[12]))
         events.emit("metadata", {"run_id": run_id, "attempt": run[8]})
         config = self._config(run, kwargs)
         graph = self.graphs.get(run[3], config)
@@ -137,14 +138,16 @@ class Worker:
             await self._stream(graph, run, kwargs, config, events.emit)
             await events.flush()
         except asyncio.CancelledError:
-            await events.flush()
             action = self._cancels.pop(run_id, "interrupt")
             if action == "handback":
+                await events.flush(store=True)
                 await q.hand_back(self.db, run_id, self.owner)
                 return
+            await events.flush()
             await q.finish_run(
-                self.db, run, self.owner, status="interrupted", result=None, thread_status="idle"
-            )
+                self.db, run, self.owner, status="interrupted", result=None,
+                thread_status="idle", events=events.unstored(),
+            )  # fmt: skip
             if action == "rollback":
                 await self.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
                 await self.db.publish(f"run:{run_id}")
@@ -155,7 +158,7 @@ class Worker:
             await events.flush()
             await q.finish_run(
                 self.db, run, self.owner, status="error", result={"__error__": error},
-                thread_status="error",
+                thread_status="error", events=events.unstored(),
             )  # fmt: skip
             return
         snapshot = await graph.aget_state(thread_config)
@@ -168,7 +171,7 @@ class Worker:
         by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
         await q.finish_run(
             self.db, run, self.owner, status="success", result=result, thread_status=status,
-            values=values, interrupts=by_task,
+            values=values, interrupts=by_task, events=events.unstored(),
         )  # fmt: skip
 
     async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
@@ -229,23 +232,25 @@ class Worker:
 class EventWriter:
     """A run's stream events, numbered and stored in order, many per statement.
 
-    :meth:`emit` never waits: while one batch is being written the next accumulates, so a
-    fast graph costs a few inserts per run, not one per event, and a slow one still shows
-    each event as soon as it happens.
+    Live (someone may follow the run): :meth:`emit` never waits; while one batch is being
+    written the next accumulates, so a fast graph costs a few inserts per run, not one per
+    event, and a slow one still shows each event as soon as it happens. Not live (a
+    ``runs.wait``): events are kept until the run ends and stored with its outcome.
     """
 
-    def __init__(self, db: Database, run_id: str, start: int) -> None:
+    def __init__(self, db: Database, run_id: str, start: int, *, live: bool = True) -> None:
         self.db = db
         self.run_id = run_id
+        self.live = live
         self._seq = start
         self._pending: list[tuple[int, str, str]] = []
         self._writing: asyncio.Task[None] | None = None
 
     def emit(self, event: str, data: Any) -> None:
-        """Queue one event; it is written by the running batch's successor."""
+        """Queue one event; live, it is written by the running batch's successor."""
         self._pending.append((self._seq, event, json.dumps(to_jsonable(data))))
         self._seq += 1
-        if self._writing is None or self._writing.done():
+        if self.live and (self._writing is None or self._writing.done()):
             self._writing = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
@@ -253,10 +258,18 @@ class EventWriter:
             batch, self._pending = self._pending, []
             await q.append_events(self.db, self.run_id, batch)
 
-    async def flush(self) -> None:
-        """Wait until every event emitted so far is stored (raising what storing raised)."""
+    async def flush(self, *, store: bool = False) -> None:
+        """Wait until every live event emitted so far is stored (raising what storing raised);
+        ``store``: also store the kept ones now."""
+        if store and self._pending and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.create_task(self._write())
         while self._writing is not None:
             writing = self._writing
             await asyncio.shield(writing)
             if writing is self._writing:
                 self._writing = None
+
+    def unstored(self) -> list[tuple[int, str, str]]:
+        """The events not stored yet (to store with the outcome); they count as stored now."""
+        pending, self._pending = self._pending, []
+        return pending

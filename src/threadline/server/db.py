@@ -130,12 +130,17 @@ class _PostgresTx:
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = await self.conn.execute(sql.replace("?", "%s"), tuple(args))
-        if cur.description is None:
-            return []
+        if not _returns_rows(sql):
+            return []  # in a pipeline: sent with the next statement that is read
         return [tuple(r) for r in await cur.fetchall()]
 
     def publish(self, key: str) -> None:
         self.keys.append(key)
+
+
+def _returns_rows(sql: str) -> bool:
+    upper = sql.lstrip().upper()
+    return upper.startswith(("SELECT", "WITH")) or " RETURNING " in upper
 
 
 _NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
@@ -156,7 +161,10 @@ class PostgresDatabase:
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
-            return await _PostgresTx(conn).execute(sql, args)
+            cur = await conn.execute(sql.replace("?", "%s"), tuple(args))
+            if cur.description is None:
+                return []
+            return [tuple(r) for r in await cur.fetchall()]
 
     async def change(self, sql: str, args: Sequence[Any], *keys: str) -> None:
         if not keys:
@@ -174,7 +182,9 @@ class PostgresDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.pipeline():
+            # Pipeline mode: BEGIN, statements whose results are not read yet, NOTIFY and
+            # COMMIT share network writes (each write to PostgreSQL is a costly syscall).
             tx = _PostgresTx(conn)
             async with conn.transaction():
                 yield tx

@@ -18,6 +18,7 @@ from ..store import from_url as store_from_url
 from .api import ApiError, routes
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig
+from .maintenance import Job, Maintenance
 from .worker import Worker
 
 __all__ = ["Server", "create_app"]
@@ -63,13 +64,18 @@ def create_app(
     workers: int = 4,
     lease: float = 10.0,
     grace: float = 10.0,
+    sweep_interval: float = 60.0,
 ) -> Starlette:
-    """The server for ``config``'s graphs on ``database_url``."""
+    """The server for ``config``'s graphs on ``database_url``.
+
+    ``sweep_interval``: seconds between sweeps of expired data, taken in turn by the replicas
+    (see :mod:`~threadline.server.maintenance`), never inside a run's commit.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = await open_database(database_url)
-        checkpointer: Any = saver_from_url(database_url, aio=True)
+        checkpointer: Any = saver_from_url(database_url, aio=True, auto_sweep=False)
         await checkpointer.__aenter__()
         await checkpointer.setup()
         store: Any = store_from_url(database_url, aio=True)
@@ -80,10 +86,14 @@ def create_app(
         app.state.server = Server(db, checkpointer, store, graphs, worker)
         app.state.store = store
         app.state.graphs = graphs
+        jobs = [Job("store-ttl", sweep_interval, store.asweep_ttl)]
+        maintenance = Maintenance(db, worker.owner, jobs)
         worker.start()
+        maintenance.start()
         try:
             yield
         finally:
+            await maintenance.stop()
             await worker.stop(grace)
             await store.aclose()
             await checkpointer.aclose()

@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="on SIGTERM, seconds runs may finish before they are handed to another replica",
     )
+    serve.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=60.0,
+        help="seconds between sweeps of expired data (one replica sweeps per interval)",
+    )
     return parser
 
 
@@ -67,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     url = args.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    app = create_app(config, url, workers=args.workers, lease=args.lease, grace=args.shutdown_grace)
+    if args.sweep_interval <= 0:
+        raise SystemExit("--sweep-interval must be a positive number of seconds")
+    app = create_app(
+        config, url, workers=args.workers, lease=args.lease, grace=args.shutdown_grace,
+        sweep_interval=args.sweep_interval,
+    )  # fmt: skip
     sock = listening_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

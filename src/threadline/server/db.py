@@ -36,6 +36,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tl_run_events (
         run_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,
         PRIMARY KEY (run_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS tl_maintenance (
+        name TEXT PRIMARY KEY, owner TEXT, next_at DOUBLE PRECISION NOT NULL)""",
 ]
 
 

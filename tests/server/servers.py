@@ -38,11 +38,16 @@ class Replica:
                 self.kill()
 
 
-def start_replica(database_url: str, *, env: dict[str, str] | None = None) -> Replica:
-    """Start ``threadline serve`` on a free port and wait until it listens."""
+def start_replica(
+    database_url: str, *, env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Replica:
+    """Start ``threadline serve`` on a free port and wait until it listens.
+
+    ``args`` come after the defaults (``--lease 2 --shutdown-grace 1``), so they override them.
+    """
     command = [sys.executable, "-m", "threadline.server", "serve", "--port", "0"]
     command += ["--config", str(HERE / "langgraph.json"), "--database-url", database_url]
-    command += ["--lease", "2", "--shutdown-grace", "1"]
+    command += ["--lease", "2", "--shutdown-grace", "1", *(args or [])]
     full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=full_env, cwd=HERE)
     assert proc.stdout is not None

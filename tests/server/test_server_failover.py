@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from backends import postgres_url_or_skip
 from langgraph_sdk import get_sync_client
-from servers import fresh_postgres_database, replicas
+from servers import fresh_postgres_database, replicas, start_replica
 
 
 @pytest.fixture
@@ -51,3 +51,27 @@ def test_another_replica_finishes_the_run(database: str, tmp_path: Path, how: st
         attempts = [e.data["attempt"] for e in events if e.event == "metadata"]
         assert attempts == [1, 2]
         assert marker.read_text().count("two") == 2  # step_two was begun again, once
+
+
+def test_a_run_finishing_in_its_grace_period_keeps_its_lease(database: str, tmp_path: Path) -> None:
+    """SIGTERM with a grace period longer than the lease: the run keeps its lease while it
+    finishes, so no other replica takes it over and its outcome is recorded once."""
+    marker = tmp_path / "marker"
+    slow = {"THREADLINE_TEST_MARKER": str(marker), "THREADLINE_TEST_STEP_SECONDS": "3"}
+    api_only = start_replica(database, args=["--workers", "0", "--lease", "1"])
+    try:
+        grace = ["--lease", "1", "--shutdown-grace", "20"]
+        executor = start_replica(database, env=slow, args=grace)
+        client = get_sync_client(url=api_only.url)
+        thread_id = client.threads.create()["thread_id"]
+        run = client.runs.create(thread_id, "steps", input={"messages": []})
+        _wait_for(marker)
+        executor.proc.send_signal(15)  # 3 s of step_two left: three leases long
+        client.runs.join(thread_id, run["run_id"])
+        assert executor.proc.wait(timeout=60) in (0, -15)  # uvicorn re-raises SIGTERM
+        assert client.runs.get(thread_id, run["run_id"])["status"] == "success"
+        events = list(client.runs.join_stream(thread_id, run["run_id"]))
+        assert [e.data["attempt"] for e in events if e.event == "metadata"] == [1]
+        assert client.threads.get_state(thread_id)["values"]["messages"] == ["one", "two"]
+    finally:
+        api_only.stop()

@@ -29,8 +29,6 @@ __all__ = ["Worker"]
 log = logging.getLogger("threadline.server")
 RECHECK_SECONDS = 1.0
 """How long a worker sleeps without an announcement before looking at the queue anyway."""
-STREAM_MODES = ("values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks",
-                "checkpoints", "events")  # fmt: skip
 
 
 class Worker:
@@ -59,8 +57,10 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; let running runs finish for ``grace`` seconds, then hand them back."""
         self._stopping = True
-        for task in self._tasks:
+        heartbeat, *claiming = self._tasks or [asyncio.create_task(asyncio.sleep(0))]
+        for task in claiming:
             task.cancel()
+        # The heartbeat keeps renewing the leases of the runs still finishing here.
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
         for run_id, task in list(self._running.items()):
@@ -68,6 +68,7 @@ class Worker:
             task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
+        heartbeat.cancel()
 
     def _cancel_announced(self, rest: str) -> None:
         run_id, _, action = rest.partition(":")

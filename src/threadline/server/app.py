@@ -53,7 +53,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _library_error(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
+    code = getattr(exc, "code", "threadline_error")
+    return JSONResponse({"detail": str(exc), "code": code}, status_code=_status_of(exc))
 
 
 def create_app(

@@ -173,6 +173,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], str]] = [
     ("PUT", "/store/items", {"namespace": ["a"], "key": "k"}, "JSON object"),
     ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "ttl": -1}, "ttl"),
     ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "ttl": "x"}, "ttl"),
+    ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "ttl": 1e308}, "ttl"),
     ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "index": "t"}, "index"),
     ("PUT", "/store/items", {"namespace": ["langgraph"], "key": "k", "value": {}}, "reserved"),
     ("PUT", "/store/items", {"namespace": ["a" * 300], "key": "k", "value": {}}, "longer"),
@@ -222,6 +223,14 @@ def test_bad_queries_and_bodies_get_4xx_and_the_server_stays_healthy(urls: list[
         headers={"content-type": "application/json"},
     )
     assert nan.status_code == 422 and "NaN" in nan.json()["detail"]
+    deep = b'{"namespace": ["a"], "key": "k", "value": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001
+    too_deep = httpx.put(base, content=deep)
+    assert too_deep.status_code == 422 and "nested" in too_deep.json()["detail"]
+    nested = {"a": 1}
+    for _ in range(150):
+        nested = {"a": nested}
+    stored_too_deep = httpx.put(base, json={"namespace": ["a"], "key": "k", "value": nested})
+    assert stored_too_deep.status_code == 422 and "nested" in stored_too_deep.json()["detail"]
     assert httpx.post(urls[0] + "/store/items/search", content=b"[1]").status_code == 422
     assert httpx.patch(base, json={}).status_code == 405
     with pytest.raises(UnprocessableEntityError):

@@ -8,7 +8,6 @@ through any other. Input is checked here, before the store sees it, so that ever
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -20,10 +19,12 @@ from ..checkpoint.jsonable import to_jsonable
 from ..store.base import NOT_PROVIDED, Item, NotProvided
 from .http import ApiError, body_of, server_of
 
-__all__ = ["MAX_PAGE", "store_routes"]
+__all__ = ["MAX_PAGE", "MAX_TTL", "store_routes"]
 
 #: The largest ``limit`` a search or a namespace listing accepts.
 MAX_PAGE = 1000
+#: The longest ``ttl``, in minutes (100 years): for longer, store the item without a ttl.
+MAX_TTL = 100 * 365 * 24 * 60
 
 T = TypeVar("T")
 
@@ -111,9 +112,11 @@ async def put_item(request: Request) -> Response:
     ttl: float | NotProvided | None = NOT_PROVIDED
     if "ttl" in body and body["ttl"] is not None:
         ttl = body["ttl"]
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL:
             raise ApiError(
-                422, f"ttl is in minutes and must be a number > 0 (or null), got {ttl!r}"
+                422,
+                f"ttl is in minutes and must be a number > 0 and <= {MAX_TTL} (or null for"
+                f" no expiry), got {ttl!r}",
             )
     store = server_of(request).store
     await _call(store.aput(namespace, key, value, index, ttl=ttl))

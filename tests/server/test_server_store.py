@@ -231,6 +231,9 @@ def test_bad_queries_and_bodies_get_4xx_and_the_server_stays_healthy(urls: list[
         nested = {"a": nested}
     stored_too_deep = httpx.put(base, json={"namespace": ["a"], "key": "k", "value": nested})
     assert stored_too_deep.status_code == 422 and "nested" in stored_too_deep.json()["detail"]
+    assert stored_too_deep.json()["code"] == "serialization_failed"
+    reserved = httpx.put(base, json={"namespace": ["langgraph"], "key": "k", "value": {}})
+    assert reserved.json()["code"] == "invalid_namespace"
     assert httpx.post(urls[0] + "/store/items/search", content=b"[1]").status_code == 422
     assert httpx.patch(base, json={}).status_code == 405
     with pytest.raises(UnprocessableEntityError):

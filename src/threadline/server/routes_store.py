@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..checkpoint.jsonable import to_jsonable
+from ..errors import ThreadlineError
 from ..store.base import NOT_PROVIDED, Item, NotProvided
 from .http import ApiError, body_of, server_of
 
@@ -78,9 +79,14 @@ def _finite(value: Any, what: str) -> None:
 
 
 async def _call(awaitable: Awaitable[T]) -> T:
-    """Await a store call; the store's own checks (label length, reserved roots...) give 422."""
+    """Await a store call; the store's own checks (label length, reserved roots...) give 422.
+
+    The library's errors go on to the app's handler, which answers their status and ``code``.
+    """
     try:
         return await awaitable
+    except ThreadlineError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ApiError(422, str(exc)) from None
 

@@ -103,6 +103,22 @@ def test_real_answers_match_the_documented_schemas(urls: list[str]) -> None:
     a.runs.join(tid, run["run_id"])
     check("GET", "/threads/{thread_id}/runs/{run_id}", b.runs.get(tid, run["run_id"]))
     check("GET", "/threads/{thread_id}/runs", b.runs.list(tid))
+    check("POST", "/threads/count", b.threads.count())
+    check("PATCH", "/threads/{thread_id}", a.threads.update(tid, metadata={"more": 1}))
+    state = b.threads.get_state(tid)
+    checkpoint_id = state["checkpoint"]["checkpoint_id"]
+    at = b.threads.get_state(tid, checkpoint_id=checkpoint_id)
+    check("GET", "/threads/{thread_id}/state/{checkpoint_id}", at)
+    at = b.threads.get_state(tid, checkpoint={"checkpoint_id": checkpoint_id})
+    check("POST", "/threads/{thread_id}/state/checkpoint", at)
+    check("POST", "/threads/{thread_id}/state", a.threads.update_state(tid, {"messages": ["x"]}))
+    history = httpx.get(f"{urls[0]}/threads/{tid}/history", params={"limit": 2}).json()
+    assert len(history) == 2
+    check("GET", "/threads/{thread_id}/history", history)
+    check("POST", "/runs", a.runs.create(None, "echo", input={"messages": ["s"]}))
+    missing = httpx.get(f"{urls[0]}/threads/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    check("GET", "/threads/{thread_id}", missing.json(), 404)
 
     ns = [f"oa{uuid.uuid4().hex[:8]}", "x"]
     a.store.put_item(ns, "k", {"v": 1})

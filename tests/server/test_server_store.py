@@ -235,7 +235,11 @@ def test_bad_queries_and_bodies_get_4xx_and_the_server_stays_healthy(urls: list[
     reserved = httpx.put(base, json={"namespace": ["langgraph"], "key": "k", "value": {}})
     assert reserved.json()["code"] == "invalid_namespace"
     assert httpx.post(urls[0] + "/store/items/search", content=b"[1]").status_code == 422
-    assert httpx.patch(base, json={}).status_code == 405
+    not_allowed = httpx.patch(base, json={})
+    assert not_allowed.status_code == 405 and not_allowed.json()["detail"]
+    assert "PUT" in not_allowed.headers["allow"]
+    unknown = httpx.get(urls[0] + "/store/nothing-here")
+    assert unknown.status_code == 404 and unknown.json()["detail"]
     with pytest.raises(UnprocessableEntityError):
         a.store.search_items(["a"], limit=0)
     with pytest.raises(ValueError):  # the SDK itself refuses '.' before sending

@@ -76,6 +76,8 @@ def _finite(value: Any, what: str) -> None:
         json.dumps(value, allow_nan=False)
     except ValueError:
         raise ApiError(422, f"{what} contains NaN or Infinity, which JSON does not allow") from None
+    except RecursionError:
+        raise ApiError(422, f"{what} is nested too deeply; flatten it") from None
 
 
 async def _call(awaitable: Awaitable[T]) -> T:

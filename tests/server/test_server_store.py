@@ -235,6 +235,12 @@ def test_bad_queries_and_bodies_get_4xx_and_the_server_stays_healthy(urls: list[
     reserved = httpx.put(base, json={"namespace": ["langgraph"], "key": "k", "value": {}})
     assert reserved.json()["code"] == "invalid_namespace"
     assert httpx.post(urls[0] + "/store/items/search", content=b"[1]").status_code == 422
+    for depth in (101, 960):  # the deepest filter a value could match, and one near the parser's
+        deep_filter = b'{"filter": ' + b'{"a":' * depth + b"1" + b"}" * (depth + 1)
+        answer = httpx.post(urls[0] + "/store/items/search", content=deep_filter)
+        assert answer.status_code == 422 and "flatten" in answer.json()["detail"], answer.text
+    fine = b'{"filter": ' + b'{"a":' * 100 + b"1" + b"}" * 101
+    assert httpx.post(urls[0] + "/store/items/search", content=fine).json() == {"items": []}
     not_allowed = httpx.patch(base, json={})
     assert not_allowed.status_code == 405 and not_allowed.json()["detail"]
     assert "PUT" in not_allowed.headers["allow"]

@@ -20,10 +20,12 @@ from ..errors import ThreadlineError
 from ..store.base import NOT_PROVIDED, Item, NotProvided
 from .http import ApiError, body_of, server_of
 
-__all__ = ["MAX_PAGE", "MAX_TTL", "store_routes"]
+__all__ = ["MAX_FILTER_DEPTH", "MAX_PAGE", "MAX_TTL", "store_routes"]
 
 #: The largest ``limit`` a search or a namespace listing accepts.
 MAX_PAGE = 1000
+#: The deepest ``filter`` (a value nested deeper cannot be stored, so could not match).
+MAX_FILTER_DEPTH = 100
 #: The longest ``ttl``, in minutes (100 years): for longer, store the item without a ttl.
 MAX_TTL = 100 * 365 * 24 * 60
 
@@ -80,6 +82,23 @@ def _finite(value: Any, what: str) -> None:
         raise ApiError(422, f"{what} is nested too deeply; flatten it") from None
 
 
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s objects and lists nest, counted without recursing."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if level + 1 > MAX_FILTER_DEPTH:
+                    return level + 1  # deep enough to refuse: stop counting
+                stack.append((child, level + 1))
+        deepest = max(deepest, level)
+    return deepest
+
+
 async def _call(awaitable: Awaitable[T]) -> T:
     """Await a store call; the store's own checks (label length, reserved roots...) give 422.
 
@@ -91,6 +110,8 @@ async def _call(awaitable: Awaitable[T]) -> T:
         raise
     except (ValueError, TypeError) as exc:
         raise ApiError(422, str(exc)) from None
+    except RecursionError:
+        raise ApiError(422, "the request is nested too deeply for the store; flatten it") from None
 
 
 def item_json(item: Item) -> dict[str, Any]:
@@ -167,6 +188,8 @@ async def search_items(request: Request) -> Response:
         raise ApiError(
             422, f'filter must be a JSON object, e.g. {{"score": {{"$gt": 3}}}}; got {filter!r}'
         )
+    if filter is not None and _depth(filter) > MAX_FILTER_DEPTH:
+        raise ApiError(422, f"filter nests more than {MAX_FILTER_DEPTH} levels; flatten it")
     _finite(filter, "filter")
     query = body.get("query")
     if query is not None and not isinstance(query, str):

@@ -8,6 +8,7 @@ from .http import ApiError
 from .routes_assistants import assistant_routes
 from .routes_meta import meta_routes
 from .routes_runs import run_routes
+from .routes_store import store_routes
 from .routes_threads import thread_routes
 
 __all__ = ["ApiError", "routes"]
@@ -15,4 +16,10 @@ __all__ = ["ApiError", "routes"]
 
 def routes() -> list[Route]:
     """Every route of the API."""
-    return [*meta_routes(), *assistant_routes(), *thread_routes(), *run_routes()]
+    return [
+        *meta_routes(),
+        *assistant_routes(),
+        *thread_routes(),
+        *run_routes(),
+        *store_routes(),
+    ]

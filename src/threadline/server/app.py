@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -53,8 +54,15 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404/405 as {"detail": ...} too, as every other error is answered.
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def _library_error(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": str(exc)}, status_code=_status_of(exc))
+    code = getattr(exc, "code", "threadline_error")
+    return JSONResponse({"detail": str(exc), "code": code}, status_code=_status_of(exc))
 
 
 def create_app(
@@ -102,5 +110,9 @@ def create_app(
     return Starlette(
         routes=routes(),
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, ThreadlineError: _library_error},
+        exception_handlers={
+            ApiError: _api_error,
+            ThreadlineError: _library_error,
+            HTTPException: _http_error,
+        },
     )

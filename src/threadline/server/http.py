@@ -38,6 +38,8 @@ async def body_of(request: Request) -> dict[str, Any]:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ApiError(422, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(422, "request body is nested too deeply to parse; flatten it") from None
     if not isinstance(data, dict):
         raise ApiError(422, "request body must be a JSON object")
     return data

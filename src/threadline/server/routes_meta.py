@@ -1,12 +1,14 @@
-"""``/ok`` and ``/info``."""
+"""``/ok``, ``/info``, ``/openapi.json`` and ``/docs``."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+
+from .openapi import docs_html, document
 
 __all__ = ["meta_routes"]
 
@@ -21,6 +23,20 @@ async def info(request: Request) -> Response:
     )
 
 
+async def openapi_json(request: Request) -> Response:
+    # Built from the app's own routes on each call: cheap, and it cannot disagree with them.
+    return JSONResponse(document(request.app.routes, version("threadline")))
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(docs_html(document(request.app.routes, version("threadline"))))
+
+
 def meta_routes() -> list[Route]:
-    """The health and version routes."""
-    return [Route("/ok", ok), Route("/info", info)]
+    """The health, version and API description routes."""
+    return [
+        Route("/ok", ok),
+        Route("/info", info),
+        Route("/openapi.json", openapi_json),
+        Route("/docs", docs),
+    ]

@@ -18,6 +18,7 @@ from ..store import from_url as store_from_url
 from .api import ApiError, routes
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig
+from .threads import upkeep
 from .worker import Worker
 
 __all__ = ["Server", "create_app"]
@@ -82,7 +83,8 @@ def create_app(
         app.state.graphs = graphs
         worker.start()
         try:
-            yield
+            async with upkeep(app.state.server):  # system assistants, the TTL sweep
+                yield
         finally:
             await worker.stop(grace)
             await store.aclose()

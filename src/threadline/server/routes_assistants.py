@@ -19,6 +19,7 @@ from .assistants import (
     COLUMNS,
     VERSION_COLUMNS,
     Assistant,
+    assistant_for_run,
     insert_assistant,
     insert_version,
     load_assistant,
@@ -33,7 +34,7 @@ from .query import Where, choice, json_object, order_by, page, selected
 from .schemas import graph_json, graph_schemas, subgraphs_of
 from .threads import delete_threads
 
-__all__ = ["assistant_routes", "graph_of"]
+__all__ = ["assistant_routes", "graph_of", "run_assistant"]
 
 ASSISTANT_SORTS = ("assistant_id", "graph_id", "name", "created_at", "updated_at")
 
@@ -46,6 +47,17 @@ def graph_of(request: Request, assistant_id: Any) -> str:
     if name is None:
         raise ApiError(404, f"assistant {assistant_id!r} not found")
     return str(name)
+
+
+async def run_assistant(request: Request, assistant_id: Any) -> Assistant:
+    """The assistant a run names (an assistant id or a graph name): 422 if none is named, 404
+    if there is no such assistant. Merge its config with :meth:`Assistant.run_kwargs`."""
+    if not isinstance(assistant_id, str) or not assistant_id:
+        raise ApiError(422, "assistant_id is required: a graph name or an assistant id")
+    found = await assistant_for_run(server_of(request).db, assistant_id, _served(request))
+    if found is None:
+        raise ApiError(404, f"assistant {assistant_id!r} not found; assistants.search() lists them")
+    return found
 
 
 def _served(request: Request) -> list[str]:

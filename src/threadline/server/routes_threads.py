@@ -343,6 +343,12 @@ async def history(request: Request) -> Response:
     graph = await _thread_graph(request, thread_id)
     if graph is None:
         return JSONResponse([])
+    if "checkpoint_id" in configurable:  # as LangGraph's savers list it: that one checkpoint
+        snapshot = await graph.aget_state({"configurable": configurable})
+        meta = snapshot.metadata or {}
+        if snapshot.config is None or any(meta.get(k) != v for k, v in metadata.items()):
+            return JSONResponse([])
+        return JSONResponse([snapshot_json(snapshot)])
     found = []
     async for snapshot in graph.aget_state_history(
         {"configurable": configurable}, limit=limit, before=before, filter=metadata or None

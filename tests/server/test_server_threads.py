@@ -307,7 +307,7 @@ def test_bad_input_gets_4xx_saying_how_to_fix_it(urls: list[str]) -> None:
         a.threads.prune([])
     with pytest.raises(UnprocessableEntityError):
         a.threads.prune(["not-a-uuid"])
-    for ttl in (-1, 0, "soon", {"ttl": 5, "strategy": "forget"}, {"minutes": 5}):
+    for ttl in (-1, 0, 1e308, "soon", {"ttl": 5, "strategy": "forget"}, {"minutes": 5}):
         with pytest.raises(UnprocessableEntityError):
             a.threads.create(ttl=ttl)  # type: ignore[arg-type]
     with pytest.raises(UnprocessableEntityError):

@@ -83,8 +83,9 @@ def _writable(assistant: Assistant, doing: str) -> None:
     if assistant.system:
         raise ApiError(
             409,
-            f"assistant {assistant.assistant_id} is graph {assistant.graph_id!r}'s own, made"
-            f" from the config, and cannot be {doing}; create one of your own with"
+            f"assistant {assistant.assistant_id} is the system assistant of graph"
+            f" {assistant.graph_id!r} (made from the config) and cannot be {doing}; create one"
+            " of your own with"
             f" assistants.create(graph_id={assistant.graph_id!r}, ...)",
         )
 

@@ -43,6 +43,7 @@ __all__ = [
 log = logging.getLogger("threadline.server")
 
 TTL_STRATEGIES = ("delete", "keep_latest")
+MAX_TTL_MINUTES = 100 * 365 * 24 * 60
 THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
 THREAD_SORTS = ("thread_id", "status", "created_at", "updated_at")
 THREAD_FIELDS = (
@@ -67,6 +68,10 @@ def ttl_of(value: Any) -> tuple[str, float] | None:
         raise ApiError(422, f"ttl strategy must be one of {list(TTL_STRATEGIES)}, got {strategy!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ApiError(422, f"ttl must be a positive number of minutes, got {value!r}")
+    if value > MAX_TTL_MINUTES:
+        raise ApiError(
+            422, f"ttl must be at most {MAX_TTL_MINUTES} minutes (100 years), got {value}"
+        )
     return str(strategy), float(value)
 
 

@@ -4,14 +4,17 @@ SQLite (one replica) and PostgreSQL (two replicas: calls alternate between them)
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from backends import postgres_url_or_skip
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+from servers import fresh_postgres_database, start_replica
 
 from threadline.server.assistants import (
     Assistant,
@@ -53,6 +56,19 @@ def test_each_graph_is_one_system_assistant(urls: list[str]) -> None:
     assert b.assistants.count(graph_id="echo", metadata={"created_by": "system"}) == 1
     versions = a.assistants.get_versions("echo")
     assert [v["version"] for v in versions] == [1]
+
+
+def test_replicas_starting_at_once_make_each_system_assistant_once() -> None:
+    with fresh_postgres_database(postgres_url_or_skip()) as url:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            started = list(pool.map(lambda _: start_replica(url), range(3)))
+        try:
+            for replica in started:
+                found = get_sync_client(url=replica.url).assistants.search(limit=100)
+                assert sorted(x["graph_id"] for x in found) == sorted(GRAPHS)
+        finally:
+            for replica in started:
+                replica.stop()
 
 
 def test_create_update_versions_and_set_latest_across_replicas(urls: list[str]) -> None:

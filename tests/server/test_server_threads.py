@@ -171,6 +171,19 @@ def test_copy_makes_an_independent_thread_with_the_same_checkpoints(urls: list[s
         a.threads.copy(str(uuid.uuid4()))
 
 
+def test_a_copy_of_an_interrupted_thread_resumes_on_its_own(urls: list[str]) -> None:
+    a, b = clients(urls)
+    source = a.threads.create()["thread_id"]
+    a.runs.wait(source, "approval", input={"messages": []})
+    copied = b.threads.copy(source)
+    assert copied["status"] == "interrupted"
+    assert b.threads.get_state(copied["thread_id"])["next"] == ["ask"]
+    done = b.runs.wait(copied["thread_id"], "approval", command={"resume": "yes"})
+    assert done["messages"] == ["answer: yes"]
+    assert a.threads.get(source)["status"] == "interrupted"
+    assert a.threads.get_state(source)["next"] == ["ask"]
+
+
 def test_prune_deletes_or_keeps_the_latest_checkpoint(urls: list[str]) -> None:
     a, b = clients(urls)
     doomed = [a.threads.create()["thread_id"] for _ in range(2)]

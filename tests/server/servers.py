@@ -59,13 +59,16 @@ def start_replica(
 
 @contextlib.contextmanager
 def replicas(
-    database_url: str, count: int, env: dict[str, str] | None = None
+    database_url: str,
+    count: int,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> Iterator[list[Replica]]:
     """``count`` replicas over one database, stopped afterwards."""
     started: list[Replica] = []
     try:
         for _ in range(count):
-            started.append(start_replica(database_url, env=env))
+            started.append(start_replica(database_url, env=env, args=args))
         yield started
     finally:
         for replica in started:

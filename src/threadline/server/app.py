@@ -20,6 +20,7 @@ from .api import ApiError, routes
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig
 from .maintenance import Job, Maintenance
+from .threads import sweep_expired, upkeep
 from .worker import Worker
 
 __all__ = ["Server", "create_app"]
@@ -94,12 +95,16 @@ def create_app(
         app.state.server = Server(db, checkpointer, store, graphs, worker)
         app.state.store = store
         app.state.graphs = graphs
-        jobs = [Job("store-ttl", sweep_interval, store.asweep_ttl)]
+        jobs = [
+            Job("store-ttl", sweep_interval, store.asweep_ttl),
+            Job("thread-ttl", sweep_interval, lambda: sweep_expired(db, checkpointer)),
+        ]
         maintenance = Maintenance(db, worker.owner, jobs)
         worker.start()
         maintenance.start()
         try:
-            yield
+            async with upkeep(app.state.server):  # the system assistants
+                yield
         finally:
             await maintenance.stop()
             await worker.stop(grace)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from .notify import CHANNEL, Notifier
 
-__all__ = ["SCHEMA", "Database", "Tx", "open_database"]
+__all__ = ["SCHEMA", "Database", "Tx", "json_contains", "open_database"]
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tl_threads (
@@ -38,7 +39,49 @@ SCHEMA = [
         PRIMARY KEY (run_id, seq))""",
     """CREATE TABLE IF NOT EXISTS tl_maintenance (
         name TEXT PRIMARY KEY, owner TEXT, next_at DOUBLE PRECISION NOT NULL)""",
+    # Assistants: the current version of each, and every version it ever had.
+    """CREATE TABLE IF NOT EXISTS tl_assistants (
+        assistant_id TEXT PRIMARY KEY, graph_id TEXT NOT NULL, name TEXT NOT NULL,
+        description TEXT, config TEXT NOT NULL, context TEXT NOT NULL, metadata TEXT NOT NULL,
+        version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS tl_assistants_graph ON tl_assistants (graph_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS tl_assistant_versions (
+        assistant_id TEXT NOT NULL, version INTEGER NOT NULL, graph_id TEXT NOT NULL,
+        name TEXT NOT NULL, description TEXT, config TEXT NOT NULL, context TEXT NOT NULL,
+        metadata TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (assistant_id, version))""",
+    # A thread's time to live: its own table, so tl_threads needs no ALTER on either database.
+    """CREATE TABLE IF NOT EXISTS tl_thread_ttl (
+        thread_id TEXT PRIMARY KEY, strategy TEXT NOT NULL, minutes DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS tl_thread_ttl_expiry ON tl_thread_ttl (expires_at)",
 ]
+
+
+def json_contains(document: Any, wanted: Any) -> bool:
+    """Whether JSON ``document`` contains ``wanted``, as PostgreSQL's ``jsonb @>`` decides."""
+    if isinstance(wanted, dict):
+        return isinstance(document, dict) and all(
+            k in document and json_contains(document[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return isinstance(document, list) and all(
+            any(json_contains(d, w) for d in document) for w in wanted
+        )
+    if isinstance(wanted, bool) or isinstance(document, bool):
+        return type(wanted) is type(document) and wanted == document
+    if isinstance(wanted, (int, float)) and isinstance(document, (int, float)):
+        return wanted == document
+    return type(wanted) is type(document) and wanted == document
+
+
+def sqlite_json_contains(document: str | None, wanted: str | None) -> int:
+    """SQLite's ``tl_json_contains(column, ?)``: :func:`json_contains` on JSON texts."""
+    if document is None or wanted is None:
+        return 0
+    try:
+        return int(json_contains(json.loads(document), json.loads(wanted)))
+    except ValueError:  # not JSON: contains nothing
+        return 0
 
 
 class Tx(Protocol):
@@ -224,6 +267,8 @@ async def open_database(url: str) -> Database:
         conn = await aiosqlite.connect(path or ":memory:", isolation_level=None)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA busy_timeout=10000")
+        # JSON containment (PostgreSQL's jsonb @>) for metadata and values filters.
+        await conn.create_function("tl_json_contains", 2, sqlite_json_contains, deterministic=True)
         db = SqliteDatabase(conn)
         for statement in SCHEMA:
             await db.execute(statement)

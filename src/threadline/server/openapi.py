@@ -207,6 +207,9 @@ class Operation:
 
 
 STATE_BODY = obj(checkpoint=OBJ, subgraphs=BOOL)
+SORT_ASSISTANTS: dict[str, Any] = {
+    "enum": ["assistant_id", "graph_id", "name", "created_at", "updated_at"]
+}
 HISTORY: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "default": 10},
     "before": {"anyOf": [STR, OBJ], "description": "A checkpoint id (or config) to list before"},
@@ -230,11 +233,80 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The operations as an HTML page", "meta", responses={200: STR}, media="text/html", errors=()
     ),
     # assistants
-    ("POST", "/assistants/search"): Operation(
-        "Search assistants (one per configured graph)",
+    ("POST", "/assistants"): Operation(
+        "Create an assistant: a graph with its own config, context and metadata",
         "assistants",
-        body=obj(graph_id=STR, metadata=OBJ, **page(10)),
-        responses={200: arr(ref("Assistant"))},
+        body=obj(
+            ["graph_id"],
+            graph_id=STR,
+            assistant_id=UUID,
+            config=OBJ,
+            context=OBJ,
+            metadata=OBJ,
+            name=STR,
+            description=null(STR),
+            if_exists={"enum": ["raise", "do_nothing"]},
+        ),
+        responses={200: ref("Assistant")},
+        errors=(409, 422),
+    ),
+    ("POST", "/assistants/search"): Operation(
+        "Search assistants by graph, name and metadata",
+        "assistants",
+        body=obj(
+            graph_id=STR,
+            name=STR,
+            metadata=OBJ,
+            sort_by=SORT_ASSISTANTS,
+            sort_order={"enum": ["asc", "desc"]},
+            select=arr(STR),
+            **page(10),
+        ),
+        responses={200: arr(OBJ)},
+    ),
+    ("PATCH", "/assistants/{assistant_id}"): Operation(
+        "Update an assistant: a new version becomes its latest",
+        "assistants",
+        body=obj(
+            graph_id=STR, config=OBJ, context=OBJ, metadata=OBJ, name=STR, description=null(STR)
+        ),
+        responses={200: ref("Assistant")},
+        errors=(404, 409, 422),
+    ),
+    ("DELETE", "/assistants/{assistant_id}"): Operation(
+        "Delete an assistant (and, with delete_threads, its threads)",
+        "assistants",
+        query={"delete_threads": BOOL},
+        responses={204: None},
+        errors=(404, 409, 422),
+    ),
+    ("POST", "/assistants/{assistant_id}/versions"): Operation(
+        "List an assistant's versions, newest first",
+        "assistants",
+        body=obj(metadata=OBJ, **page(10)),
+        responses={200: arr(OBJ)},
+        errors=(404, 422),
+    ),
+    ("POST", "/assistants/{assistant_id}/latest"): Operation(
+        "Make one of an assistant's versions its latest",
+        "assistants",
+        body=obj(["version"], version=INT),
+        responses={200: ref("Assistant")},
+        errors=(404, 409, 422),
+    ),
+    ("GET", "/assistants/{assistant_id}/subgraphs"): Operation(
+        "Get the graphs of an assistant's subgraphs, by namespace",
+        "assistants",
+        query={"recurse": BOOL},
+        responses={200: OBJ},
+        errors=(404, 422),
+    ),
+    ("GET", "/assistants/{assistant_id}/subgraphs/{namespace}"): Operation(
+        "Get the subgraphs under one namespace",
+        "assistants",
+        query={"recurse": BOOL},
+        responses={200: OBJ},
+        errors=(404, 422),
     ),
     ("POST", "/assistants/count"): Operation(
         "Count assistants", "assistants", body=obj(graph_id=STR), responses={200: INT}
@@ -268,8 +340,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/threads/search"): Operation(
         "Search threads by status, ids, metadata and values, newest first",
         "threads",
-        body=obj(status=STR, ids=arr(UUID), metadata=OBJ, values=OBJ, **page(10)),
-        responses={200: arr(ref("Thread"))},
+        body=obj(
+            status={"enum": ["idle", "busy", "interrupted", "error"]},
+            ids=arr(UUID),
+            metadata=OBJ,
+            values=OBJ,
+            select=arr(STR),
+            extract=OBJ,
+            sort_by={"enum": ["thread_id", "status", "created_at", "updated_at"]},
+            sort_order={"enum": ["asc", "desc"]},
+            **page(10),
+        ),
+        responses={200: arr(OBJ)},
+    ),
+    ("POST", "/threads/prune"): Operation(
+        "Prune threads: delete them, or keep only their latest checkpoint",
+        "threads",
+        body=obj(
+            ["thread_ids"], thread_ids=arr(UUID), strategy={"enum": ["delete", "keep_latest"]}
+        ),
+        responses={200: obj(pruned_count=INT)},
+    ),
+    ("POST", "/threads/{thread_id}/copy"): Operation(
+        "Copy a thread with its checkpoints to a new thread",
+        "threads",
+        responses={200: ref("Thread")},
+        errors=(404, 422),
     ),
     ("POST", "/threads/count"): Operation(
         "Count threads by status and ids",

@@ -17,9 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import runs as q
-from .graphs import assistant_id_of
 from .http import ApiError, body_of, server_of, uuid_of
-from .routes_assistants import graph_of
+from .routes_assistants import run_assistant
 from .sse import HEARTBEAT, frame
 from .wire import now_iso
 
@@ -39,7 +38,7 @@ async def _create(
 ) -> tuple[dict[str, Any], bool]:
     body = await body_of(request)
     server = server_of(request)
-    graph_id = graph_of(request, body.get("assistant_id"))
+    assistant = await run_assistant(request, body.get("assistant_id"))
     strategy = body.get("multitask_strategy") or "enqueue"
     if strategy not in q.MULTITASK_STRATEGIES:
         raise ApiError(422, f"multitask_strategy must be one of {q.MULTITASK_STRATEGIES}")
@@ -47,13 +46,13 @@ async def _create(
     if not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
     stateless = thread_id is None
-    kwargs = {k: body[k] for k in _RUN_KEYS if body.get(k) is not None}
+    kwargs = assistant.run_kwargs({k: body[k] for k in _RUN_KEYS if body.get(k) is not None})
     try:
         run, _cancelled = await q.create_run(
             server.db,
             thread_id=thread_id or str(uuid.uuid4()),
-            assistant_id=assistant_id_of(graph_id),
-            graph_id=graph_id,
+            assistant_id=assistant.assistant_id,
+            graph_id=assistant.graph_id,
             kwargs=kwargs,
             metadata=metadata,
             strategy=strategy,

@@ -1,8 +1,10 @@
-"""Threads: their rows, state (at a checkpoint, updated as a node) and history."""
+"""Threads: their rows (create with a TTL, update, copy, prune, search, count, delete), their
+state (at a checkpoint, updated as a node) and history."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -13,9 +15,25 @@ from starlette.routing import Route
 from ..checkpoint.jsonable import to_jsonable
 from . import runs as q
 from .http import ApiError, body_of, server_of, uuid_of
+from .query import Where, choice, json_object, order_by, page, selected
+from .threads import (
+    THREAD_FIELDS,
+    THREAD_SORTS,
+    THREAD_STATUSES,
+    copy_thread,
+    delete_threads,
+    insert_thread,
+    prune_threads,
+    set_ttl,
+    ttl_json,
+    ttl_of,
+)
 from .wire import now_iso, snapshot_json
 
 __all__ = ["thread_routes"]
+
+MAX_EXTRACT = 10
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
 
 
 async def _thread_row(request: Request, thread_id: str) -> dict[str, Any]:
@@ -28,35 +46,96 @@ async def _thread_row(request: Request, thread_id: str) -> dict[str, Any]:
     return q.thread_json(rows[0])
 
 
+def _graph_of_metadata(request: Request, metadata: dict[str, Any]) -> str | None:
+    """The served graph ``metadata["graph_id"]`` names (a graph name or its assistant id)."""
+    value = metadata.get("graph_id")
+    if value is None:
+        return None
+    graphs = server_of(request).graphs
+    name = graphs.resolve(value) if isinstance(value, str) else None
+    if name is None:
+        raise ApiError(
+            422, f"graph_id must be one of the served graphs {graphs.names()}, got {value!r}"
+        )
+    return str(name)
+
+
 async def create_thread(request: Request) -> Response:
     body = await body_of(request)
     thread_id = uuid_of(body.get("thread_id") or str(uuid.uuid4()), "thread_id")
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise ApiError(422, "metadata must be a JSON object")
-    if_exists = body.get("if_exists") or "raise"
-    if if_exists not in ("raise", "do_nothing"):
-        raise ApiError(422, f"if_exists must be 'raise' or 'do_nothing', got {if_exists!r}")
-    thread, created = await q.ensure_thread(server_of(request).db, thread_id, metadata)
-    if not created and if_exists == "raise":
-        raise ApiError(409, f"thread {thread_id} already exists; pass if_exists='do_nothing'")
-    return JSONResponse(thread)
+    metadata = json_object(body.get("metadata"), "metadata")
+    if_exists = choice(body.get("if_exists"), ("raise", "do_nothing"), "if_exists", "raise")
+    graph_id = _graph_of_metadata(request, metadata)
+    ttl = ttl_of(body.get("ttl"))
+    supersteps = body.get("supersteps")
+    if supersteps is not None and graph_id is None:
+        raise ApiError(422, "supersteps need the thread's graph: pass graph_id too")
+    server = server_of(request)
+    created = await insert_thread(server.db, thread_id, metadata, graph_id=graph_id, ttl=ttl)
+    if not created:
+        if if_exists == "raise":
+            raise ApiError(409, f"thread {thread_id} already exists; pass if_exists='do_nothing'")
+        return JSONResponse(await _thread_row(request, thread_id))
+    if supersteps is not None:
+        assert graph_id is not None
+        await _apply_supersteps(request, thread_id, graph_id, supersteps)
+    return JSONResponse(await _thread_row(request, thread_id))
+
+
+async def _apply_supersteps(request: Request, thread_id: str, graph_id: str, steps: Any) -> None:
+    """Each superstep's update applied as its node (one update per superstep)."""
+    if not isinstance(steps, list):
+        raise ApiError(422, 'supersteps must be a list of {"updates": [{"values", "as_node"}]}')
+    graph = server_of(request).graphs.get(graph_id)
+    config = {"configurable": {"thread_id": thread_id}}
+    for step in steps:
+        updates = step.get("updates") if isinstance(step, dict) else None
+        if not isinstance(updates, list) or len(updates) != 1 or not isinstance(updates[0], dict):
+            raise ApiError(422, "each superstep takes exactly one update here: {'updates': [u]}")
+        update = updates[0]
+        if update.get("command") is not None:
+            raise ApiError(422, "supersteps with a command are not supported; send values")
+        await graph.aupdate_state(config, update.get("values"), as_node=update.get("as_node"))
+    await _store_values(request, graph, thread_id)
+
+
+async def _store_values(request: Request, graph: Any, thread_id: str) -> None:
+    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    await server_of(request).db.execute(
+        'UPDATE tl_threads SET "values" = ?, updated_at = ? WHERE thread_id = ?',
+        (json.dumps(to_jsonable(snapshot.values)), now_iso(), thread_id),
+    )
 
 
 async def get_thread(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
-    return JSONResponse(await _thread_row(request, thread_id))
+    thread = await _thread_row(request, thread_id)
+    include = [i for i in request.query_params.get("include", "").split(",") if i]
+    for name in include:
+        choice(name, ("ttl",), "each include field")
+    if "ttl" in include:
+        thread["ttl"] = await ttl_json(server_of(request).db, thread_id)
+    return JSONResponse(thread)
 
 
 async def update_thread(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     body = await body_of(request)
+    patch = json_object(body.get("metadata"), "metadata")
+    graph_id = _graph_of_metadata(request, patch)
+    ttl = ttl_of(body.get("ttl"))
     thread = await _thread_row(request, thread_id)
-    metadata = {**thread["metadata"], **(body.get("metadata") or {})}
-    await server_of(request).db.execute(
-        "UPDATE tl_threads SET metadata = ?, updated_at = ? WHERE thread_id = ?",
-        (json.dumps(metadata), now_iso(), thread_id),
-    )
+    metadata = {**thread["metadata"], **patch}
+    sets, args = "metadata = ?, updated_at = ?", [json.dumps(metadata), now_iso()]
+    if graph_id is not None:
+        sets += ", graph_id = ?"
+        args.append(graph_id)
+    async with server_of(request).db.transaction() as tx:
+        await tx.execute(f"UPDATE tl_threads SET {sets} WHERE thread_id = ?", (*args, thread_id))
+        if ttl is not None:
+            await set_ttl(tx, thread_id, ttl)
+    if "return=minimal" in request.headers.get("prefer", ""):
+        return Response(status_code=204)
     return JSONResponse(await _thread_row(request, thread_id))
 
 
@@ -64,49 +143,100 @@ async def delete_thread(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     server = server_of(request)
     await _thread_row(request, thread_id)
-    async with server.db.transaction() as tx:
-        await tx.execute(
-            "DELETE FROM tl_run_events WHERE run_id IN"
-            " (SELECT run_id FROM tl_runs WHERE thread_id = ?)",
-            (thread_id,),
-        )
-        await tx.execute("DELETE FROM tl_runs WHERE thread_id = ?", (thread_id,))
-        await tx.execute("DELETE FROM tl_threads WHERE thread_id = ?", (thread_id,))
-    await server.checkpointer.adelete_thread(thread_id)
+    await delete_threads(server.db, server.checkpointer, [thread_id])
     return Response(status_code=204)
 
 
-def _thread_filter(body: dict[str, Any]) -> tuple[str, list[Any]]:
-    where, args = [], []
-    if body.get("status"):
-        where.append("status = ?")
-        args.append(body["status"])
-    if body.get("ids"):
-        ids = [str(i) for i in body["ids"]]
-        where.append(f"thread_id IN ({', '.join('?' * len(ids))})")
-        args += ids
-    return (" WHERE " + " AND ".join(where)) if where else "", args
+async def copy(request: Request) -> Response:
+    thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
+    server = server_of(request)
+    target = str(uuid.uuid4())
+    await copy_thread(server.db, server.checkpointer, thread_id, target)
+    return JSONResponse(await _thread_row(request, target))
+
+
+async def prune(request: Request) -> Response:
+    body = await body_of(request)
+    ids = body.get("thread_ids")
+    if not isinstance(ids, list) or not ids:
+        raise ApiError(422, "thread_ids must be a non-empty list of thread ids")
+    thread_ids = list(dict.fromkeys(uuid_of(i, "each thread id") for i in ids))
+    strategy = choice(body.get("strategy"), ("delete", "keep_latest"), "strategy", "delete")
+    server = server_of(request)
+    pruned = await prune_threads(server.db, server.checkpointer, thread_ids, strategy)
+    return JSONResponse({"pruned_count": pruned})
+
+
+def _thread_filter(request: Request, body: dict[str, Any]) -> Where:
+    where = Where(server_of(request).db.kind)
+    if body.get("status") is not None:
+        where.add("status = ?", choice(body["status"], THREAD_STATUSES, "status"))
+    ids = body.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list):
+            raise ApiError(422, "ids must be a list of thread ids")
+        where.any_of("thread_id", [uuid_of(i, "each id") for i in ids] or [""])
+    where.contains("metadata", json_object(body.get("metadata"), "metadata"))
+    where.contains('"values"', json_object(body.get("values"), "values"))
+    return where
+
+
+def _extracts(body: dict[str, Any]) -> dict[str, list[str | int]]:
+    """``extract``'s aliases and their paths (``values.messages[-1]``) as key lists."""
+    extract = json_object(body.get("extract"), "extract")
+    if len(extract) > MAX_EXTRACT:
+        raise ApiError(422, f"extract takes at most {MAX_EXTRACT} paths, got {len(extract)}")
+    paths: dict[str, list[str | int]] = {}
+    for alias, path in extract.items():
+        if not isinstance(path, str) or not path:
+            raise ApiError(422, f"extract path of {alias!r} must be a string like 'values.key[0]'")
+        matches = list(_PATH_PART.finditer(path))
+        parts: list[str | int] = [m.group(1) if m.group(1) else int(m.group(2)) for m in matches]
+        rebuilt = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+        if not parts or rebuilt.lstrip(".") != path:
+            raise ApiError(422, f"extract path {path!r} is not like 'values.messages[-1].content'")
+        paths[alias] = parts
+    return paths
+
+
+def _extract(thread: dict[str, Any], parts: list[str | int]) -> Any:
+    value: Any = thread
+    for part in parts:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
 
 
 async def search_threads(request: Request) -> Response:
     body = await body_of(request)
-    where, args = _thread_filter(body)
+    where = _thread_filter(request, body)
+    limit, offset = page(body)
+    fields = selected(body, THREAD_FIELDS)
+    paths = _extracts(body)
+    order = order_by(body, THREAD_SORTS, "created_at", "thread_id")
     rows = await server_of(request).db.execute(
-        f"SELECT {q.THREAD_COLUMNS} FROM tl_threads{where} ORDER BY created_at DESC", args
+        f"SELECT {q.THREAD_COLUMNS} FROM tl_threads{where.sql()}{order} LIMIT ? OFFSET ?",
+        (*where.args, limit, offset),
     )
-    threads = [q.thread_json(r) for r in rows]
-    for key in ("metadata", "values"):
-        wanted = body.get(key) or {}
-        threads = [t for t in threads if all((t[key] or {}).get(k) == v for k, v in wanted.items())]
-    offset, limit = int(body.get("offset") or 0), int(body.get("limit") or 10)
-    return JSONResponse(threads[offset : offset + limit])
+    found = []
+    for row in rows:
+        thread = q.thread_json(row)
+        shown = thread if fields is None else {k: thread[k] for k in fields}
+        if paths:
+            shown["extracted"] = {a: _extract(thread, p) for a, p in paths.items()}
+        found.append(shown)
+    return JSONResponse(found)
 
 
 async def count_threads(request: Request) -> Response:
     body = await body_of(request)
-    where, args = _thread_filter(body)
-    rows = await server_of(request).db.execute(f"SELECT thread_id FROM tl_threads{where}", args)
-    return JSONResponse(len(rows))
+    where = _thread_filter(request, body)
+    rows = await server_of(request).db.execute(
+        f"SELECT COUNT(*) FROM tl_threads{where.sql()}", where.args
+    )
+    return JSONResponse(int(rows[0][0]))
 
 
 async def _thread_graph(request: Request, thread_id: str) -> Any:
@@ -124,71 +254,102 @@ def _empty_state(thread_id: str) -> dict[str, Any]:
             "parent_checkpoint": None, "tasks": [], "interrupts": []}  # fmt: skip
 
 
-async def get_state(request: Request) -> Response:
-    thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
+_CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
+
+
+def _checkpoint(thread_id: str, value: Any, what: str = "checkpoint") -> dict[str, Any]:
+    """A ``Checkpoint`` object of the request as a config's ``configurable``."""
+    given = json_object(value, what)
+    unknown = set(given) - set(_CHECKPOINT_KEYS)
+    if unknown:
+        raise ApiError(
+            422, f"{what} takes the keys {list(_CHECKPOINT_KEYS)}, not {sorted(unknown)}"
+        )
+    if given.get("thread_id") not in (None, thread_id):
+        raise ApiError(422, f"{what}.thread_id {given['thread_id']!r} is not thread {thread_id}")
+    for key in ("checkpoint_ns", "checkpoint_id"):
+        if given.get(key) is not None and not isinstance(given[key], str):
+            raise ApiError(422, f"{what}.{key} must be a string")
+    keep = {
+        k: v for k, v in given.items() if v is not None and k in ("checkpoint_ns", "checkpoint_id")
+    }
+    return {"thread_id": thread_id, **keep}
+
+
+async def _state_at(request: Request, thread_id: str, configurable: dict[str, Any]) -> Response:
     graph = await _thread_graph(request, thread_id)
     if graph is None:
         return JSONResponse(_empty_state(thread_id))
-    configurable = {"thread_id": thread_id}
+    snapshot = await graph.aget_state({"configurable": configurable})
+    if configurable.get("checkpoint_id") and snapshot.config is None:
+        raise ApiError(404, f"thread {thread_id} has no checkpoint {configurable['checkpoint_id']}")
+    return JSONResponse(snapshot_json(snapshot))
+
+
+async def get_state(request: Request) -> Response:
+    thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
+    configurable: dict[str, Any] = {"thread_id": thread_id}
     if request.path_params.get("checkpoint_id"):
         configurable["checkpoint_id"] = request.path_params["checkpoint_id"]
-    snapshot = await graph.aget_state({"configurable": configurable})
-    return JSONResponse(snapshot_json(snapshot))
+    return await _state_at(request, thread_id, configurable)
 
 
 async def post_state_at(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     body = await body_of(request)
-    graph = await _thread_graph(request, thread_id)
-    if graph is None:
-        return JSONResponse(_empty_state(thread_id))
-    configurable = {"thread_id": thread_id, **(body.get("checkpoint") or {})}
-    snapshot = await graph.aget_state({"configurable": configurable})
-    return JSONResponse(snapshot_json(snapshot))
+    return await _state_at(request, thread_id, _checkpoint(thread_id, body.get("checkpoint")))
 
 
 async def update_state(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     body = await body_of(request)
+    configurable = _checkpoint(thread_id, body.get("checkpoint"))
+    if body.get("checkpoint_id") is not None:
+        if not isinstance(body["checkpoint_id"], str):
+            raise ApiError(422, "checkpoint_id must be a string")
+        configurable.setdefault("checkpoint_id", body["checkpoint_id"])
+    as_node = body.get("as_node")
+    if as_node is not None and not isinstance(as_node, str):
+        raise ApiError(422, "as_node must be a node name (a string)")
     graph = await _thread_graph(request, thread_id)
     if graph is None:
-        raise ApiError(409, f"thread {thread_id} has no graph yet: run it once first")
-    configurable: dict[str, Any] = {"thread_id": thread_id}
-    if body.get("checkpoint_id"):
-        configurable["checkpoint_id"] = body["checkpoint_id"]
-    configurable.update(body.get("checkpoint") or {})
+        raise ApiError(
+            409, f"thread {thread_id} has no graph yet: run it once, or create it with graph_id"
+        )
     saved = await graph.aupdate_state(
-        {"configurable": configurable}, body.get("values"), as_node=body.get("as_node")
+        {"configurable": configurable}, body.get("values"), as_node=as_node
     )
-    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-    await server_of(request).db.execute(
-        'UPDATE tl_threads SET "values" = ?, updated_at = ? WHERE thread_id = ?',
-        (json.dumps(to_jsonable(snapshot.values)), now_iso(), thread_id),
-    )
+    await _store_values(request, graph, thread_id)
     return JSONResponse({"checkpoint": saved["configurable"]})
 
 
 async def history(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
-    if request.method == "POST":
-        body = await body_of(request)
-    else:
-        body = dict(request.query_params)
-    graph = await _thread_graph(request, thread_id)
-    if graph is None:
-        return JSONResponse([])
-    configurable = {"thread_id": thread_id, **(body.get("checkpoint") or {})}
+    body = await body_of(request) if request.method == "POST" else dict(request.query_params)
+    limit, _ = page({"limit": body.get("limit")})
+    configurable = _checkpoint(thread_id, body.get("checkpoint"))
     before = body.get("before")
     if isinstance(before, str):
         before = {"configurable": {"thread_id": thread_id, "checkpoint_id": before}}
-    elif isinstance(before, dict) and "configurable" not in before:
-        before = {"configurable": {"thread_id": thread_id, **before}}
+    elif isinstance(before, dict):
+        before = {
+            "configurable": _checkpoint(thread_id, before.get("configurable", before), "before")
+        }
+    elif before is not None:
+        raise ApiError(422, "before must be a checkpoint id or a checkpoint object")
+    metadata = json_object(body.get("metadata"), "metadata")
+    graph = await _thread_graph(request, thread_id)
+    if graph is None:
+        return JSONResponse([])
+    if "checkpoint_id" in configurable:  # as LangGraph's savers list it: that one checkpoint
+        snapshot = await graph.aget_state({"configurable": configurable})
+        meta = snapshot.metadata or {}
+        if snapshot.config is None or any(meta.get(k) != v for k, v in metadata.items()):
+            return JSONResponse([])
+        return JSONResponse([snapshot_json(snapshot)])
     found = []
     async for snapshot in graph.aget_state_history(
-        {"configurable": configurable},
-        limit=int(body.get("limit") or 10),
-        before=before,
-        filter=body.get("metadata") or None,
+        {"configurable": configurable}, limit=limit, before=before, filter=metadata or None
     ):
         found.append(snapshot_json(snapshot))
     return JSONResponse(found)
@@ -201,9 +362,11 @@ def thread_routes() -> list[Route]:
         Route("/threads", create_thread, methods=["POST"]),
         Route("/threads/search", search_threads, methods=["POST"]),
         Route("/threads/count", count_threads, methods=["POST"]),
+        Route("/threads/prune", prune, methods=["POST"]),
         Route(t, get_thread),
         Route(t, update_thread, methods=["PATCH"]),
         Route(t, delete_thread, methods=["DELETE"]),
+        Route(t + "/copy", copy, methods=["POST"]),
         Route(t + "/state", get_state),
         Route(t + "/state", update_state, methods=["POST"]),
         Route(t + "/state/checkpoint", post_state_at, methods=["POST"]),

@@ -18,7 +18,7 @@ from ..errors import ThreadlineError
 from ..store import from_url as store_from_url
 from .api import ApiError, routes
 from .db import Database, open_database
-from .graphs import GraphRegistry, ServerConfig
+from .graphs import GraphRegistry, ServerConfig, store_options
 from .maintenance import Job, Maintenance
 from .threads import sweep_expired, upkeep
 from .worker import Worker
@@ -87,7 +87,7 @@ def create_app(
         checkpointer: Any = saver_from_url(database_url, aio=True, auto_sweep=False)
         await checkpointer.__aenter__()
         await checkpointer.setup()
-        store: Any = store_from_url(database_url, aio=True)
+        store: Any = store_from_url(database_url, aio=True, **store_options(config))
         await store.__aenter__()
         await store.setup()
         graphs = GraphRegistry(config, checkpointer, store)

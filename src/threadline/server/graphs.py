@@ -22,14 +22,27 @@ from typing import Any
 from ..graph.builder import StateGraph
 from ..runtime.compiled import CompiledStateGraph
 
-__all__ = ["GraphRegistry", "ServerConfig", "assistant_id_of", "load_config"]
+__all__ = ["GraphRegistry", "ServerConfig", "assistant_id_of", "load_config", "store_options"]
 
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")  # LangGraph's namespace
-_KNOWN_KEYS = {
-    "graphs", "env", "dependencies", "python_version", "pip_config_file", "dockerfile_lines",
-    "store", "checkpointer", "http", "auth", "ui", "node_version", "image_distro",
-    "$schema", "base_image", "keep_pkg_tools", "api_version", "webhooks", "pip_installer",
+# Keys about building LangGraph's container images or its JS side: nothing to do here.
+_IGNORED_KEYS = {
+    "dependencies", "python_version", "pip_config_file", "dockerfile_lines", "ui",
+    "node_version", "image_distro", "$schema", "base_image", "keep_pkg_tools", "api_version",
+    "pip_installer", "webhooks",
 }  # fmt: skip
+_KNOWN_KEYS = {"graphs", "env", "store", *_IGNORED_KEYS}
+# Keys that change what the server does; running without doing it would be worse than refusing.
+_REFUSED_KEYS = {
+    "auth": "custom authentication is not supported yet; remove 'auth' and put the server"
+    " behind a proxy that authenticates (see docs/server.md)",
+    "http": "custom routes, middleware and CORS settings are not supported yet; remove 'http'",
+    "checkpointer": "checkpointer settings (a default thread TTL) are not supported yet; remove"
+    " 'checkpointer' and give threads a ttl when you create them (threads.create(ttl=...))",
+}
+_STORE_KEYS = {"index", "ttl"}
+_STORE_TTL_KEYS = {"refresh_on_read", "default_ttl", "sweep_interval_minutes"}
+_STORE_INDEX_KEYS = {"embed", "dims", "fields"}
 
 
 def assistant_id_of(graph_id: str) -> str:
@@ -44,6 +57,8 @@ class ServerConfig:
     graphs: dict[str, str]
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    """The ``"store"`` section: ``index`` (semantic search) and ``ttl``, as LangGraph's."""
 
 
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:
@@ -57,15 +72,79 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         raise SystemExit(f"threadline serve: {file} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("graphs"), dict) or not data["graphs"]:
         raise SystemExit(f'threadline serve: {file} needs "graphs": {{"name": "./file.py:graph"}}')
+    for key, why in _REFUSED_KEYS.items():
+        if key in data:
+            raise SystemExit(f"threadline serve: {file}: {why}")
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
-        raise SystemExit(f"threadline serve: {file} has unknown keys {unknown}; remove them")
+        raise SystemExit(
+            f"threadline serve: {file} has unknown keys {unknown}; remove them"
+            f" (known: {sorted(_KNOWN_KEYS | set(_REFUSED_KEYS))})"
+        )
     env = data.get("env") or {}
     if isinstance(env, str):
         env = _read_env_file(file.parent / env)
+    store = {} if data.get("store") is None else data["store"]
+    _check_store_section(file, store)
     return ServerConfig(
-        {str(k): str(v) for k, v in data["graphs"].items()}, file.parent.resolve(), env
+        {str(k): str(v) for k, v in data["graphs"].items()}, file.parent.resolve(), env, store
     )
+
+
+def _check_store_section(file: Path, store: Any) -> None:
+    where = f"threadline serve: {file}:"
+    if not isinstance(store, dict):
+        raise SystemExit(f'{where} "store" must be an object with "index" and/or "ttl"')
+    sections = (("", _STORE_KEYS), ("ttl", _STORE_TTL_KEYS), ("index", _STORE_INDEX_KEYS))
+    for section, known in sections:
+        part = store if not section else store.get(section)
+        if section and part is None:
+            continue
+        name = f"store.{section}" if section else "store"
+        if not isinstance(part, dict):
+            raise SystemExit(f"{where} {name} must be an object")
+        unknown = sorted(set(part) - known)
+        if unknown:
+            raise SystemExit(f"{where} {name} has unknown keys {unknown}; known: {sorted(known)}")
+    index = store.get("index")
+    if index is not None and (
+        not isinstance(index.get("embed"), str) or not isinstance(index.get("dims"), int)
+    ):
+        raise SystemExit(
+            f'{where} store.index needs "embed" ("./file.py:function" or a provider string'
+            ' such as "openai:text-embedding-3-small") and "dims" (an integer)'
+        )
+
+
+def store_options(config: ServerConfig) -> dict[str, Any]:
+    """The keywords of the server's store (``index``, ``ttl``) from the config's ``"store"``.
+
+    ``index.embed`` is ``path.py:function`` / ``module:attribute`` (a function of a list of
+    texts, or a LangChain ``Embeddings``), or a provider string as LangChain's
+    ``init_embeddings`` takes (``"openai:text-embedding-3-small"``, needs ``langchain``).
+    """
+    options: dict[str, Any] = {}
+    if config.store.get("ttl"):
+        options["ttl"] = dict(config.store["ttl"])
+    index = config.store.get("index")
+    if index:
+        options["index"] = {**index, "embed": _embedder(str(index["embed"]), config.root)}
+    return options
+
+
+def _embedder(spec: str, root: Path) -> Any:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or attr.isidentifier():
+        return _import_attr(spec, root)
+    try:
+        from langchain.embeddings import init_embeddings  # type: ignore[import-not-found]
+    except ImportError:
+        raise SystemExit(
+            f"threadline serve: store.index.embed {spec!r} is a provider string, which needs"
+            " langchain (pip install langchain and the provider's package), or name your own"
+            " function: './embed.py:embed'"
+        ) from None
+    return init_embeddings(spec)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -112,7 +191,10 @@ class GraphRegistry:
         if str(config.root) not in sys.path:
             sys.path.insert(0, str(config.root))
         for name, spec in config.graphs.items():
-            self._objects[name] = _import_attr(spec, config.root)
+            obj = _import_attr(spec, config.root)
+            if isinstance(obj, StateGraph):  # a builder: compiled once, not per run
+                obj = obj.compile(checkpointer=checkpointer, store=store)
+            self._objects[name] = obj
 
     def names(self) -> list[str]:
         return list(self.specs)

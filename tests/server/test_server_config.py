@@ -1,0 +1,76 @@
+"""``langgraph.json`` as ``threadline serve`` reads it: what it uses, ignores and refuses."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langgraph_sdk import get_sync_client
+from servers import HERE, SRC, start_replica
+
+from threadline.server.graphs import load_config
+
+GRAPH = f"{HERE / 'served_graphs.py'}:echo_graph"
+
+
+def write(tmp_path: Path, **extra: object) -> Path:
+    path = tmp_path / "langgraph.json"
+    path.write_text(json.dumps({"graphs": {"echo": GRAPH}, **extra}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"auth": {"path": "./auth.py:auth"}}, "authentication is not supported"),
+        ({"http": {"app": "./app.py:app"}}, "custom routes"),
+        ({"checkpointer": {"ttl": {"default_ttl": 60}}}, "threads.create(ttl=...)"),
+        ({"colour": "blue"}, "unknown keys ['colour']"),
+        ({"store": {"index": {"dims": 4}}}, 'needs "embed"'),
+        ({"store": {"ttl": {"forever": True}}}, "store.ttl has unknown keys ['forever']"),
+        ({"store": []}, '"store" must be an object'),
+    ],
+)
+def test_settings_the_server_cannot_honour_are_refused(
+    tmp_path: Path, extra: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        load_config(write(tmp_path, **extra))
+
+
+def test_image_build_settings_are_accepted_and_ignored(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, dependencies=["."], python_version="3.11", env={"A": "1"}))
+    assert config.graphs == {"echo": GRAPH} and config.env == {"A": "1"}
+
+
+def test_a_refused_config_stops_the_command_with_the_reason(tmp_path: Path) -> None:
+    path = write(tmp_path, auth={"path": "./auth.py:auth"})
+    out = subprocess.run(
+        [sys.executable, "-m", "threadline.server", "serve", "--config", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "authentication is not supported" in out.stderr
+
+
+def test_the_store_section_gives_semantic_search_and_a_default_ttl(tmp_path: Path) -> None:
+    index = {"embed": f"{HERE / 'served_embed.py'}:embed", "dims": 4, "fields": ["text"]}
+    path = write(tmp_path, store={"index": index, "ttl": {"default_ttl": 60}})
+    replica = start_replica(f"sqlite:///{tmp_path / 'db.sqlite'}", args=["--config", str(path)])
+    try:
+        client = get_sync_client(url=replica.url)
+        for key, text in [("a", "dogs and dogs"), ("b", "tea, more tea"), ("c", "cats")]:
+            client.store.put_item(["notes"], key, {"text": text})
+        found = client.store.search_items(["notes"], query="a cup of tea", limit=3)["items"]
+        assert found[0]["key"] == "b"
+        assert found[0]["score"] > found[-1]["score"]
+    finally:
+        replica.stop()

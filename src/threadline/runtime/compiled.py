@@ -24,12 +24,13 @@ from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
 from ..types import Command, StateSnapshot, StateTask
 from .context import NO_SCOPE, ParentLink, RunScope, running_task
-from .core import MISSING, RESERVED, RunCore, SaveCheckpoint, Task, tasks_of
+from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
 from .runtime_context import coerce_context
+from .stored_format import RESERVED
 
 __all__ = ["CompiledStateGraph"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
 from ..types import Interrupt
 from .runtime_context import ExecutionInfo, Runtime
+from .stored_format import interrupt_id
 
 __all__ = [
     "RunScope",
@@ -26,11 +26,6 @@ __all__ = [
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "threadline_task", default=None
 )
-
-
-def interrupt_id(task_id: str, index: int) -> str:
-    """Stable across reruns of the task: the same call site gets the same id."""
-    return hashlib.sha256(f"{task_id}:{index}".encode()).hexdigest()[:32]
 
 
 @dataclass

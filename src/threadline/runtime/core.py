@@ -36,19 +36,20 @@ from ..graph.schema import StateSchema, managed_value
 from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..types import Command, Interrupt, Overwrite, Send
 from .context import NO_SCOPE, RunScope
+from .stored_format import (  # the stored format's names, documented there
+    CALL,
+    DEFERRED,
+    ERROR,
+    INTERRUPT,
+    JOINS,
+    PAUSED,
+    PAUSED_BEFORE,
+    RESERVED,
+    RESULT,
+    RESUME,
+)
 
 MISSING: Any = object()
-
-JOINS = "__joins__"  # reserved channel: progress of multi-source edges
-DEFERRED = "__deferred__"  # reserved channel: deferred nodes waiting for the run's end
-RESERVED = (JOINS, DEFERRED)
-RESULT = "__result__"  # pending write: a finished task's writes and routes
-ERROR = "__error__"
-INTERRUPT = "__interrupt__"
-RESUME = "__resume__"
-PAUSED = "__paused__"  # task id of the interrupt_before marker
-PAUSED_BEFORE = "__paused_before__"
-CALL = "__call__"  # pending write of task id "<task id>.<call key>": a finished @task call
 
 
 @dataclass

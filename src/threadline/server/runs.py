@@ -18,14 +18,17 @@ __all__ = [
     "MULTITASK_STRATEGIES",
     "RunConflict",
     "append_event",
+    "cancel_run",
     "claim_run",
     "create_run",
     "ensure_thread",
     "finish_run",
+    "next_due",
     "read_events",
     "renew_leases",
     "requeue_expired",
     "run_json",
+    "settle_thread",
     "thread_json",
 ]
 
@@ -101,9 +104,12 @@ async def create_run(
     kwargs: dict[str, Any],
     metadata: dict[str, Any],
     strategy: str,
+    delay: float = 0.0,
 ) -> tuple[dict[str, Any], list[str]]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
+    ``delay`` (``after_seconds``): no worker claims the run before then; its place in the
+    thread's FIFO is its due time, as if it had been sent then.
     Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
     Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing.
     """
@@ -147,7 +153,7 @@ async def create_run(
             " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?)",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
-                json.dumps(metadata), strategy, time.time(), now, now,
+                json.dumps(metadata), strategy, time.time() + delay, now, now,
             ),
         )  # fmt: skip
         rows = await tx.execute(f"SELECT {RUN_COLUMNS} FROM tl_runs WHERE run_id = ?", (run_id,))
@@ -155,25 +161,40 @@ async def create_run(
 
 
 async def claim_run(db: Database, owner: str, lease: float) -> tuple[Any, ...] | None:
-    """Claim the oldest pending run whose thread has no running run, or None."""
+    """Claim the oldest due pending run whose thread has no running run, or None."""
     try:
         async with db.transaction() as tx:
             rows = await tx.execute(
                 "UPDATE tl_runs SET status = 'running', owner = ?, attempt = attempt + 1,"
                 " lease_until = ?, updated_at = ? WHERE run_id = ("
-                " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND NOT EXISTS ("
+                " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND r.enqueued <= ?"
+                " AND NOT EXISTS ("
                 "  SELECT 1 FROM tl_runs o WHERE o.thread_id = r.thread_id"
                 "  AND (o.status = 'running' OR (o.status = 'pending'"
                 "   AND o.enqueued < r.enqueued)))"
                 " ORDER BY r.enqueued LIMIT 1) AND status = 'pending'"
                 f" RETURNING {RUN_COLUMNS}",
-                (owner, time.time() + lease, now_iso()),
+                (owner, time.time() + lease, now_iso(), time.time()),
             )
     except Exception as exc:  # the partial unique index: another replica won the thread
         if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
             return None
         raise
     return rows[0] if rows else None
+
+
+async def next_due(db: Database) -> float | None:
+    """Seconds until the next delayed (``after_seconds``) run is due, or None if there is none.
+
+    A claim loop that sleeps until notified must also wake then: nothing notifies a due run.
+    """
+    rows = await db.execute(
+        "SELECT MIN(enqueued) FROM tl_runs WHERE status = 'pending' AND enqueued > ?",
+        (time.time(),),
+    )
+    if not rows or rows[0][0] is None:
+        return None
+    return max(0.0, float(rows[0][0]) - time.time())
 
 
 async def renew_leases(db: Database, owner: str, lease: float) -> list[str]:
@@ -251,3 +272,43 @@ async def finish_run(
             sets += ', "values" = ?, interrupts = ?'
             args += [json.dumps(values), json.dumps(interrupts or {})]
         await tx.execute(f"UPDATE tl_threads SET {sets} WHERE thread_id = ?", (*args, thread_id))
+
+
+async def settle_thread(db: Database, thread_id: str) -> None:
+    """A ``busy`` thread with no run in flight any more (its runs were cancelled) is idle."""
+    await db.execute(
+        "UPDATE tl_threads SET status = 'idle', updated_at = ? WHERE thread_id = ?"
+        " AND status = 'busy' AND NOT EXISTS (SELECT 1 FROM tl_runs WHERE thread_id = ?"
+        " AND status IN ('pending', 'running'))",
+        (now_iso(), thread_id, thread_id),
+    )
+
+
+async def cancel_run(db: Database, run_id: str, action: str) -> tuple[str, bool] | None:
+    """Ask a run to stop: ``(thread_id, was_pending)``, or None if there is no such run.
+
+    A pending run stops here (``rollback`` deletes it: it wrote nothing); a running one is
+    flagged, and its worker stops it (told at once if local, else by its heartbeat).
+    """
+    now = now_iso()
+    async with db.transaction() as tx:
+        rows = await tx.execute(
+            "UPDATE tl_runs SET cancel = ?, updated_at = ? WHERE run_id = ?"
+            " AND status IN ('pending', 'running') RETURNING thread_id, status",
+            (action, now, run_id),
+        )
+        if not rows:
+            found = await tx.execute("SELECT thread_id FROM tl_runs WHERE run_id = ?", (run_id,))
+            return (str(found[0][0]), False) if found else None
+        thread_id, status = str(rows[0][0]), rows[0][1]
+        if status == "pending":
+            if action == "rollback":
+                await tx.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
+                await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+            else:
+                await tx.execute(
+                    "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ?", (run_id,)
+                )
+    if status == "pending":
+        await settle_thread(db, thread_id)
+    return thread_id, status == "pending"

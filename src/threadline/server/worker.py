@@ -17,16 +17,16 @@ from typing import Any
 
 from ..checkpoint.jsonable import to_jsonable
 from ..types import Command
+from . import lifecycle as life
 from . import runs as q
 from .db import Database
 from .graphs import GraphRegistry
+from .streaming import API_STREAM_MODES, EventEncoder, graph_modes
 from .wire import interrupts_json
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("threadline.server")
-STREAM_MODES = ("values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks",
-                "checkpoints", "events")  # fmt: skip
 
 
 class Worker:
@@ -45,6 +45,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._stopping = False
 
     def start(self) -> None:
@@ -142,12 +143,19 @@ class Worker:
                     (run_id,),
                 )
                 return
+            values, interrupts, thread_status = None, None, "idle"
+            # Restored while the run still holds the thread, so no other run starts meanwhile.
+            if action == "rollback" and await life.restore_before(graph, thread_id, run_id):
+                values, interrupts, thread_status = await self._thread_state(graph, thread_id)
             await q.finish_run(
-                self.db, run, self.owner, status="interrupted", result=None, thread_status="idle"
-            )
+                self.db, run, self.owner, status="interrupted", result=None,
+                thread_status=thread_status, values=values, interrupts=interrupts,
+            )  # fmt: skip
             if action == "rollback":
+                await self.db.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
                 await self.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
             self.notify()
+            await self._completed(graph, run, kwargs)
             return
         except Exception as exc:
             error = {"error": type(exc).__name__, "message": str(exc)}
@@ -157,6 +165,7 @@ class Worker:
                 thread_status="error",
             )  # fmt: skip
             self.notify()
+            await self._completed(graph, run, kwargs)
             return
         snapshot = await graph.aget_state(thread_config)
         values = to_jsonable(snapshot.values)
@@ -171,6 +180,31 @@ class Worker:
             values=values, interrupts=by_task,
         )  # fmt: skip
         self.notify()
+        await self._completed(graph, run, kwargs)
+
+    async def _thread_state(self, graph: Any, thread_id: str) -> tuple[Any, Any, str]:
+        """The thread's values, interrupts by task and status, as its row stores them."""
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        return to_jsonable(snapshot.values), by_task, "interrupted" if snapshot.next else "idle"
+
+    async def _completed(self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """After a run ended: its webhook (in the background) and its temporary thread."""
+        try:
+            if kwargs.get("webhook"):
+                rows = await self.db.execute(
+                    f"SELECT {q.RUN_COLUMNS} FROM tl_runs WHERE run_id = ?", (run[0],)
+                )
+                payload = q.run_json(rows[0]) if rows else {"run_id": run[0], "status": "deleted"}
+                if rows:
+                    payload["values"] = json.loads(rows[0][11]) if rows[0][11] else None
+                task = asyncio.create_task(life.post_webhook(kwargs["webhook"], payload))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            if kwargs.get("on_completion") == "delete":
+                await life.delete_thread(self.db, graph.checkpointer, run[1])
+        except Exception:
+            log.exception("run %s: after-run steps failed", run[0])
 
     async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
         """Whether an earlier attempt of this run already committed a checkpoint."""
@@ -208,10 +242,10 @@ class Worker:
         requested = kwargs.get("stream_mode") or ["values"]
         if isinstance(requested, str):
             requested = [requested]
-        modes = sorted({"messages" if m == "messages-tuple" else m for m in requested})
-        modes = [m for m in modes if m not in ("events",)] or ["values"]
+        requested = [m for m in requested if m in API_STREAM_MODES] or ["values"]
+        encoder = EventEncoder(requested)
         subgraphs = bool(kwargs.get("stream_subgraphs"))
-        options: dict[str, Any] = {"stream_mode": modes, "subgraphs": subgraphs}
+        options: dict[str, Any] = {"stream_mode": graph_modes(requested), "subgraphs": subgraphs}
         for key in ("interrupt_before", "interrupt_after", "context", "durability"):
             if kwargs.get(key) is not None:
                 options[key] = kwargs[key]
@@ -220,8 +254,5 @@ class Worker:
                 ns, mode, chunk = item
             else:
                 ns, (mode, chunk) = (), item
-            event = mode if not ns else f"{mode}|{'|'.join(ns)}"
-            if mode == "messages":
-                message, meta = chunk
-                chunk = [message, meta]
-            await emit(event, chunk)
+            for event, data in encoder.encode(ns, mode, chunk):
+                await emit(event, data)

@@ -116,10 +116,12 @@ async def create_run(
     run_id = str(uuid.uuid4())
     now = now_iso()
     async with db.transaction() as tx:
-        # Takes the thread row's lock (PostgreSQL) before looking at its runs.
+        # Takes the thread row's lock (PostgreSQL) before looking at its runs. The graph is
+        # the thread's from its first run on, so its state can be read while that run goes.
         await tx.execute(
-            "UPDATE tl_threads SET updated_at = ?, status = 'busy' WHERE thread_id = ?",
-            (now, thread_id),
+            "UPDATE tl_threads SET updated_at = ?, status = 'busy',"
+            " graph_id = COALESCE(graph_id, ?) WHERE thread_id = ?",
+            (now, graph_id, thread_id),
         )
         inflight = [
             r[0]

@@ -44,6 +44,7 @@ class Worker:
         self.changed = asyncio.Event()  # an event or outcome was stored in this replica
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, str] = {}
+        self._live: set[str] = set()  # runs inside their graph: what a cancel interrupts
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._stopping = False
@@ -76,7 +77,8 @@ class Worker:
         if task is None:
             return False
         self._cancels[run_id] = action
-        task.cancel()
+        if run_id in self._live:  # else it is stopped before it starts, or has finished
+            task.cancel()
         return True
 
     async def _claim_loop(self) -> None:
@@ -97,7 +99,11 @@ class Worker:
             task.add_done_callback(self._forget(run[0]))
 
     def _forget(self, run_id: str) -> Any:
-        return lambda _task: self._running.pop(run_id, None)
+        def forget(_task: Any) -> None:
+            self._running.pop(run_id, None)
+            self._cancels.pop(run_id, None)
+
+        return forget
 
     async def _wait(self, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -134,7 +140,7 @@ class Worker:
         graph = self.graphs.get(run[3], config)
         thread_config = {"configurable": {"thread_id": thread_id}}
         try:
-            await self._stream(graph, run, kwargs, config, emit)
+            await self._stream_unless_cancelled(graph, run, kwargs, config, emit)
         except asyncio.CancelledError:
             action = self._cancels.pop(run_id, "interrupt")
             if action == "handback":
@@ -205,6 +211,20 @@ class Worker:
                 await life.delete_thread(self.db, graph.checkpointer, run[1])
         except Exception:
             log.exception("run %s: after-run steps failed", run[0])
+
+    async def _stream_unless_cancelled(
+        self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any], config: Any, emit: Any
+    ) -> None:
+        """:meth:`_stream`, the only part a cancel interrupts: one that came while the run
+        was being set up stops it here, instead of breaking the setup (or the bookkeeping
+        after), which would leave the run ``running`` for good."""
+        self._live.add(run[0])
+        try:
+            if run[0] in self._cancels:
+                raise asyncio.CancelledError
+            await self._stream(graph, run, kwargs, config, emit)
+        finally:
+            self._live.discard(run[0])
 
     async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
         """Whether an earlier attempt of this run already committed a checkpoint."""

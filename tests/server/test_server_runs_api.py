@@ -184,6 +184,18 @@ def test_on_disconnect_of_a_stream(urls: list[str], mode: str) -> None:
         assert messages_of(a, thread_id)[-1] == "ticked 10"
 
 
+def test_join_stream_cancel_on_disconnect_on_the_other_replica(urls: list[str]) -> None:
+    a, b = clients(urls)
+    thread_id = a.threads.create()["thread_id"]
+    run = a.runs.create(
+        thread_id, "stages", input={"messages": ["ticks:100:0.1"]}, stream_mode="custom"
+    )
+    for part in b.runs.join_stream(thread_id, run["run_id"], cancel_on_disconnect=True):
+        if part.event == "custom":
+            break
+    until(lambda: status_of(a, thread_id, run["run_id"]) == "interrupted", "the cancel", 8)
+
+
 async def test_on_disconnect_cancel_of_a_wait(urls: list[str]) -> None:
     client = get_client(url=urls[0])
     thread_id = (await client.threads.create())["thread_id"]

@@ -389,3 +389,25 @@ def test_stream_subgraphs_names_events_mode_and_namespace(urls: list[str]) -> No
     with pytest.raises(httpx.HTTPStatusError) as unsupported:
         list(a.runs.stream(None, "echo", input={}, stream_mode="events"))
     assert unsupported.value.response.status_code == 422
+
+
+def test_bad_run_options_get_422_naming_the_option(urls: list[str]) -> None:
+    a, _ = clients(urls)
+    thread_id = a.threads.create()["thread_id"]
+    bad = {
+        "on_disconnect": "sometimes",
+        "on_completion": "shred",
+        "after_seconds": "soon",
+        "stream_mode": "tools",
+        "webhook": "not a url",
+    }
+    for key, value in bad.items():
+        answer = httpx.post(
+            f"{urls[0]}/threads/{thread_id}/runs", json={"assistant_id": "echo", key: value}
+        )
+        assert answer.status_code == 422, key
+        assert key in answer.json()["detail"]
+    assert httpx.post(f"{urls[0]}/runs/cancel?action=undo", json={"status": "all"}).status_code == (
+        422
+    )
+    assert a.runs.list(thread_id) == []

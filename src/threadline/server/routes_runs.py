@@ -392,7 +392,9 @@ async def create_batch(request: Request) -> Response:
     for i, payload in enumerate(payloads):  # check all before creating any
         try:
             graph_of(request, payload.get("assistant_id"))
-            _options(payload, "thread_id" not in payload)
+            _options(payload, payload.get("thread_id") is None)
+            if payload.get("thread_id") is not None:
+                uuid_of(payload["thread_id"], "thread_id")
         except ApiError as exc:
             raise ApiError(exc.status, f"run {i}: {exc.detail}") from None
     created = []

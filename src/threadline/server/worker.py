@@ -66,6 +66,8 @@ class Worker:
             task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
+        if self._background:  # webhooks of runs that just ended
+            await asyncio.wait(list(self._background), timeout=2)
 
     def notify(self) -> None:
         self.changed.set()

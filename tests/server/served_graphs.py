@@ -8,8 +8,8 @@ import os
 import time
 from typing import Annotated, Any, TypedDict
 
-from threadline.config import get_config
-from threadline.graph import END, START, StateGraph
+from threadline.config import get_config, get_stream_writer
+from threadline.graph import END, START, StateGraph, add_messages
 from threadline.types import interrupt
 
 
@@ -99,3 +99,60 @@ fails.add_node("explode", explode)
 fails.add_edge(START, "explode")
 fails.add_edge("explode", END)
 fails_graph = fails.compile()
+
+
+def first(state: Chat) -> dict[str, Any]:
+    return {"messages": ["first"]}
+
+
+async def tick(state: Chat) -> dict[str, Any]:
+    """``ticks:N:SECONDS`` in the input: N custom events, SECONDS apart (streams over time)."""
+    spec = next((m for m in state["messages"] if m.startswith("ticks:")), "ticks:3:0")
+    _, count, pause = spec.split(":")
+    write = get_stream_writer()
+    for i in range(int(count)):
+        write({"tick": i})
+        await asyncio.sleep(float(pause))
+    return {"messages": [f"ticked {count}"]}
+
+
+stages = StateGraph(Chat)
+stages.add_node("first", first)
+stages.add_node("tick", tick)
+stages.add_edge(START, "first")
+stages.add_edge("first", "tick")
+stages.add_edge("tick", END)
+stages_graph = stages.compile()
+
+
+class Talk(TypedDict, total=False):
+    messages: Annotated[list[Any], add_messages]
+
+
+def model(state: Talk) -> dict[str, Any]:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    llm = GenericFakeChatModel(messages=iter([AIMessage(content="hello big world")]))
+    return {"messages": [llm.invoke(state["messages"])]}
+
+
+def note(state: Talk) -> dict[str, Any]:
+    from langchain_core.messages import AIMessage
+
+    return {"messages": [AIMessage(content="noted", id="note-1")]}
+
+
+chat = StateGraph(Talk)
+chat.add_node("model", model)
+chat.add_node("note", note)
+chat.add_edge(START, "model")
+chat.add_edge("model", "note")
+chat.add_edge("note", END)
+chat_graph = chat.compile()
+
+outer = StateGraph(Chat)
+outer.add_node("inner", echo_graph)
+outer.add_edge(START, "inner")
+outer.add_edge("inner", END)
+nested_graph = outer.compile()

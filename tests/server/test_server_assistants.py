@@ -26,7 +26,10 @@ from threadline.server.assistants import (
 from threadline.server.db import open_database
 from threadline.server.graphs import assistant_id_of
 
-GRAPHS = ("echo", "approval", "slow", "steps", "fails", "builder", "nested", "typed", "probe")
+GRAPHS = (
+    "echo", "approval", "slow", "steps", "fails", "builder", "nested", "typed", "probe",
+    "stages", "chat", "stream_nested",
+)  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

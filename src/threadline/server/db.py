@@ -151,13 +151,14 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Tx]:
         tx = _SqliteTx(self._conn)
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await _to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    await _to_the_end(self._conn.execute("ROLLBACK"))
                 raise
-            await self._conn.execute("COMMIT")
+            await _to_the_end(self._conn.execute("COMMIT"))
         await self.publish(*tx.keys)
 
     async def publish(self, *keys: str) -> None:
@@ -166,6 +167,27 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+async def _to_the_end(statement: Any) -> None:
+    """Await ``statement`` even while this task is being cancelled, then re-raise the cancel.
+
+    A streaming response whose client went away is cancelled mid-transaction, and anyio
+    cancels every await after that: an unfinished ROLLBACK would leave the connection in a
+    transaction (holding SQLite's write lock) for everyone after.
+    """
+    task = asyncio.ensure_future(statement)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class _PostgresTx:

@@ -60,7 +60,9 @@ def page(limit: int, most: int = 1000) -> dict[str, dict[str, Any]]:
     }
 
 
-STREAM_MODES = ["values", "updates", "messages", "messages-tuple", "custom", "debug", "events"]
+STREAM_MODES = [
+    "values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks", "checkpoints",
+]  # fmt: skip
 
 SCHEMAS: dict[str, Any] = {
     "Error": obj(
@@ -488,6 +490,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={202: None, 204: None},
         errors=(404, 422),
     ),
+    ("POST", "/runs/batch"): Operation(
+        "Start several runs in the background (each checked before any is queued)",
+        "runs",
+        body=arr({"allOf": [ref("RunCreate"), obj(thread_id=UUID)]}),
+        responses={200: arr(ref("Run"))},
+        errors=(404, 409, 413, 422),
+    ),
+    ("POST", "/runs/cancel"): Operation(
+        "Cancel the runs named by ids, by thread, or by status",
+        "runs",
+        query={"action": {"enum": ["interrupt", "rollback"]}},
+        body=obj(thread_id=UUID, run_ids=arr(UUID), status={"enum": ["pending", "running", "all"]}),
+        responses={204: None},
+    ),
     ("POST", "/runs"): Operation(
         "Start a stateless run (on a new thread) in the background",
         "runs",
@@ -612,7 +628,12 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
         responses[str(status)] = answer
     for status in op.errors:
         responses[str(status)] = {
-            "description": {404: "Not found", 409: "Conflict", 422: "Invalid input"}[status],
+            "description": {
+                404: "Not found",
+                409: "Conflict",
+                413: "Body too large",
+                422: "Invalid input",
+            }[status],
             "content": {JSON: {"schema": ref("Error")}},
         }
     out["responses"] = responses

@@ -9,18 +9,19 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from . import lifecycle as life
 from . import runs as q
-from .http import ApiError, body_of, server_of, uuid_of
+from .http import MAX_BODY, ApiError, body_of, server_of, uuid_of
 from .routes_assistants import run_assistant
 from .sse import HEARTBEAT, frame
-from .wire import now_iso
+from .streaming import API_STREAM_MODES
 
 __all__ = ["run_routes"]
 
@@ -33,10 +34,45 @@ _RUN_KEYS = (
 )  # fmt: skip
 
 
+def _options(body: dict[str, Any], stateless: bool) -> tuple[dict[str, Any], float]:
+    """The run's stored options and its delay; 422 naming the option that is wrong."""
+    kwargs = {k: body[k] for k in _RUN_KEYS if body.get(k) is not None}
+    delay = kwargs.get("after_seconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < 1e9:
+        raise ApiError(422, f"after_seconds must be a number of seconds >= 0, got {delay!r}")
+    if kwargs.get("on_disconnect", "continue") not in ("cancel", "continue"):
+        raise ApiError(422, "on_disconnect must be 'cancel' or 'continue'")
+    if kwargs.get("on_completion", "delete") not in ("delete", "keep"):
+        raise ApiError(422, "on_completion must be 'delete' or 'keep'")
+    modes = kwargs.get("stream_mode", [])
+    for mode in [modes] if isinstance(modes, str) else modes:
+        if mode not in API_STREAM_MODES:
+            raise ApiError(
+                422, f"stream_mode {mode!r} is not supported; use some of {API_STREAM_MODES}"
+            )
+    if "webhook" in kwargs and (why := life.check_webhook(kwargs["webhook"])):
+        raise ApiError(422, why)
+    if stateless:  # its temporary thread is deleted when it ends unless told to keep it
+        kwargs.setdefault("on_completion", "delete")
+    else:
+        kwargs.pop("on_completion", None)  # only for stateless runs, as in LangGraph
+    return kwargs, float(delay)
+
+
 async def _create(
     request: Request, thread_id: str | None, run_id: str | None = None, *, live: bool = True
 ) -> tuple[dict[str, Any], bool]:
-    body = await body_of(request)
+    return await _create_from(request, await body_of(request), thread_id, run_id, live=live)
+
+
+async def _create_from(
+    request: Request,
+    body: dict[str, Any],
+    thread_id: str | None,
+    run_id: str | None = None,
+    *,
+    live: bool = True,
+) -> tuple[dict[str, Any], bool]:
     server = server_of(request)
     assistant = await run_assistant(request, body.get("assistant_id"))
     strategy = body.get("multitask_strategy") or "enqueue"
@@ -46,7 +82,8 @@ async def _create(
     if not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
     stateless = thread_id is None
-    kwargs = assistant.run_kwargs({k: body[k] for k in _RUN_KEYS if body.get(k) is not None})
+    options, delay = _options(body, stateless)
+    kwargs = assistant.run_kwargs(options)
     try:
         run, _cancelled = await q.create_run(
             server.db,
@@ -59,6 +96,7 @@ async def _create(
             create_thread=stateless or body.get("if_not_exists") == "create",
             run_id=run_id,
             live_events=live,
+            delay=delay,
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None
@@ -130,8 +168,36 @@ async def wait_run(request: Request) -> Response:
             request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id,
             live=False,
         )  # fmt: skip
-        result = await _outcome(request, run_id, changed, queued=True)
+        outcome = _outcome(request, run_id, changed, queued=True)
+        if run["kwargs"].get("on_disconnect") == "cancel":
+            result = await _wait_unless_disconnected(request, run_id, outcome)
+        else:
+            result = await outcome
     return JSONResponse(result, headers=_locations(run, stateless, "/join"))
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away (the body is read: the next message says so)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _wait_unless_disconnected(
+    request: Request, run_id: str, outcome: Coroutine[Any, Any, Any]
+) -> Any:
+    """Await the run's ``outcome``, but a client that disconnects first cancels the run."""
+    waiting = asyncio.ensure_future(outcome)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    if waiting.done() and not waiting.cancelled():
+        return waiting.result()
+    await _cancel(request, run_id, "interrupt")
+    return None
 
 
 async def stream_run(request: Request) -> Response:
@@ -139,11 +205,55 @@ async def stream_run(request: Request) -> Response:
     run, stateless = await _create(
         request, None if thread_id is None else uuid_of(thread_id, "thread_id")
     )
+    cancel = run["kwargs"].get("on_disconnect") == "cancel"
     return StreamingResponse(
-        _follow(request, run["run_id"], -1),
+        _follow_or_cancel(request, run["run_id"], -1, cancel=cancel),
         media_type="text/event-stream",
         headers=_locations(run, stateless, "/stream"),
     )
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # cancels started as a stream is torn down
+
+
+async def _follow_or_cancel(
+    request: Request, run_id: str, after: int, *, cancel: bool, modes: set[str] | None = None
+) -> AsyncIterator[bytes]:
+    """:func:`_follow`, only the events of ``modes`` (None: all); with ``cancel``, a client
+    that disconnects before the run ends cancels it."""
+    ended = False
+    try:
+        async for chunk in _follow(request, run_id, after):
+            if modes is None or _event_of(chunk) in modes:
+                yield chunk
+        ended = True
+    finally:
+        if cancel and not ended:
+            # The stream's task is being cancelled: the cancel must run in a task of its own.
+            task = asyncio.get_running_loop().create_task(_cancel(request, run_id, "interrupt"))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+
+def _event_of(chunk: bytes) -> str:
+    """The stream mode of an SSE frame (``updates|sub:1`` -> ``updates``); heartbeats pass."""
+    if not chunk.startswith(b"event: "):
+        return ""
+    name = chunk[7 : chunk.index(b"\n")].decode()
+    return name.split("|", 1)[0]
+
+
+def _modes_wanted(request: Request) -> set[str] | None:
+    """join_stream's ``stream_mode`` query: the event names to pass (None: everything)."""
+    asked = [m for m in request.query_params.getlist("stream_mode") if m]
+    if not asked:
+        return None
+    names = {"", "metadata", "error", "end"}
+    for mode in asked:
+        if mode == "messages":
+            names |= {"messages/partial", "messages/complete", "messages/metadata"}
+        names.add("messages" if mode == "messages-tuple" else mode)
+    return names
 
 
 async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[bytes]:
@@ -180,7 +290,11 @@ async def join_stream(request: Request) -> Response:
         raise ApiError(404, f"run {run_id} not found")
     last = request.headers.get("last-event-id")
     after = int(last) if last and last.lstrip("-").isdigit() else -1
-    return StreamingResponse(_follow(request, run_id, after), media_type="text/event-stream")
+    cancel = request.query_params.get("cancel_on_disconnect") in ("1", "true", "True")
+    return StreamingResponse(
+        _follow_or_cancel(request, run_id, after, cancel=cancel, modes=_modes_wanted(request)),
+        media_type="text/event-stream",
+    )
 
 
 async def join_run(request: Request) -> Response:
@@ -227,32 +341,91 @@ async def delete_run(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def cancel_run(request: Request) -> Response:
-    run_id = uuid_of(request.path_params["run_id"], "run_id")
+async def _cancel(request: Request, run_id: str, action: str) -> bool | None:
+    """Cancel one run: whether it was still pending, or None if there is no such run."""
+    server = server_of(request)
+    found = await q.cancel_run(server.db, run_id, action)  # announced: the worker stops it
+    return None if found is None else found[1]
+
+
+def _action_of(request: Request) -> str:
     action = request.query_params.get("action", "interrupt")
     if action not in ("interrupt", "rollback"):
         raise ApiError(422, "action must be 'interrupt' or 'rollback'")
-    server = server_of(request)
+    return action
+
+
+async def cancel_run(request: Request) -> Response:
+    run_id = uuid_of(request.path_params["run_id"], "run_id")
+    action = _action_of(request)
     row = await _run_row(request, run_id)
     if row is None:
         raise ApiError(404, f"run {run_id} not found")
-    now = now_iso()
-    async with server.db.transaction() as tx:
-        await tx.execute(
-            "UPDATE tl_runs SET cancel = ?, updated_at = ? WHERE run_id = ?", (action, now, run_id)
-        )
-        pending = await tx.execute(
-            "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ? AND status = 'pending'"
-            " RETURNING run_id",
-            (run_id,),
-        )
-        if pending and action == "rollback":
-            await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
-        tx.publish(f"cancel:{run_id}:{action}")
-        tx.publish(f"run:{run_id}")
+    pending = await _cancel(request, run_id, action)
     if request.query_params.get("wait") in ("1", "true", "True"):
         await _wait_done(request, run_id)
-    return Response(status_code=202 if not pending else 204)
+    return Response(status_code=204 if pending else 202)
+
+
+_CANCEL_STATUSES = {"pending": ("pending",), "running": ("running",), "all": ("pending", "running")}
+
+
+async def cancel_many(request: Request) -> Response:
+    """``POST /runs/cancel``: the runs of ``run_ids`` and/or ``thread_id``, or by ``status``."""
+    body = await body_of(request)
+    action = _action_of(request)
+    status = body.get("status")
+    if status is not None and status not in _CANCEL_STATUSES:
+        raise ApiError(422, "status must be 'pending', 'running' or 'all'")
+    run_ids = body.get("run_ids")
+    if run_ids is not None and (
+        not isinstance(run_ids, list) or not all(isinstance(r, str) for r in run_ids)
+    ):
+        raise ApiError(422, "run_ids must be a list of run ids")
+    if status is None and not run_ids and not body.get("thread_id"):
+        raise ApiError(422, "pass run_ids, thread_id, or status ('pending', 'running', 'all')")
+    statuses = _CANCEL_STATUSES[status or "all"]
+    sql = "SELECT run_id FROM tl_runs WHERE status IN (" + ", ".join("?" * len(statuses)) + ")"
+    args: list[Any] = list(statuses)
+    if body.get("thread_id"):
+        sql += " AND thread_id = ?"
+        args.append(uuid_of(body["thread_id"], "thread_id"))
+    if run_ids:
+        sql += " AND run_id IN (" + ", ".join("?" * len(run_ids)) + ")"
+        args += [uuid_of(r, "run_ids[]") for r in run_ids]
+    rows = await server_of(request).db.execute(sql, args)
+    for (run_id,) in rows:
+        await _cancel(request, str(run_id), action)
+    return Response(status_code=204)
+
+
+async def create_batch(request: Request) -> Response:
+    """``POST /runs/batch``: a list of run payloads (stateless unless one names a thread)."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "request body is larger than 10 MiB")
+    try:
+        payloads = json.loads(raw or b"[]")
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payloads, list) or not all(isinstance(p, dict) for p in payloads):
+        raise ApiError(422, "request body must be a JSON list of run objects")
+    for i, payload in enumerate(payloads):  # check all before creating any
+        try:
+            await run_assistant(request, payload.get("assistant_id"))
+            _options(payload, payload.get("thread_id") is None)
+            if payload.get("thread_id") is not None:
+                uuid_of(payload["thread_id"], "thread_id")
+        except ApiError as exc:
+            raise ApiError(exc.status, f"run {i}: {exc.detail}") from None
+    created = []
+    for payload in payloads:
+        thread_id = payload.get("thread_id")
+        if thread_id is not None:
+            thread_id = uuid_of(thread_id, "thread_id")
+        run, _ = await _create_from(request, payload, thread_id)
+        created.append(run)
+    return JSONResponse(created)
 
 
 def run_routes() -> list[Route]:
@@ -269,6 +442,8 @@ def run_routes() -> list[Route]:
         Route(r + "/stream", join_stream),
         Route(r + "/cancel", cancel_run, methods=["POST"]),
         Route("/runs", create_stateless, methods=["POST"]),
+        Route("/runs/batch", create_batch, methods=["POST"]),
+        Route("/runs/cancel", cancel_many, methods=["POST"]),
         Route("/runs/wait", wait_run, methods=["POST"]),
         Route("/runs/stream", stream_run, methods=["POST"]),
     ]

@@ -19,6 +19,7 @@ __all__ = [
     "RunConflict",
     "ThreadMissing",
     "append_events",
+    "cancel_run",
     "claim_runs",
     "create_run",
     "ensure_thread",
@@ -28,6 +29,7 @@ __all__ = [
     "renew_leases",
     "requeue_expired",
     "run_json",
+    "settle_thread",
     "thread_json",
 ]
 
@@ -110,9 +112,12 @@ async def create_run(
     create_thread: bool = False,
     run_id: str | None = None,
     live_events: bool = True,
+    delay: float = 0.0,
 ) -> tuple[dict[str, Any], list[str]]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
+    ``delay`` (``after_seconds``): no worker claims the run before then; its place in the
+    thread's FIFO is its due time, as if it had been sent then.
     Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
     Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing, and
     :class:`ThreadMissing` if the thread does not exist unless ``create_thread``. ``run_id``
@@ -122,12 +127,14 @@ async def create_run(
     """
     run_id = run_id or str(uuid.uuid4())
     now = now_iso()
+    due = time.time() + delay
     async with db.transaction() as tx:
-        # Takes the thread row's lock (PostgreSQL) before looking at its runs.
+        # Takes the thread row's lock (PostgreSQL) before looking at its runs. The graph is
+        # the thread's from its first run on, so its state can be read while that run goes.
         found = await tx.execute(
-            "UPDATE tl_threads SET updated_at = ?, status = 'busy' WHERE thread_id = ?"
-            " RETURNING thread_id",
-            (now, thread_id),
+            "UPDATE tl_threads SET updated_at = ?, status = 'busy',"
+            " graph_id = COALESCE(graph_id, ?) WHERE thread_id = ? RETURNING thread_id",
+            (now, graph_id, thread_id),
         )
         if not found:
             if not create_thread:
@@ -172,29 +179,32 @@ async def create_run(
             f" RETURNING {RUN_COLUMNS}",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
-                json.dumps(metadata), strategy, time.time(), now, now, int(live_events),
+                json.dumps(metadata), strategy, due, now, now, int(live_events),
             ),
         )  # fmt: skip
-        tx.publish("queue")
+        # A delayed run is announced with its due time: nothing else happens when it is due.
+        tx.publish(f"due:{due}" if delay > 0 else "queue")
     return run_json(rows[0]), cancelled
 
 
 async def claim_runs(db: Database, owner: str, lease: float, limit: int) -> list[tuple[Any, ...]]:
-    """Claim up to ``limit`` of the oldest pending runs whose threads have no running run.
+    """Claim up to ``limit`` of the oldest due pending runs whose threads have no running run.
 
     One statement, so fewer than ``limit`` runs back means the queue held no more (then).
     """
+    now = time.time()
     try:
         return await db.execute(
             "UPDATE tl_runs SET status = 'running', owner = ?, attempt = attempt + 1,"
             " lease_until = ?, updated_at = ? WHERE run_id IN ("
-            " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND NOT EXISTS ("
+            " SELECT r.run_id FROM tl_runs r WHERE r.status = 'pending' AND r.enqueued <= ?"
+            " AND NOT EXISTS ("
             "  SELECT 1 FROM tl_runs o WHERE o.thread_id = r.thread_id"
             "  AND (o.status = 'running' OR (o.status = 'pending'"
             "   AND o.enqueued < r.enqueued)))"
             " ORDER BY r.enqueued LIMIT ?) AND status = 'pending'"
             f" RETURNING {RUN_COLUMNS}",
-            (owner, time.time() + lease, now_iso(), limit),
+            (owner, now + lease, now_iso(), now, limit),
         )
     except Exception as exc:  # the partial unique index: another replica won a thread
         if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
@@ -305,3 +315,45 @@ async def finish_run(
         )
         if rows and rows[0][0] == "busy":
             tx.publish("queue")
+
+
+async def settle_thread(db: Database, thread_id: str) -> None:
+    """A ``busy`` thread with no run in flight any more (its runs were cancelled) is idle."""
+    await db.execute(
+        "UPDATE tl_threads SET status = 'idle', updated_at = ? WHERE thread_id = ?"
+        " AND status = 'busy' AND NOT EXISTS (SELECT 1 FROM tl_runs WHERE thread_id = ?"
+        " AND status IN ('pending', 'running'))",
+        (now_iso(), thread_id, thread_id),
+    )
+
+
+async def cancel_run(db: Database, run_id: str, action: str) -> tuple[str, bool] | None:
+    """Ask a run to stop: ``(thread_id, was_pending)``, or None if there is no such run.
+
+    A pending run stops here (``rollback`` deletes it: it wrote nothing); a running one is
+    flagged, and its worker stops it (told at once if local, else by its heartbeat).
+    """
+    now = now_iso()
+    async with db.transaction() as tx:
+        rows = await tx.execute(
+            "UPDATE tl_runs SET cancel = ?, updated_at = ? WHERE run_id = ?"
+            " AND status IN ('pending', 'running') RETURNING thread_id, status",
+            (action, now, run_id),
+        )
+        if not rows:
+            found = await tx.execute("SELECT thread_id FROM tl_runs WHERE run_id = ?", (run_id,))
+            return (str(found[0][0]), False) if found else None
+        thread_id, status = str(rows[0][0]), rows[0][1]
+        tx.publish(f"cancel:{run_id}:{action}")
+        tx.publish(f"run:{run_id}")
+        if status == "pending":
+            if action == "rollback":
+                await tx.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
+                await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+            else:
+                await tx.execute(
+                    "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ?", (run_id,)
+                )
+    if status == "pending":
+        await settle_thread(db, thread_id)
+    return thread_id, status == "pending"

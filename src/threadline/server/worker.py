@@ -14,14 +14,17 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
 from ..checkpoint.jsonable import to_jsonable
 from ..types import Command
+from . import lifecycle as life
 from . import runs as q
 from .db import Database
 from .graphs import GraphRegistry
+from .streaming import API_STREAM_MODES, EventEncoder, graph_modes
 from .wire import interrupts_json
 
 __all__ = ["Worker"]
@@ -45,11 +48,15 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, str] = {}
+        self._live: set[str] = set()  # runs inside their graph: what a cancel interrupts
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
+        self._next_due = 0.0  # when the earliest delayed run announced to this replica is due
         self._stopping = False
 
     def start(self) -> None:
         self.db.notifier.on("cancel", self._cancel_announced)
+        self.db.notifier.on("due", self._due_announced)
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         if self.workers > 0:
             self._tasks.append(asyncio.create_task(self._claim_loop()))
@@ -69,6 +76,14 @@ class Worker:
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=5)
         heartbeat.cancel()
+        if self._background:  # webhooks of runs that just ended
+            await asyncio.wait(list(self._background), timeout=2)
+
+    def _due_announced(self, rest: str) -> None:
+        due = float(rest)
+        if self._next_due <= time.time() or due < self._next_due:
+            self._next_due = due
+        self.db.notifier.wake("queue")  # the claim loop recomputes how long it may sleep
 
     def _cancel_announced(self, rest: str) -> None:
         run_id, _, action = rest.partition(":")
@@ -80,7 +95,8 @@ class Worker:
         if task is None:
             return False
         self._cancels[run_id] = action
-        task.cancel()
+        if run_id in self._live:  # else it is stopped before it starts, or has finished
+            task.cancel()
         return True
 
     async def _claim_loop(self) -> None:
@@ -102,12 +118,17 @@ class Worker:
                     self._running[run[0]] = task
                     task.add_done_callback(self._forget(run[0]))
                 if len(claimed) < free:  # the queue is empty: sleep until a run is announced
+                    pause = RECHECK_SECONDS
+                    until_due = self._next_due - time.time()
+                    if until_due > 0:  # or a delayed one is due
+                        pause = min(pause, until_due + 0.001)
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(queued.wait(), RECHECK_SECONDS)
+                        await asyncio.wait_for(queued.wait(), pause)
 
     def _forget(self, run_id: str) -> Any:
         def forget(_task: Any) -> None:
             self._running.pop(run_id, None)
+            self._cancels.pop(run_id, None)
             self._slot_free.set()
 
         return forget
@@ -136,7 +157,7 @@ class Worker:
         graph = self.graphs.get(run[3], config)
         thread_config = {"configurable": {"thread_id": thread_id}}
         try:
-            await self._stream(graph, run, kwargs, config, events.emit)
+            await self._stream_unless_cancelled(graph, run, kwargs, config, events.emit)
             await events.flush()
         except asyncio.CancelledError:
             action = self._cancels.pop(run_id, "interrupt")
@@ -145,13 +166,21 @@ class Worker:
                 await q.hand_back(self.db, run_id, self.owner)
                 return
             await events.flush()
+            values, interrupts, thread_status = None, None, "idle"
+            # Restored while the run still holds the thread, so no other run starts meanwhile.
+            if action == "rollback" and await life.restore_before(graph, thread_id, run_id):
+                values, interrupts, thread_status = await self._thread_state(graph, thread_id)
             await q.finish_run(
                 self.db, run, self.owner, status="interrupted", result=None,
-                thread_status="idle", events=events.unstored(),
+                thread_status=thread_status, values=values, interrupts=interrupts,
+                events=events.unstored(),
             )  # fmt: skip
             if action == "rollback":
-                await self.db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
-                await self.db.publish(f"run:{run_id}")
+                await self.db.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
+                await self.db.change(
+                    "DELETE FROM tl_runs WHERE run_id = ?", (run_id,), f"run:{run_id}"
+                )
+            await self._completed(graph, run, kwargs)
             return
         except Exception as exc:
             error = {"error": type(exc).__name__, "message": str(exc)}
@@ -161,6 +190,7 @@ class Worker:
                 self.db, run, self.owner, status="error", result={"__error__": error},
                 thread_status="error", events=events.unstored(),
             )  # fmt: skip
+            await self._completed(graph, run, kwargs)
             return
         snapshot = await graph.aget_state(thread_config)
         values = to_jsonable(snapshot.values)
@@ -174,6 +204,45 @@ class Worker:
             self.db, run, self.owner, status="success", result=result, thread_status=status,
             values=values, interrupts=by_task, events=events.unstored(),
         )  # fmt: skip
+        await self._completed(graph, run, kwargs)
+
+    async def _thread_state(self, graph: Any, thread_id: str) -> tuple[Any, Any, str]:
+        """The thread's values, interrupts by task and status, as its row stores them."""
+        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        return to_jsonable(snapshot.values), by_task, "interrupted" if snapshot.next else "idle"
+
+    async def _completed(self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """After a run ended: its webhook (in the background) and its temporary thread."""
+        try:
+            if kwargs.get("webhook"):
+                rows = await self.db.execute(
+                    f"SELECT {q.RUN_COLUMNS} FROM tl_runs WHERE run_id = ?", (run[0],)
+                )
+                payload = q.run_json(rows[0]) if rows else {"run_id": run[0], "status": "deleted"}
+                if rows:
+                    payload["values"] = json.loads(rows[0][11]) if rows[0][11] else None
+                task = asyncio.create_task(life.post_webhook(kwargs["webhook"], payload))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            if kwargs.get("on_completion") == "delete":
+                await life.delete_thread(self.db, graph.checkpointer, run[1])
+        except Exception:
+            log.exception("run %s: after-run steps failed", run[0])
+
+    async def _stream_unless_cancelled(
+        self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any], config: Any, emit: Any
+    ) -> None:
+        """:meth:`_stream`, the only part a cancel interrupts: one that came while the run
+        was being set up stops it here, instead of breaking the setup (or the bookkeeping
+        after), which would leave the run ``running`` for good."""
+        self._live.add(run[0])
+        try:
+            if run[0] in self._cancels:
+                raise asyncio.CancelledError
+            await self._stream(graph, run, kwargs, config, emit)
+        finally:
+            self._live.discard(run[0])
 
     async def _resumed_already(self, graph: Any, run: tuple[Any, ...]) -> bool:
         """Whether an earlier attempt of this run already committed a checkpoint."""
@@ -211,10 +280,10 @@ class Worker:
         requested = kwargs.get("stream_mode") or ["values"]
         if isinstance(requested, str):
             requested = [requested]
-        modes = sorted({"messages" if m == "messages-tuple" else m for m in requested})
-        modes = [m for m in modes if m not in ("events",)] or ["values"]
+        requested = [m for m in requested if m in API_STREAM_MODES] or ["values"]
+        encoder = EventEncoder(requested)
         subgraphs = bool(kwargs.get("stream_subgraphs"))
-        options: dict[str, Any] = {"stream_mode": modes, "subgraphs": subgraphs}
+        options: dict[str, Any] = {"stream_mode": graph_modes(requested), "subgraphs": subgraphs}
         for key in ("interrupt_before", "interrupt_after", "context", "durability"):
             if kwargs.get(key) is not None:
                 options[key] = kwargs[key]
@@ -223,11 +292,8 @@ class Worker:
                 ns, mode, chunk = item
             else:
                 ns, (mode, chunk) = (), item
-            event = mode if not ns else f"{mode}|{'|'.join(ns)}"
-            if mode == "messages":
-                message, meta = chunk
-                chunk = [message, meta]
-            emit(event, chunk)
+            for event, data in encoder.encode(ns, mode, chunk):
+                emit(event, data)
 
 
 class EventWriter:

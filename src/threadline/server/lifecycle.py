@@ -1,0 +1,74 @@
+"""Around a run's execution: rollback to the state before it, webhooks, temporary threads.
+
+Workers call these when a run ends; they use only the public checkpointer and graph API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+import urllib.request
+from typing import Any
+
+__all__ = ["check_webhook", "delete_thread", "post_webhook", "restore_before"]
+
+log = logging.getLogger("threadline.server")
+WEBHOOK_TIMEOUT = 10.0
+
+
+async def restore_before(graph: Any, thread_id: str, run_id: str) -> bool:
+    """Put the thread back where it was before ``run_id`` wrote to it; whether it still exists.
+
+    The checkpoint before the run's first one becomes the head again (as a new checkpoint
+    holding its values, what ``update_state`` on an old checkpoint does). A run that started
+    the thread leaves nothing: the thread's checkpoints are deleted.
+    """
+    saver = graph.checkpointer
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    first = None
+    async for found in saver.alist(config, filter={"run_id": run_id}):
+        first = found  # newest first: the last one listed is the run's first checkpoint
+    if first is None:
+        return True
+    if first.parent_config is None:
+        await saver.adelete_thread(thread_id)
+        return False
+    await graph.aupdate_state(first.parent_config, None)
+    return True
+
+
+async def delete_thread(db: Any, saver: Any, thread_id: str) -> None:
+    """Delete a stateless run's temporary thread and its checkpoints (``on_completion``)."""
+    await saver.adelete_thread(thread_id)
+    await db.execute("DELETE FROM tl_threads WHERE thread_id = ?", (thread_id,))
+
+
+def check_webhook(url: Any) -> str | None:
+    """Why ``url`` cannot be a webhook, or None when it can (an absolute http(s) URL)."""
+    if not isinstance(url, str):
+        return "webhook must be a URL string"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"webhook must be an http:// or https:// URL, got {url!r}"
+    return None
+
+
+def _post(url: str, body: bytes) -> int:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:
+        return int(response.status)
+
+
+async def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    """POST ``payload`` as JSON to ``url``; failures are logged, never raised."""
+    if check_webhook(url) is not None:  # checked when the run was created; stored rows too
+        log.warning("run %s: not calling webhook %r", payload.get("run_id"), url)
+        return
+    try:
+        await asyncio.to_thread(_post, url, json.dumps(payload).encode())
+    except Exception as exc:
+        log.warning("run %s: webhook %s failed: %s", payload.get("run_id"), url, exc)

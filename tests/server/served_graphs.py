@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+import threading
 import time
 from typing import Annotated, Any, TypedDict
 
@@ -22,6 +23,7 @@ def reply(state: Chat) -> dict[str, Any]:
     last = state["messages"][-1]
     configurable = get_config()["configurable"]
     seen = {k: configurable.get(k) for k in ("thread_id", "run_id", "assistant_id", "graph_id")}
+    seen["thread"] = threading.current_thread().name  # the pool sync nodes run on
     return {"messages": [f"reply to {last}"], "seen": seen}
 
 

@@ -49,6 +49,7 @@ def test_wait_returns_values_and_config_reaches_the_node(urls: list[str]) -> Non
     assert result["messages"] == ["hi", "reply to hi"]
     seen = result["seen"]
     assert seen["thread_id"] == thread["thread_id"]
+    assert seen["thread"].startswith("threadline-node")  # the server's own pool
     assert seen["graph_id"] == "echo" and seen["assistant_id"] == assistant_id_of("echo")
     (run,) = a.runs.list(thread["thread_id"])
     assert seen["run_id"] == run["run_id"] and run["status"] == "success"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -83,6 +85,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Sync nodes run on the loop's default executor: the server owns it, sizes it to its
+        # workers (each run may fan out) and shuts it down, instead of a process-wide pool.
+        nodes = concurrent.futures.ThreadPoolExecutor(
+            max(8, 4 * workers), thread_name_prefix="threadline-node"
+        )
+        asyncio.get_running_loop().set_default_executor(nodes)
         db = await open_database(database_url)
         checkpointer: Any = saver_from_url(database_url, aio=True, auto_sweep=False)
         await checkpointer.__aenter__()
@@ -111,6 +119,7 @@ def create_app(
             await store.aclose()
             await checkpointer.aclose()
             await db.close()
+            nodes.shutdown(wait=False, cancel_futures=True)
 
     return Starlette(
         routes=routes(),

@@ -17,9 +17,23 @@ from typing import Any
 
 from ..checkpoint.serde import MsgpackSerializer, Serializer
 from . import _prepare, _sql
-from .base import BaseStore, IndexConfig, Op, PutOp, Result, TTLConfig
+from .base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    Op,
+    PutOp,
+    Result,
+    TTLConfig,
+    validate_key,
+    validate_labels,
+)
 
 __all__ = ["SqlStore"]
+
+_NO_PUTS: dict[Any, Any] = {}
+_NO_QUERIES: dict[int, list[float]] = {}
 
 
 def _check_ttl_config(ttl: TTLConfig | None) -> TTLConfig | None:
@@ -108,6 +122,29 @@ class SqlStore(StoreOptions, BaseStore):
         if not puts:
             return False
         return len(puts) > 1 or puts[0].value is None or self._index is not None
+
+    def _read_context(self) -> _sql.Context:
+        """The context of a batch that embeds nothing (a get)."""
+        return _sql.Context(
+            self._flavor, self.serde, self._store_docs, time.time(), None, _NO_PUTS, _NO_QUERIES
+        )
+
+    # A get is most of a store's reads: it skips building and planning a batch of one (same
+    # checks, same statement, same result).
+
+    def get(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        op = GetOp(validate_labels(namespace), validate_key(key), self._refresh(refresh_ttl))
+        item: Item | None = self._run(_sql.get(self._read_context(), op), False)
+        return item
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        op = GetOp(validate_labels(namespace), validate_key(key), self._refresh(refresh_ttl))
+        item: Item | None = await self._arun(_sql.get(self._read_context(), op), False)
+        return item
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         plan = _prepare.plan(ops, self._index)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import _drop_postgres_schema, _postgres_schema, postgres_url_or_skip
@@ -117,6 +118,32 @@ def test_postgres_auto_setup_false() -> None:
             pytest.raises(SchemaMissingError, match="setup"),
         ):
             store.get(("a",), "k")
+    finally:
+        _drop_postgres_schema(url, schema)
+
+
+@pytest.mark.postgres
+def test_postgres_store_synchronous_commit_is_opt_in() -> None:
+    import psycopg
+
+    from threadline.store.postgres import PostgresStore
+
+    url = postgres_url_or_skip()
+    schema = _postgres_schema()
+    with psycopg.connect(url) as conn:
+        server = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+    try:
+        for setting, want in ((None, server), ("off", "off")):
+            with PostgresStore.from_conn_string(
+                url, schema=schema, synchronous_commit=setting
+            ) as store:
+                store.put(("a",), "k", {"v": setting})
+                assert store.get(("a",), "k").value == {"v": setting}  # type: ignore[union-attr]
+                pool: Any = store._target
+                with pool.connection() as conn:
+                    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == want
+        with pytest.raises(ValueError, match="synchronous_commit"):
+            PostgresStore.from_conn_string(url, schema=schema, synchronous_commit="fast")
     finally:
         _drop_postgres_schema(url, schema)
 

@@ -40,7 +40,7 @@ from .base import (
     trusted_item,
 )
 
-__all__ = ["PostgresFlavor", "Proc", "SqliteFlavor", "Step", "get", "run_ops"]
+__all__ = ["PostgresFlavor", "Proc", "SqliteFlavor", "Step", "get", "put", "run_ops"]
 
 
 class Step(NamedTuple):
@@ -358,7 +358,8 @@ def get(ctx: Context, op: GetOp) -> Proc:
     return _item(ctx, rows[0])
 
 
-def _put(ctx: Context, op: PutOp) -> Proc:
+def put(ctx: Context, op: PutOp) -> Proc:
+    """Store (``op.value`` None: delete) one item and its vectors."""
     f = ctx.flavor
     prefix = _query.ns_key(op.namespace)
     if op.value is None:
@@ -498,7 +499,7 @@ def run_ops(ctx: Context, ops: Sequence[Op]) -> Proc:
         elif isinstance(op, GetOp):
             results.append((yield from get(ctx, op)))
         elif isinstance(op, PutOp):
-            results.append((yield from _put(ctx, op)))
+            results.append((yield from put(ctx, op)))
         elif isinstance(op, SearchOp):
             results.append((yield from _search(ctx, i, op)))
         else:

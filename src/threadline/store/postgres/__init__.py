@@ -104,14 +104,25 @@ class PostgresStore(SqlStore):
 
     @classmethod
     def from_conn_string(
-        cls, conn_string: str, *, pool_min_size: int = 1, pool_max_size: int = 10, **options: Any
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        synchronous_commit: str | None = None,
+        **options: Any,
     ) -> Self:
-        """A store over a new connection pool to ``conn_string``, closed with the store."""
+        """A store over a new connection pool to ``conn_string``, closed with the store.
+
+        ``synchronous_commit`` sets that PostgreSQL option on the pool's connections (None:
+        the server's; ``"off"``: a put returns before its commit reaches the disk, several times
+        faster, and a database crash may lose the last moments of puts, see
+        :func:`~threadline.checkpoint.postgres.connection_kwargs`)."""
         pool: ConnectionPool[Any] = ConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline-store",
         )

@@ -68,15 +68,22 @@ class AsyncPostgresStore(SqlStore):
 
     @classmethod
     def from_conn_string(
-        cls, conn_string: str, *, pool_min_size: int = 1, pool_max_size: int = 10, **options: Any
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        synchronous_commit: str | None = None,
+        **options: Any,
     ) -> Self:
         """A store over a new pool to ``conn_string`` (opened on first use); use
-        ``async with`` or ``await store.aclose()``."""
+        ``async with`` or ``await store.aclose()``. ``synchronous_commit`` as for
+        :meth:`PostgresStore.from_conn_string`."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline-store",
         )

@@ -45,9 +45,27 @@ def missing(schema: str) -> SchemaMissingError:
     )
 
 
+_CURSOR_ATTR = "_threadline_store_cursor"
+
+
+def cursor_of(conn: Any) -> Any:
+    """The store's cursor on ``conn`` (sync or async), made on first use and kept on it.
+
+    A new cursor sets up its adapters and result loaders anew, which costs a get about a
+    third of a round trip. A connection serves one batch at a time (a pool lends it out, or
+    the store's lock guards it), and so does its cursor. Kept as an attribute of the
+    connection, so that the two are garbage together (a table of them would keep both alive).
+    """
+    cur = getattr(conn, _CURSOR_ATTR, None)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=tuple_row)
+        setattr(conn, _CURSOR_ATTR, cur)
+    return cur
+
+
 def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool) -> Any:
     """Run ``proc`` on ``conn`` (the async twin in :mod:`.aio` mirrors it line by line)."""
-    cur = conn.cursor(row_factory=tuple_row)
+    cur: psycopg.Cursor[Any] = cursor_of(conn)
     try:
         step = next(proc)
         while True:
@@ -62,7 +80,6 @@ def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool) -> Any:
         return stop.value
     finally:
         proc.close()
-        cur.close()
 
 
 class PostgresStore(SqlStore):

@@ -7,21 +7,20 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
 from ...checkpoint.postgres import connection_kwargs
 from .. import _sql
 from .._sqlstore import SqlStore
-from . import EXISTS, missing
+from . import EXISTS, cursor_of, missing
 
 __all__ = ["AsyncPostgresStore"]
 
 
 async def adrive(conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: bool) -> Any:
     """:func:`threadline.store.postgres.drive` with ``await``."""
-    cur = conn.cursor(row_factory=tuple_row)
+    cur: psycopg.AsyncCursor[Any] = cursor_of(conn)
     try:
         step = next(proc)
         while True:
@@ -36,7 +35,6 @@ async def adrive(conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: b
         return stop.value
     finally:
         proc.close()
-        await cur.close()
 
 
 class AsyncPostgresStore(SqlStore):

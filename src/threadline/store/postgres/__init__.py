@@ -48,24 +48,26 @@ def missing(schema: str) -> SchemaMissingError:
 _CURSOR_ATTR = "_threadline_store_cursor"
 
 
-def cursor_of(conn: Any) -> Any:
-    """The store's cursor on ``conn`` (sync or async), made on first use and kept on it.
+def cursor_of(conn: Any, holder: Any = None) -> Any:
+    """The stores' cursor on ``conn`` (sync or async), made on first use and kept.
 
     A new cursor sets up its adapters and result loaders anew, which costs a get about a
-    third of a round trip. A connection serves one batch at a time (a pool lends it out, or
-    the store's lock guards it), and so does its cursor. Kept as an attribute of the
-    connection, so that the two are garbage together (a table of them would keep both alive).
+    third of a round trip. A cursor serves one batch at a time: one on a connection a pool
+    lent (kept as an attribute of the connection, so that the two are garbage together), or
+    one ``holder`` keeps for its own connection under its lock (several stores may share a
+    connection, each with its lock, never one cursor).
     """
-    cur = getattr(conn, _CURSOR_ATTR, None)
+    owner = conn if holder is None else holder
+    cur = getattr(owner, _CURSOR_ATTR, None)
     if cur is None or cur.closed:
         cur = conn.cursor(row_factory=tuple_row)
-        setattr(conn, _CURSOR_ATTR, cur)
+        setattr(owner, _CURSOR_ATTR, cur)
     return cur
 
 
-def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool) -> Any:
-    """Run ``proc`` on ``conn`` (the async twin in :mod:`.aio` mirrors it line by line)."""
-    cur: psycopg.Cursor[Any] = cursor_of(conn)
+def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool, cur: Any) -> Any:
+    """Run ``proc`` on ``conn`` with ``cur`` (:func:`cursor_of`); the async twin in :mod:`.aio`
+    mirrors it line by line."""
     try:
         step = next(proc)
         while True:
@@ -174,15 +176,15 @@ class PostgresStore(SqlStore):
     def _execute(self, proc: _sql.Proc, write: bool) -> Any:
         if isinstance(self._target, ConnectionPool):
             with self._target.connection() as conn:
-                return self._on(conn, proc, write)
+                return self._on(conn, proc, write, cursor_of(conn))
         with self._lock:
-            return self._on(self._target, proc, write)
+            return self._on(self._target, proc, write, cursor_of(self._target, self))
 
-    def _on(self, conn: psycopg.Connection[Any], proc: _sql.Proc, write: bool) -> Any:
+    def _on(self, conn: psycopg.Connection[Any], proc: _sql.Proc, write: bool, cur: Any) -> Any:
         if write or not conn.autocommit:
             with conn.transaction():
-                return drive(conn, proc, self.prepare)
-        return drive(conn, proc, self.prepare)
+                return drive(conn, proc, self.prepare, cur)
+        return drive(conn, proc, self.prepare, cur)
 
     def _run(self, proc: _sql.Proc, write: bool) -> Any:
         if not self._ready:

@@ -18,9 +18,10 @@ from . import EXISTS, cursor_of, missing
 __all__ = ["AsyncPostgresStore"]
 
 
-async def adrive(conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: bool) -> Any:
+async def adrive(
+    conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: bool, cur: Any
+) -> Any:
     """:func:`threadline.store.postgres.drive` with ``await``."""
-    cur: psycopg.AsyncCursor[Any] = cursor_of(conn)
     try:
         step = next(proc)
         while True:
@@ -117,15 +118,17 @@ class AsyncPostgresStore(SqlStore):
         await self._ensure_open()
         if isinstance(self._target, AsyncConnectionPool):
             async with self._target.connection() as conn:
-                return await self._on(conn, proc, write)
+                return await self._on(conn, proc, write, cursor_of(conn))
         async with self._lock:
-            return await self._on(self._target, proc, write)
+            return await self._on(self._target, proc, write, cursor_of(self._target, self))
 
-    async def _on(self, conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, write: bool) -> Any:
+    async def _on(
+        self, conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, write: bool, cur: Any
+    ) -> Any:
         if write or not conn.autocommit:
             async with conn.transaction():
-                return await adrive(conn, proc, self.prepare)
-        return await adrive(conn, proc, self.prepare)
+                return await adrive(conn, proc, self.prepare, cur)
+        return await adrive(conn, proc, self.prepare, cur)
 
     async def _arun(self, proc: _sql.Proc, write: bool) -> Any:
         if not self._ready:

@@ -186,7 +186,7 @@ class InMemoryStore(StoreOptions, BaseStore):
         per_put, queries = vectors
         now = time.time()
         results: list[Result] = []
-        # Values are checked and copied before the lock is taken: that is the slow part.
+        # Values are checked before the lock is taken: that is the slow part.
         flat = {
             i: self._check(op.namespace, op.key, op.value)
             for i, op in enumerate(plan.ops)

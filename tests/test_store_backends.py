@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import _drop_postgres_schema, _postgres_schema, postgres_url_or_skip
@@ -119,6 +120,67 @@ def test_postgres_auto_setup_false() -> None:
             store.get(("a",), "k")
     finally:
         _drop_postgres_schema(url, schema)
+
+
+@pytest.mark.postgres
+def test_postgres_store_synchronous_commit_is_opt_in() -> None:
+    import psycopg
+
+    from threadline.store.postgres import PostgresStore
+
+    url = postgres_url_or_skip()
+    schema = _postgres_schema()
+    with psycopg.connect(url) as conn:
+        server = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+    try:
+        for setting, want in ((None, server), ("off", "off")):
+            with PostgresStore.from_conn_string(
+                url, schema=schema, synchronous_commit=setting
+            ) as store:
+                store.put(("a",), "k", {"v": setting})
+                assert store.get(("a",), "k").value == {"v": setting}  # type: ignore[union-attr]
+                pool: Any = store._target
+                with pool.connection() as conn:
+                    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == want
+        with pytest.raises(ValueError, match="synchronous_commit"):
+            PostgresStore.from_conn_string(url, schema=schema, synchronous_commit="fast")
+    finally:
+        _drop_postgres_schema(url, schema)
+
+
+@pytest.mark.postgres
+def test_postgres_stores_sharing_one_connection_across_threads() -> None:
+    import psycopg
+
+    from threadline.store.postgres import PostgresStore
+
+    url = postgres_url_or_skip()
+    schema = _postgres_schema()
+    errors: list[BaseException] = []
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            stores = [PostgresStore(conn, schema=schema) for _ in range(2)]
+            stores[0].setup()
+
+            def work(n: int) -> None:
+                try:
+                    store = stores[n]
+                    for i in range(100):
+                        store.put((f"s{n}",), f"k{i}", {"n": n, "i": i})
+                        item = store.get((f"s{n}",), f"k{i}")
+                        assert item is not None and item.value == {"n": n, "i": i}
+                        assert [x.key for x in store.search((f"s{n}",), limit=1)] == [f"k{i}"]
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        _drop_postgres_schema(url, schema)
+    assert not errors, errors
 
 
 @pytest.mark.postgres

@@ -375,3 +375,30 @@ async def test_async_embed_function(make: Callable[..., Any], backend: StoreBack
 async def test_search_without_index_ignores_query(store: StoreDriver) -> None:
     await store.put(("m",), "a", {"text": "x"})
     assert [i.key for i in await store.search(("m",), query="x")] == ["a"]
+
+
+# ---------------------------------------------------------------------- shortcuts' edges
+
+
+@pytest.mark.parametrize("namespace", [(["a"],), ("a", 1), ["ns"]])
+async def test_get_checks_namespaces_it_has_not_seen(store: StoreDriver, namespace: Any) -> None:
+    await store.put(("ns",), "k", {"v": 1})
+    if isinstance(namespace, list):
+        assert (await store.get(namespace, "k")).value == {"v": 1}  # a list is accepted
+        return
+    with pytest.raises(InvalidNamespaceError):
+        await store.get(namespace, "k")
+
+
+async def test_flat_and_odd_values_are_checked_and_isolated(store: StoreDriver) -> None:
+    value = {"text": "thé ☕", "n": 2**70, "x": 1.5, "ok": True, "none": None}
+    await store.put(("ns",), "k", value)
+    got = (await store.get(("ns",), "k")).value
+    assert got == value
+    got["text"] = "changed"
+    assert (await store.get(("ns",), "k")).value == value
+    with pytest.raises(SerializationError):
+        await store.put(("ns",), "bad", {"text": "\ud800"})
+    assert await store.get(("ns",), "bad") is None
+    with pytest.raises((TypeError, ValueError)):
+        await store.get(("ns",), "")

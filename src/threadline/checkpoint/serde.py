@@ -804,6 +804,11 @@ class MsgpackSerializer:
         }
 
     @property
+    def max_decoded_bytes(self) -> int:
+        """The largest encoded value (before compression) this serializer writes and reads."""
+        return self._max_decoded_bytes
+
+    @property
     def registry(self) -> TypeRegistry:
         """The registry of types this serializer stores and loads beyond the built-in ones."""
         return self._registry

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPERATORS",
     "Dialect",
+    "compile_filter",
     "dot_scores",
     "list_namespaces",
     "matches",
@@ -156,6 +157,63 @@ def matches(doc: Any, filter: Mapping[str, Any] | None) -> bool:
                 return False
         elif value is _MISSING or not _equal(value, want):
             return False
+    return True
+
+
+def compile_filter(filter: Mapping[str, Any] | None) -> Callable[[Any], bool]:
+    """:func:`matches` with ``filter`` fixed, for testing many items: the shape of each
+    condition is looked at once, not once per item."""
+    items = list((filter or {}).items())
+    if not items:
+        return _always
+    if all(type(want) is str for _, want in items):
+        # The common case, ``{"kind": "note"}``: a str equals only a str, so plain ``==``
+        # (a missing field reads None, which never equals a str) is exactly _equal.
+        if len(items) == 1:
+            [(field, text)] = items
+
+            def equal_string(doc: Any) -> bool:
+                if type(doc) is dict:
+                    return bool(doc.get(field) == text)
+                return matches(doc, filter)
+
+            return equal_string
+        pairs = tuple(items)
+
+        def equal_strings(doc: Any) -> bool:
+            if type(doc) is not dict:
+                return matches(doc, filter)
+            get = doc.get
+            return all(get(key) == want for key, want in pairs)
+
+        return equal_strings
+    tests: list[tuple[str, int, Any]] = []
+    for key, want in items:
+        if _is_operator_dict(want):
+            tests.append((key, 0, tuple(want.items())))
+        elif isinstance(want, Mapping):
+            tests.append((key, 1, compile_filter(want)))
+        else:
+            tests.append((key, 2, want))
+
+    def general(doc: Any) -> bool:
+        mapping = isinstance(doc, Mapping)
+        for key, kind, want in tests:
+            value = doc.get(key, _MISSING) if mapping else _MISSING
+            if kind == 0:
+                if not all(_compare(value, op, target) for op, target in want):
+                    return False
+            elif kind == 1:
+                if not isinstance(value, Mapping) or not want(value):
+                    return False
+            elif value is _MISSING or not _equal(value, want):
+                return False
+        return True
+
+    return general
+
+
+def _always(doc: Any) -> bool:
     return True
 
 

@@ -28,9 +28,19 @@ from ..checkpoint.serde import Serializer
 from ..errors import CorruptCheckpointError, SchemaVersionError
 from . import _query
 from ._prepare import is_skipped
-from .base import GetOp, Item, ListNamespacesOp, Op, PutOp, Result, SearchItem, SearchOp
+from .base import (
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    trusted_item,
+)
 
-__all__ = ["PostgresFlavor", "Proc", "SqliteFlavor", "Step", "run_ops"]
+__all__ = ["PostgresFlavor", "Proc", "SqliteFlavor", "Step", "get", "put", "run_ops"]
 
 
 class Step(NamedTuple):
@@ -98,12 +108,18 @@ class SqliteFlavor(Flavor):
     name = "sqlite"
     migrations = (_SQLITE_V1,)
 
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
     def sql(self, text: str) -> str:
-        return text.format(
-            items="threadline_store",
-            vectors="threadline_store_vectors",
-            migrations="threadline_store_migrations",
-        )
+        done = self._cache.get(text)
+        if done is None:
+            done = self._cache[text] = text.format(
+                items="threadline_store",
+                vectors="threadline_store_vectors",
+                migrations="threadline_store_migrations",
+            )
+        return done
 
     def setup(self) -> Proc:
         yield Step(
@@ -289,8 +305,12 @@ def unpack_vector(data: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(data) // 4}f", data)
 
 
+_UTC = dt.timezone.utc
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _ITEM_COLS = "prefix, key, value, created_at, updated_at, ttl_minutes"
+
+
+_GET = f"SELECT {_ITEM_COLS} FROM {{items}} WHERE prefix = ? AND key = ? AND {_LIVE}"
 
 
 def _item(
@@ -299,8 +319,10 @@ def _item(
     prefix, key, data, created, updated = r[0], r[1], r[2], r[3], r[4]
     try:
         value = ctx.serde.loads(bytes(data))
-        created_at = dt.datetime.fromtimestamp(float(created), dt.timezone.utc)
-        updated_at = dt.datetime.fromtimestamp(float(updated), dt.timezone.utc)
+        created_at = dt.datetime.fromtimestamp(float(created), _UTC)
+        updated_at = (
+            created_at if updated == created else dt.datetime.fromtimestamp(float(updated), _UTC)
+        )
     except CorruptCheckpointError as exc:
         raise CorruptCheckpointError(
             f"store item {key!r} in namespace {prefix!r} cannot be read: {exc}"
@@ -309,10 +331,10 @@ def _item(
         raise CorruptCheckpointError(
             f"store item {key!r} in namespace {prefix!r} has a malformed row: {exc}"
         ) from exc
-    ns = _query.ns_of(prefix)
+    item = trusted_item(cls, value, key, _query.ns_of(prefix), created_at, updated_at)
     if cls is SearchItem:
-        return SearchItem(ns, key, value, created_at, updated_at, score)
-    return Item(value=value, key=key, namespace=ns, created_at=created_at, updated_at=updated_at)
+        item.score = score  # type: ignore[attr-defined]
+    return item
 
 
 def _refresh(ctx: Context, rows: Sequence[tuple[Any, ...]]) -> Proc:
@@ -326,13 +348,9 @@ def _refresh(ctx: Context, rows: Sequence[tuple[Any, ...]]) -> Proc:
         )
 
 
-def _get(ctx: Context, op: GetOp) -> Proc:
-    rows = yield Step(
-        ctx.flavor.sql(
-            f"SELECT {_ITEM_COLS} FROM {{items}} WHERE prefix = ? AND key = ? AND {_LIVE}"
-        ),
-        (_query.ns_key(op.namespace), op.key, ctx.now),
-    )
+def get(ctx: Context, op: GetOp) -> Proc:
+    """One item, or None."""
+    rows = yield Step(ctx.flavor.sql(_GET), (_query.ns_key(op.namespace), op.key, ctx.now))
     if not rows:
         return None
     if op.refresh_ttl:
@@ -340,7 +358,8 @@ def _get(ctx: Context, op: GetOp) -> Proc:
     return _item(ctx, rows[0])
 
 
-def _put(ctx: Context, op: PutOp) -> Proc:
+def put(ctx: Context, op: PutOp) -> Proc:
+    """Store (``op.value`` None: delete) one item and its vectors."""
     f = ctx.flavor
     prefix = _query.ns_key(op.namespace)
     if op.value is None:
@@ -478,9 +497,9 @@ def run_ops(ctx: Context, ops: Sequence[Op]) -> Proc:
         if is_skipped(op):
             results.append(None)
         elif isinstance(op, GetOp):
-            results.append((yield from _get(ctx, op)))
+            results.append((yield from get(ctx, op)))
         elif isinstance(op, PutOp):
-            results.append((yield from _put(ctx, op)))
+            results.append((yield from put(ctx, op)))
         elif isinstance(op, SearchOp):
             results.append((yield from _search(ctx, i, op)))
         else:

@@ -13,13 +13,30 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from ..checkpoint.serde import MsgpackSerializer, Serializer
 from . import _prepare, _sql
-from .base import BaseStore, IndexConfig, Op, PutOp, Result, TTLConfig
+from .base import (
+    NOT_PROVIDED,
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    NotProvided,
+    Op,
+    PutOp,
+    Result,
+    TTLConfig,
+    validate_key,
+    validate_labels,
+    validate_put,
+)
 
 __all__ = ["SqlStore"]
+
+_NO_PUTS: dict[Any, Any] = {}
+_NO_QUERIES: dict[int, list[float]] = {}
 
 
 def _check_ttl_config(ttl: TTLConfig | None) -> TTLConfig | None:
@@ -108,6 +125,68 @@ class SqlStore(StoreOptions, BaseStore):
         if not puts:
             return False
         return len(puts) > 1 or puts[0].value is None or self._index is not None
+
+    def _read_context(self) -> _sql.Context:
+        """The context of a batch that embeds nothing (a get, a put without an index)."""
+        return _sql.Context(
+            self._flavor, self.serde, self._store_docs, time.time(), None, _NO_PUTS, _NO_QUERIES
+        )
+
+    # A get and a put without an index are most of a store's traffic: they skip building and
+    # planning a batch of one (same checks, same statement, same result).
+
+    def _put_op(
+        self, namespace: Any, key: Any, value: Any, index: Any, ttl: float | NotProvided | None
+    ) -> PutOp | None:
+        """The checked :class:`PutOp` of a ``put`` that is one upsert, else None (a delete,
+        or vectors to write: a batch in a transaction)."""
+        if self._index is not None or value is None:
+            return None
+        return PutOp(*validate_put(namespace, key, value, index, self._ttl(ttl)))
+
+    def put(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any],
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
+    ) -> None:
+        op = self._put_op(namespace, key, value, index, ttl)
+        if op is None:
+            return super().put(namespace, key, value, index, ttl=ttl)
+        self._run(_sql.put(self._read_context(), op), False)
+        return None
+
+    async def aput(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any],
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
+    ) -> None:
+        op = self._put_op(namespace, key, value, index, ttl)
+        if op is None:
+            return await super().aput(namespace, key, value, index, ttl=ttl)
+        await self._arun(_sql.put(self._read_context(), op), False)
+        return None
+
+    def get(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        op = GetOp(validate_labels(namespace), validate_key(key), self._refresh(refresh_ttl))
+        item: Item | None = self._run(_sql.get(self._read_context(), op), False)
+        return item
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        op = GetOp(validate_labels(namespace), validate_key(key), self._refresh(refresh_ttl))
+        item: Item | None = await self._arun(_sql.get(self._read_context(), op), False)
+        return item
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         plan = _prepare.plan(ops, self._index)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from typing_extensions import TypedDict
 
@@ -43,6 +43,7 @@ __all__ = [
     "get_text_at_path",
     "tokenize_path",
     "validate_op_namespace",
+    "validate_put",
 ]
 
 
@@ -79,9 +80,13 @@ class Item:
     ) -> None:
         self.value = value
         self.key = key
-        self.namespace = tuple(namespace)
-        self.created_at = _as_datetime(created_at)
-        self.updated_at = _as_datetime(updated_at)
+        self.namespace = namespace if type(namespace) is tuple else tuple(namespace)
+        self.created_at = (
+            created_at if type(created_at) is dt.datetime else _as_datetime(created_at)
+        )
+        self.updated_at = (
+            updated_at if type(updated_at) is dt.datetime else _as_datetime(updated_at)
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Item):
@@ -137,6 +142,28 @@ class SearchItem(Item):
 
     def dict(self) -> dict[str, Any]:
         return {**super().dict(), "score": self.score}
+
+
+_I = TypeVar("_I", bound="Item")
+
+
+def trusted_item(
+    cls: type[_I],
+    value: dict[str, Any],
+    key: str,
+    namespace: tuple[str, ...],
+    created_at: dt.datetime,
+    updated_at: dt.datetime,
+) -> _I:
+    """An ``Item`` (or ``SearchItem``, whose ``score`` the caller then sets) built without
+    the conversions of ``__init__``: for stores, whose arguments already have the right types."""
+    item = cls.__new__(cls)
+    item.value = value
+    item.key = key
+    item.namespace = namespace
+    item.created_at = created_at
+    item.updated_at = updated_at
+    return item
 
 
 class GetOp(NamedTuple):
@@ -258,8 +285,29 @@ def _check_label(label: object, namespace: tuple[Any, ...]) -> None:
         ) from None
 
 
+#: Namespaces already validated, each mapped to itself: a hit returns the checked tuple (of
+#: real ``str`` labels) rather than the caller's, so equality is all a hit relies on. Bounded;
+#: cleared when full (namespaces are few and reused, validating one again is cheap).
+_VALID_LABELS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_VALID_NAMESPACES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_CACHE_SIZE = 4096
+
+
+def _remember(cache: dict[tuple[str, ...], tuple[str, ...]], ns: tuple[str, ...]) -> None:
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    cache[ns] = ns
+
+
 def validate_labels(namespace: Any, *, what: str = "namespace") -> tuple[str, ...]:
     """Return ``namespace`` as a tuple if its labels are valid, else raise saying why."""
+    if type(namespace) is tuple:
+        try:
+            known = _VALID_LABELS.get(namespace)
+        except TypeError:  # an unhashable label, refused below
+            known = None
+        if known is not None:
+            return known
     if isinstance(namespace, str) or not isinstance(namespace, tuple | list):
         raise InvalidNamespaceError(
             f"{what} must be a tuple of strings, e.g. ('users', '42'), got {namespace!r}"
@@ -271,11 +319,20 @@ def validate_labels(namespace: Any, *, what: str = "namespace") -> tuple[str, ..
         )
     for label in ns:
         _check_label(label, ns)
+    if all(type(label) is str for label in ns):
+        _remember(_VALID_LABELS, ns)
     return ns
 
 
 def validate_namespace(namespace: Any) -> tuple[str, ...]:
     """A namespace items can be stored under: at least one label, not rooted at "langgraph"."""
+    if type(namespace) is tuple:
+        try:
+            known = _VALID_NAMESPACES.get(namespace)
+        except TypeError:  # an unhashable label, refused below
+            known = None
+        if known is not None:
+            return known
     ns = validate_labels(namespace)
     if not ns:
         raise InvalidNamespaceError("a namespace needs at least one label, e.g. ('memories',)")
@@ -283,6 +340,8 @@ def validate_namespace(namespace: Any) -> tuple[str, ...]:
         raise InvalidNamespaceError(
             f"namespace {ns!r} starts with 'langgraph', which is reserved; pick another root"
         )
+    if ns is _VALID_LABELS.get(ns):
+        _remember(_VALID_NAMESPACES, ns)
     return ns
 
 
@@ -311,30 +370,36 @@ def validate_op_namespace(op: Op) -> None:
     validate_op(op)
 
 
+def validate_put(
+    namespace: Any, key: Any, value: Any, index: Any = None, ttl: Any = None
+) -> tuple[tuple[str, ...], str, dict[str, Any] | None, Any, float | None]:
+    """Check a put's arguments (those of :class:`PutOp`); returns them with a tuple namespace
+    and a shallow copy of the value (a ``dict``)."""
+    if value is None:
+        ns = validate_labels(namespace)
+    else:
+        ns = validate_namespace(namespace)
+        if type(value) is not dict and not isinstance(value, Mapping):
+            raise TypeError(
+                f"a stored value must be a dict, got {type(value).__name__}; wrap it,"
+                " e.g. {'value': ...}"
+            )
+        value = dict(value)
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise ValueError(f"ttl is in minutes and must be > 0 (or None), got {ttl!r}")
+    if index not in (None, False) and not (
+        isinstance(index, list) and all(isinstance(p, str) for p in index)
+    ):
+        raise TypeError(f"index must be None, False or a list of paths, got {index!r}")
+    return ns, validate_key(key), value, index, ttl
+
+
 def validate_op(op: Op) -> Op:
     """Check one operation's arguments; returns it with tuples where lists were given."""
     if isinstance(op, GetOp):
         return op._replace(namespace=validate_labels(op.namespace), key=validate_key(op.key))
     if isinstance(op, PutOp):
-        ns = validate_namespace(op.namespace) if op.value is not None else None
-        if op.value is not None and not isinstance(op.value, Mapping):
-            raise TypeError(
-                f"a stored value must be a dict, got {type(op.value).__name__}; wrap it,"
-                " e.g. {'value': ...}"
-            )
-        if op.ttl is not None and (
-            isinstance(op.ttl, bool) or not isinstance(op.ttl, int | float) or op.ttl <= 0
-        ):
-            raise ValueError(f"ttl is in minutes and must be > 0 (or None), got {op.ttl!r}")
-        if op.index not in (None, False) and not (
-            isinstance(op.index, list) and all(isinstance(p, str) for p in op.index)
-        ):
-            raise TypeError(f"index must be None, False or a list of paths, got {op.index!r}")
-        return op._replace(
-            namespace=ns if ns is not None else validate_labels(op.namespace),
-            key=validate_key(op.key),
-            value=None if op.value is None else dict(op.value),
-        )
+        return PutOp(*validate_put(*op))
     if isinstance(op, SearchOp):
         _check_page(op.limit, op.offset)
         if op.filter is not None and not isinstance(op.filter, Mapping):

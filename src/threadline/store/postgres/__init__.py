@@ -45,9 +45,29 @@ def missing(schema: str) -> SchemaMissingError:
     )
 
 
-def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool) -> Any:
-    """Run ``proc`` on ``conn`` (the async twin in :mod:`.aio` mirrors it line by line)."""
-    cur = conn.cursor(row_factory=tuple_row)
+_CURSOR_ATTR = "_threadline_store_cursor"
+
+
+def cursor_of(conn: Any, holder: Any = None) -> Any:
+    """The stores' cursor on ``conn`` (sync or async), made on first use and kept.
+
+    A new cursor sets up its adapters and result loaders anew, which costs a get about a
+    third of a round trip. A cursor serves one batch at a time: one on a connection a pool
+    lent (kept as an attribute of the connection, so that the two are garbage together), or
+    one ``holder`` keeps for its own connection under its lock (several stores may share a
+    connection, each with its lock, never one cursor).
+    """
+    owner = conn if holder is None else holder
+    cur = getattr(owner, _CURSOR_ATTR, None)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=tuple_row)
+        setattr(owner, _CURSOR_ATTR, cur)
+    return cur
+
+
+def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool, cur: Any) -> Any:
+    """Run ``proc`` on ``conn`` with ``cur`` (:func:`cursor_of`); the async twin in :mod:`.aio`
+    mirrors it line by line."""
     try:
         step = next(proc)
         while True:
@@ -62,7 +82,6 @@ def drive(conn: psycopg.Connection[Any], proc: _sql.Proc, prepare: bool) -> Any:
         return stop.value
     finally:
         proc.close()
-        cur.close()
 
 
 class PostgresStore(SqlStore):
@@ -104,14 +123,25 @@ class PostgresStore(SqlStore):
 
     @classmethod
     def from_conn_string(
-        cls, conn_string: str, *, pool_min_size: int = 1, pool_max_size: int = 10, **options: Any
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        synchronous_commit: str | None = None,
+        **options: Any,
     ) -> Self:
-        """A store over a new connection pool to ``conn_string``, closed with the store."""
+        """A store over a new connection pool to ``conn_string``, closed with the store.
+
+        ``synchronous_commit`` sets that PostgreSQL option on the pool's connections (None:
+        the server's; ``"off"``: a put returns before its commit reaches the disk, several times
+        faster, and a database crash may lose the last moments of puts, see
+        :func:`~threadline.checkpoint.postgres.connection_kwargs`)."""
         pool: ConnectionPool[Any] = ConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline-store",
         )
@@ -146,15 +176,15 @@ class PostgresStore(SqlStore):
     def _execute(self, proc: _sql.Proc, write: bool) -> Any:
         if isinstance(self._target, ConnectionPool):
             with self._target.connection() as conn:
-                return self._on(conn, proc, write)
+                return self._on(conn, proc, write, cursor_of(conn))
         with self._lock:
-            return self._on(self._target, proc, write)
+            return self._on(self._target, proc, write, cursor_of(self._target, self))
 
-    def _on(self, conn: psycopg.Connection[Any], proc: _sql.Proc, write: bool) -> Any:
+    def _on(self, conn: psycopg.Connection[Any], proc: _sql.Proc, write: bool, cur: Any) -> Any:
         if write or not conn.autocommit:
             with conn.transaction():
-                return drive(conn, proc, self.prepare)
-        return drive(conn, proc, self.prepare)
+                return drive(conn, proc, self.prepare, cur)
+        return drive(conn, proc, self.prepare, cur)
 
     def _run(self, proc: _sql.Proc, write: bool) -> Any:
         if not self._ready:

@@ -7,21 +7,21 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import Self
 
 from ...checkpoint.postgres import connection_kwargs
 from .. import _sql
 from .._sqlstore import SqlStore
-from . import EXISTS, missing
+from . import EXISTS, cursor_of, missing
 
 __all__ = ["AsyncPostgresStore"]
 
 
-async def adrive(conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: bool) -> Any:
+async def adrive(
+    conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: bool, cur: Any
+) -> Any:
     """:func:`threadline.store.postgres.drive` with ``await``."""
-    cur = conn.cursor(row_factory=tuple_row)
     try:
         step = next(proc)
         while True:
@@ -36,7 +36,6 @@ async def adrive(conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, prepare: b
         return stop.value
     finally:
         proc.close()
-        await cur.close()
 
 
 class AsyncPostgresStore(SqlStore):
@@ -68,15 +67,22 @@ class AsyncPostgresStore(SqlStore):
 
     @classmethod
     def from_conn_string(
-        cls, conn_string: str, *, pool_min_size: int = 1, pool_max_size: int = 10, **options: Any
+        cls,
+        conn_string: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        synchronous_commit: str | None = None,
+        **options: Any,
     ) -> Self:
         """A store over a new pool to ``conn_string`` (opened on first use); use
-        ``async with`` or ``await store.aclose()``."""
+        ``async with`` or ``await store.aclose()``. ``synchronous_commit`` as for
+        :meth:`PostgresStore.from_conn_string`."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conn_string,
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs=connection_kwargs(options.get("prepare", True)),
+            kwargs=connection_kwargs(options.get("prepare", True), synchronous_commit),
             open=False,
             name="threadline-store",
         )
@@ -112,15 +118,17 @@ class AsyncPostgresStore(SqlStore):
         await self._ensure_open()
         if isinstance(self._target, AsyncConnectionPool):
             async with self._target.connection() as conn:
-                return await self._on(conn, proc, write)
+                return await self._on(conn, proc, write, cursor_of(conn))
         async with self._lock:
-            return await self._on(self._target, proc, write)
+            return await self._on(self._target, proc, write, cursor_of(self._target, self))
 
-    async def _on(self, conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, write: bool) -> Any:
+    async def _on(
+        self, conn: psycopg.AsyncConnection[Any], proc: _sql.Proc, write: bool, cur: Any
+    ) -> Any:
         if write or not conn.autocommit:
             async with conn.transaction():
-                return await adrive(conn, proc, self.prepare)
-        return await adrive(conn, proc, self.prepare)
+                return await adrive(conn, proc, self.prepare, cur)
+        return await adrive(conn, proc, self.prepare, cur)
 
     async def _arun(self, proc: _sql.Proc, write: bool) -> Any:
         if not self._ready:

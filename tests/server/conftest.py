@@ -35,3 +35,11 @@ def postgres_servers(postgres_database: str) -> Iterator[list[Replica]]:
     """Two replicas over one PostgreSQL database."""
     with replicas(postgres_database, 2) as started:
         yield started
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def urls(request: pytest.FixtureRequest) -> list[str]:
+    """The replicas' URLs: one on SQLite, or the module's two PostgreSQL replicas."""
+    if request.param == "sqlite":
+        return [request.getfixturevalue("sqlite_server").url]
+    return [r.url for r in request.getfixturevalue("postgres_servers")]

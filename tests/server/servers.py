@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from langgraph_sdk import get_sync_client
 
 HERE = Path(__file__).parent
 SRC = HERE.parent.parent / "src"
@@ -87,3 +89,8 @@ def fresh_postgres_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def clients(urls: list[str]) -> tuple[Any, Any]:
+    """A client of the first replica and one of the last (the same on SQLite)."""
+    return get_sync_client(url=urls[0]), get_sync_client(url=urls[-1])

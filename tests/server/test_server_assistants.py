@@ -14,7 +14,7 @@ import pytest
 from backends import postgres_url_or_skip
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
-from servers import fresh_postgres_database, start_replica
+from servers import clients, fresh_postgres_database, start_replica
 
 from threadline.server.assistants import (
     Assistant,
@@ -30,18 +30,6 @@ GRAPHS = (
     "echo", "approval", "slow", "steps", "fails", "builder", "nested", "typed", "probe",
     "stages", "chat", "stream_nested",
 )  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def urls(request: pytest.FixtureRequest) -> list[str]:
-    if request.param == "sqlite":
-        return [request.getfixturevalue("sqlite_server").url]
-    return [r.url for r in request.getfixturevalue("postgres_servers")]
-
-
-def clients(urls: list[str]) -> tuple[Any, Any]:
-    """A client of the first replica and one of the last (the same on SQLite)."""
-    return get_sync_client(url=urls[0]), get_sync_client(url=urls[-1])
 
 
 def _detail(exc: pytest.ExceptionInfo[Any]) -> str:

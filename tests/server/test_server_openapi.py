@@ -19,13 +19,6 @@ from threadline.server.openapi import OPERATIONS, mounted
 jsonschema_rs = pytest.importorskip("jsonschema_rs")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def urls(request: pytest.FixtureRequest) -> list[str]:
-    if request.param == "sqlite":
-        return [request.getfixturevalue("sqlite_server").url]
-    return [r.url for r in request.getfixturevalue("postgres_servers")]
-
-
 def operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {(m.upper(), p) for p, methods in doc["paths"].items() for m in methods}
 

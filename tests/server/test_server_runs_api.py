@@ -16,18 +16,7 @@ import httpx
 import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def urls(request: pytest.FixtureRequest) -> list[str]:
-    if request.param == "sqlite":
-        return [request.getfixturevalue("sqlite_server").url]
-    return [r.url for r in request.getfixturevalue("postgres_servers")]
-
-
-def clients(urls: list[str]) -> tuple[Any, Any]:
-    """A client of the first replica and one of the last (the same on SQLite)."""
-    return get_sync_client(url=urls[0]), get_sync_client(url=urls[-1])
+from servers import clients
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:

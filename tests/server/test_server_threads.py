@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
-from servers import Replica, replicas
+from servers import Replica, clients, replicas
 
 SWEEP = ["--sweep-interval", "0.3"]
 TTL = 0.01  # minutes: 0.6 s
@@ -33,18 +33,6 @@ def postgres_servers(postgres_database: str) -> Iterator[list[Replica]]:
     """Two replicas over one PostgreSQL database, sweeping often."""
     with replicas(postgres_database, 2, args=SWEEP) as started:
         yield started
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def urls(request: pytest.FixtureRequest) -> list[str]:
-    if request.param == "sqlite":
-        return [request.getfixturevalue("sqlite_server").url]
-    return [r.url for r in request.getfixturevalue("postgres_servers")]
-
-
-def clients(urls: list[str]) -> tuple[Any, Any]:
-    """A client of the first replica and one of the last (the same on SQLite)."""
-    return get_sync_client(url=urls[0]), get_sync_client(url=urls[-1])
 
 
 def _detail(exc: pytest.ExceptionInfo[Any]) -> str:

@@ -26,6 +26,7 @@ from ..types import Command, StateSnapshot, StateTask
 from .context import NO_SCOPE, ParentLink, RunScope, running_task
 from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
+from .handle import RunHandle
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
@@ -241,6 +242,30 @@ class CompiledStateGraph:
         opts.context = context
         async for chunk in self._arun(input, config, opts):
             yield chunk
+
+    def astart(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "updates",
+        context: Any = None,
+        interrupt_before: Sequence[str] | None = None,
+        interrupt_after: Sequence[str] | None = None,
+        durability: str | None = None,
+        subgraphs: bool = True,
+        max_buffered: int = 1000,
+    ) -> RunHandle:
+        """Start a run in the background on the running event loop: a :class:`RunHandle` with
+        its events typed and numbered (subgraphs' too, unless ``subgraphs=False``) and a way
+        to stop it. The options are :meth:`astream`'s."""
+        modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
+        self._options(modes, config, interrupt_before, interrupt_after, durability, subgraphs)
+        return RunHandle(
+            self, input, config, stream_mode=modes, subgraphs=subgraphs,
+            max_buffered=max_buffered, context=context, interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after, durability=durability,
+        )  # fmt: skip
 
     def _options(
         self,

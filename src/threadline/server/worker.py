@@ -282,18 +282,18 @@ class Worker:
             requested = [requested]
         requested = [m for m in requested if m in API_STREAM_MODES] or ["values"]
         encoder = EventEncoder(requested)
-        subgraphs = bool(kwargs.get("stream_subgraphs"))
-        options: dict[str, Any] = {"stream_mode": graph_modes(requested), "subgraphs": subgraphs}
+        options: dict[str, Any] = {
+            "stream_mode": graph_modes(requested),
+            "subgraphs": bool(kwargs.get("stream_subgraphs")),
+        }
         for key in ("interrupt_before", "interrupt_after", "context", "durability"):
             if kwargs.get(key) is not None:
                 options[key] = kwargs[key]
-        async for item in graph.astream(graph_input, config, **options):
-            if subgraphs:
-                ns, mode, chunk = item
-            else:
-                ns, (mode, chunk) = (), item
-            for event, data in encoder.encode(ns, mode, chunk):
-                emit(event, data)
+        handle = graph.astart(graph_input, config, **options)
+        async with contextlib.aclosing(handle.events()) as events:  # cancelled with the run
+            async for ev in events:
+                for event, data in encoder.encode(ev.namespace, ev.mode, ev.data):
+                    emit(event, data)
 
 
 class EventWriter:

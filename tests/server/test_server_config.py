@@ -74,3 +74,28 @@ def test_the_store_section_gives_semantic_search_and_a_default_ttl(tmp_path: Pat
         assert found[0]["score"] > found[-1]["score"]
     finally:
         replica.stop()
+
+
+def test_a_thread_whose_graph_is_no_longer_served_is_read_from_storage(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    replica = start_replica(database)
+    try:
+        client = get_sync_client(url=replica.url)
+        thread_id = client.threads.create()["thread_id"]
+        client.runs.wait(thread_id, "echo", input={"messages": ["hi"]})
+        before = client.threads.get_state(thread_id)
+    finally:
+        replica.stop()
+    other = tmp_path / "other.json"  # another graph, without "echo"
+    approval = f"{HERE / 'served_graphs.py'}:approval_graph"
+    other.write_text(json.dumps({"graphs": {"approval": approval}}))
+    replica = start_replica(database, args=["--config", str(other)])
+    try:
+        client = get_sync_client(url=replica.url)
+        state = client.threads.get_state(thread_id)
+        assert state["values"]["messages"] == ["hi", "reply to hi"]
+        assert state["checkpoint"] == before["checkpoint"] and state["next"] == []
+        history = client.threads.get_history(thread_id, limit=10)
+        assert history[0]["checkpoint"] == before["checkpoint"] and len(history) >= 2
+    finally:
+        replica.stop()

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..checkpoint.jsonable import to_jsonable
+from ..runtime.state import aread_history, aread_state
 from . import runs as q
 from .http import ApiError, body_of, server_of, uuid_of
 from .query import Where, choice, json_object, order_by, page, selected
@@ -246,7 +247,9 @@ async def _thread_graph(request: Request, thread_id: str) -> Any:
     if not rows:
         raise ApiError(404, f"thread {thread_id} not found")
     graph_id = rows[0][0]
-    return None if graph_id is None else server_of(request).graphs.get(graph_id)
+    graphs = server_of(request).graphs
+    # A thread whose graph this server does not serve (any more) is read from storage alone.
+    return graphs.get(graph_id) if graph_id in graphs.names() else None
 
 
 def _empty_state(thread_id: str) -> dict[str, Any]:
@@ -279,8 +282,12 @@ def _checkpoint(thread_id: str, value: Any, what: str = "checkpoint") -> dict[st
 async def _state_at(request: Request, thread_id: str, configurable: dict[str, Any]) -> Response:
     graph = await _thread_graph(request, thread_id)
     if graph is None:
-        return JSONResponse(_empty_state(thread_id))
-    snapshot = await graph.aget_state({"configurable": configurable})
+        saver = server_of(request).checkpointer
+        snapshot = await aread_state(saver, {"configurable": configurable})
+        if snapshot.created_at is None and not configurable.get("checkpoint_id"):
+            return JSONResponse(_empty_state(thread_id))
+    else:
+        snapshot = await graph.aget_state({"configurable": configurable})
     if configurable.get("checkpoint_id") and snapshot.config is None:
         raise ApiError(404, f"thread {thread_id} has no checkpoint {configurable['checkpoint_id']}")
     return JSONResponse(snapshot_json(snapshot))
@@ -339,18 +346,21 @@ async def history(request: Request) -> Response:
         raise ApiError(422, "before must be a checkpoint id or a checkpoint object")
     metadata = json_object(body.get("metadata"), "metadata")
     graph = await _thread_graph(request, thread_id)
-    if graph is None:
-        return JSONResponse([])
+    saver = server_of(request).checkpointer
+    config = {"configurable": configurable}
     if "checkpoint_id" in configurable:  # as LangGraph's savers list it: that one checkpoint
-        snapshot = await graph.aget_state({"configurable": configurable})
+        snapshot = await (aread_state(saver, config) if graph is None else graph.aget_state(config))
         meta = snapshot.metadata or {}
         if snapshot.config is None or any(meta.get(k) != v for k, v in metadata.items()):
             return JSONResponse([])
         return JSONResponse([snapshot_json(snapshot)])
     found = []
-    async for snapshot in graph.aget_state_history(
-        {"configurable": configurable}, limit=limit, before=before, filter=metadata or None
-    ):
+    listing = (
+        aread_history(saver, config, limit=limit, before=before, filter=metadata or None)
+        if graph is None
+        else graph.aget_state_history(config, limit=limit, before=before, filter=metadata or None)
+    )
+    async for snapshot in listing:
         found.append(snapshot_json(snapshot))
     return JSONResponse(found)
 

@@ -430,6 +430,7 @@ class BaseCheckpointSaver:
         # (thread_id, ns) -> the head this process last committed, when it had no tasks.
         self._heads: dict[tuple[str, str], CheckpointRow] = {}
         self._heads_lock = threading.Lock()
+        self._heavy: dict[tuple[str, str], None] = {}  # threads whose commits encode off-loop
 
     # ------------------------------------------------------------------ storage primitives
     # Sync backends override the first group, async backends the second.
@@ -1415,7 +1416,7 @@ class BaseCheckpointSaver:
         before: CheckpointDraft | None = None,
     ) -> Checkpoint:
         """Async :meth:`put`."""
-        row, versions, meta, expires_at = self._prepare_commit(
+        row, versions, meta, expires_at = await self._aprepare_commit(
             thread_id, ns, draft, thread_metadata, before
         )
         try:
@@ -1439,6 +1440,32 @@ class BaseCheckpointSaver:
         if self._should_sweep():
             await self.asweep_expired()
         return self._after_commit(row, seq, draft, versions)
+
+    async def _aprepare_commit(
+        self,
+        thread_id: str,
+        ns: str,
+        draft: CheckpointDraft,
+        thread_metadata: dict[str, Any] | None,
+        before: CheckpointDraft | None,
+    ) -> tuple[CheckpointRow, builtins.list[VersionRow], bytes | None, float | None]:
+        """:meth:`_prepare_commit` (serializing, compressing, encrypting), on a worker thread
+        for a thread whose last commit took longer than :data:`OFFLOAD_ENCODING_SECONDS` to
+        encode, so that a large state does not hold up everything else on the event loop."""
+        key = (str(thread_id), str(ns))
+        started = time.perf_counter()
+        args = (thread_id, ns, draft, thread_metadata, before)
+        if key in self._heavy:
+            prepared = await asyncio.to_thread(self._prepare_commit, *args)
+        else:
+            prepared = self._prepare_commit(*args)
+        if time.perf_counter() - started > OFFLOAD_ENCODING_SECONDS:
+            if len(self._heavy) >= 4096:
+                self._heavy.clear()
+            self._heavy[key] = None
+        else:
+            self._heavy.pop(key, None)
+        return prepared
 
     async def aput_writes(
         self,
@@ -1548,6 +1575,10 @@ class BaseCheckpointSaver:
 
     async def aclose(self) -> None:
         """Async :meth:`close`."""
+
+
+OFFLOAD_ENCODING_SECONDS = 0.002
+"""A commit whose encoding took longer moves its thread's next commits' encoding off the loop."""
 
 
 def _took(lease: Lease, state: LeaseState) -> bool:

@@ -781,13 +781,21 @@ def test_persistence_without_checkpointer_is_an_error() -> None:
         lambda: app.get_state(config),
         lambda: list(app.get_state_history(config)),
         lambda: app.update_state(config, {"messages": ["x"]}),
-        lambda: app.invoke({"messages": []}, config),
-        lambda: list(app.stream({"messages": []}, config)),
         lambda: app.fork(config, "other"),
     ):
         with pytest.raises(NoCheckpointerError, match=r"compile\(.*checkpointer="):
             call()
     assert issubclass(NoCheckpointerError, ThreadlineError)
+
+
+def test_a_thread_id_without_checkpointer_runs_and_keeps_nothing() -> None:
+    """As LangGraph: a config's thread_id is only configuration when nothing stores threads
+    (published programs pass one out of habit)."""
+    app = _chain(["a"]).compile()
+    config = _thread("t")
+    assert len(app.invoke({"messages": []}, config)["messages"]) == 1
+    assert len(app.invoke({"messages": []}, config)["messages"]) == 1  # nothing carried over
+    assert list(app.stream({"messages": []}, config))
 
 
 def test_invoke_none_without_checkpointer() -> None:

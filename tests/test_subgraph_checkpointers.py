@@ -102,10 +102,9 @@ def test_nested_subgraph_namespaces_without_a_checkpointer() -> None:
     assert deep[0].startswith("sub:") and deep[1].startswith("sub:")
 
 
-def test_thread_id_on_a_graph_without_checkpointer_is_an_error_only_at_the_top() -> None:
+def test_thread_id_on_a_graph_without_checkpointer_is_only_config() -> None:
     inner = _inner()
-    with pytest.raises(NoCheckpointerError):
-        inner.invoke({"foo": "x"}, {"configurable": {"thread_id": "t"}})
+    assert inner.invoke({"foo": "x"}, {"configurable": {"thread_id": "t"}})["foo"] == "xbar"
     # Inside a parent that has one, the subgraph inherits the parent's config and thread.
     app = _outer(inner, as_function=True, checkpointer=MemorySaver())
     assert app.invoke({"foo": "x"}, fresh_config())["foo"] == "hi xbar"

@@ -299,13 +299,11 @@ class CompiledStateGraph:
         saver: BaseCheckpointSaver | None = None,
     ) -> tuple[RunCore, RunnableConfig]:
         config = dict(config or {})
-        configurable = config.get("configurable") or {}
         thread_id: str | None = None
         ns = ""
         if saver is not None:
             thread_id, ns, _ = parse_config(config)
-        elif "thread_id" in configurable or "checkpoint_id" in configurable:
-            raise self._no_checkpointer("passing a thread_id")
+        # Without a checkpointer a thread_id is only configuration (as in LangGraph).
         key = idempotency_key(config)
         if key is not None:  # stored with the run's checkpoints: a retry finds its input
             config["metadata"] = {**(config.get("metadata") or {}), "idempotency_key": key}

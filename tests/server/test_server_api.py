@@ -4,6 +4,7 @@ replica) and PostgreSQL (two replicas: calls go to both)."""
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 import uuid
 from typing import Any
@@ -214,6 +215,25 @@ def test_bad_input_gets_4xx_and_the_server_stays_healthy(urls: list[str]) -> Non
         json={"assistant_id": "echo", "multitask_strategy": "sometimes"},
     )
     assert bad_strategy.status_code == 422
+    assert httpx.get(urls[0] + "/ok").status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(urls: list[str]) -> None:
+    host, port = urls[0].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        # Announces a gigabyte, sends one byte: the answer must not wait for the rest.
+        sock.sendall(
+            b"POST /threads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1073741824\r\n\r\n{"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+    def chunks() -> Any:  # no Content-Length: counted as it arrives
+        for _ in range(12):
+            yield b" " * (1024 * 1024)
+
+    streamed = httpx.post(urls[0] + "/threads", content=chunks())
+    assert streamed.status_code == 413 and "10 MiB" in streamed.json()["detail"]
     assert httpx.get(urls[0] + "/ok").status_code == 200
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-__all__ = ["MAX_BODY", "ApiError", "body_of", "server_of", "uuid_of"]
+__all__ = ["MAX_BODY", "ApiError", "body_of", "raw_body", "server_of", "uuid_of"]
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -27,11 +27,25 @@ def server_of(request: Request) -> Any:
     return request.app.state.server
 
 
+async def raw_body(request: Request) -> bytes:
+    """The request's body, refused with 413 once it passes :data:`MAX_BODY`: at once when its
+    ``Content-Length`` says so, else as soon as that much has arrived (never read whole)."""
+    too_large = ApiError(413, "request body is larger than 10 MiB; send less")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def body_of(request: Request) -> dict[str, Any]:
     """The request's JSON object body (``{}`` when empty); 413 or 422 when it is not one."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "request body is larger than 10 MiB")
+    raw = await raw_body(request)
     if not raw:
         return {}
     try:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from . import lifecycle as life
 from . import runs as q
-from .http import MAX_BODY, ApiError, body_of, server_of, uuid_of
+from .http import ApiError, body_of, raw_body, server_of, uuid_of
 from .routes_assistants import run_assistant
 from .sse import HEARTBEAT, frame
 from .streaming import API_STREAM_MODES
@@ -401,9 +401,7 @@ async def cancel_many(request: Request) -> Response:
 
 async def create_batch(request: Request) -> Response:
     """``POST /runs/batch``: a list of run payloads (stateless unless one names a thread)."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "request body is larger than 10 MiB")
+    raw = await raw_body(request)
     try:
         payloads = json.loads(raw or b"[]")
     except json.JSONDecodeError as exc:

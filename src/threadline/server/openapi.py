@@ -490,6 +490,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={202: None, 204: None},
         errors=(404, 422),
     ),
+    ("GET", "/threads/{thread_id}/stream"): Operation(
+        "Stream the thread's runs as they run, each ended by metadata {status: run_done}",
+        "threads",
+        query={"stream_mode": {"enum": ["run_modes", "lifecycle"]}},
+        headers={"Last-Event-ID": {**STR, "description": "Resume after this event"}},
+        responses={200: STR},
+        media=SSE,
+        errors=(404, 422),
+    ),
     ("POST", "/runs/batch"): Operation(
         "Start several runs in the background (each checked before any is queued)",
         "runs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -257,15 +258,24 @@ def _modes_wanted(request: Request) -> set[str] | None:
 
 
 async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[bytes]:
+    async for item in _run_events(request, run_id, after):
+        yield HEARTBEAT if item is None else frame(item[1], item[2], item[0])
+
+
+async def _run_events(
+    request: Request, run_id: str, after: int
+) -> AsyncIterator[tuple[int, str, str] | None]:
+    """A run's stored events after ``after`` as ``(seq, event, data_json)``, live until it
+    ends; None now and then while it is quiet (time for a heartbeat)."""
     server = server_of(request)
     idle = 0.0
     with server.db.notifier.subscribe(f"events:{run_id}", f"run:{run_id}") as changed:
         while True:
             changed.clear()
             events = await q.read_events(server.db, run_id, after)
-            for seq, event, data in events:
-                after = seq
-                yield frame(event, data, seq)
+            for event in events:
+                after = event[0]
+                yield event
             if events:
                 idle = 0.0
                 continue
@@ -281,7 +291,111 @@ async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[by
                 idle += RECHECK_SECONDS
                 if idle >= HEARTBEAT_SECONDS:
                     idle = 0.0
+                    yield None
+
+
+THREAD_STREAM_MODES = ("run_modes", "lifecycle")
+
+
+async def thread_stream(request: Request) -> Response:
+    """``GET /threads/{id}/stream`` (``threads.join_stream``): the events of the thread's runs
+    as they run, one run after the other, each ended by ``metadata {"status": "run_done"}``.
+
+    Event ids are ``<run's queue time in microseconds>-<event seq>``, so ``Last-Event-ID``
+    resumes after any event of any run, on any replica.
+    """
+    thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
+    rows = await server_of(request).db.execute(
+        "SELECT 1 FROM tl_threads WHERE thread_id = ?", (thread_id,)
+    )
+    if not rows:
+        raise ApiError(404, f"thread {thread_id} not found")
+    asked = [
+        mode.strip()
+        for value in request.query_params.getlist("stream_mode")
+        + request.query_params.getlist("stream_modes")
+        for mode in value.split(",")
+        if mode.strip()
+    ] or ["run_modes"]
+    for mode in asked:
+        if mode not in THREAD_STREAM_MODES:
+            raise ApiError(
+                422, f"thread stream_mode {mode!r} is not supported; use {THREAD_STREAM_MODES}"
+            )
+    after = _thread_event_id(request.headers.get("last-event-id"))
+    lifecycle_only = "run_modes" not in asked
+    return StreamingResponse(
+        _follow_thread(request, thread_id, after, lifecycle_only),
+        media_type="text/event-stream",
+    )
+
+
+def _thread_event_id(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    queued, sep, seq = value.partition("-")
+    if not sep or not queued.isdigit() or not seq.lstrip("-").isdigit():
+        raise ApiError(422, f"Last-Event-ID {value!r} is not an id of this thread's stream")
+    return int(queued), int(seq)
+
+
+async def _past_the_end(db: Any, run_id: str, seq: int) -> bool:
+    """Whether ``seq`` is past a run's last event (a Last-Event-ID naming its ``run_done``)."""
+    rows = await db.execute("SELECT MAX(seq) FROM tl_run_events WHERE run_id = ?", (run_id,))
+    return rows[0][0] is not None and seq > int(rows[0][0])
+
+
+async def _follow_thread(
+    request: Request, thread_id: str, after: tuple[int, int] | None, lifecycle_only: bool
+) -> AsyncIterator[bytes]:
+    db = server_of(request).db
+    joined = time.time()
+    cursor: float | None = None  # the queue time (as stored) of the last run followed
+    idle = 0.0
+    select = "SELECT run_id, enqueued FROM tl_runs WHERE thread_id = ?"
+    with db.notifier.subscribe("queue") as queued:
+        while True:
+            queued.clear()
+            if cursor is not None:  # the runs after the one just followed
+                rows = await db.execute(
+                    select + " AND enqueued > ? ORDER BY enqueued LIMIT 1", (thread_id, cursor)
+                )
+            elif after is not None:  # resuming: the run of Last-Event-ID, then the later ones
+                rows = await db.execute(
+                    select + " AND enqueued * 1000000 >= ? ORDER BY enqueued LIMIT 1",
+                    (thread_id, after[0] - 0.5),
+                )
+            else:  # joining: the runs in flight and those queued since
+                rows = await db.execute(
+                    select + " AND (status IN ('pending', 'running') OR enqueued >= ?)"
+                    " ORDER BY enqueued LIMIT 1",
+                    (thread_id, joined),
+                )
+            if not rows:
+                try:
+                    await asyncio.wait_for(queued.wait(), RECHECK_SECONDS)
+                except asyncio.TimeoutError:
+                    idle += RECHECK_SECONDS
+                    if idle >= HEARTBEAT_SECONDS:
+                        idle = 0.0
+                        yield HEARTBEAT
+                continue
+            run_id, enqueued = str(rows[0][0]), float(rows[0][1])
+            queued_us = round(enqueued * 1_000_000)
+            resumed = cursor is None and after is not None and queued_us == after[0]
+            last = after[1] if resumed and after is not None else -1
+            async for item in _run_events(request, run_id, last):
+                if item is None:
                     yield HEARTBEAT
+                    continue
+                seq, event, data = item
+                last = seq
+                if not lifecycle_only or event == "metadata":
+                    yield frame(event, data, f"{queued_us}-{seq}")
+            if not (resumed and await _past_the_end(db, run_id, last)):
+                done = json.dumps({"status": "run_done", "run_id": run_id})
+                yield frame("metadata", done, f"{queued_us}-{last + 1}")
+            cursor, idle = enqueued, 0.0
 
 
 async def join_stream(request: Request) -> Response:
@@ -439,6 +553,7 @@ def run_routes() -> list[Route]:
         Route(r + "/join", join_run),
         Route(r + "/stream", join_stream),
         Route(r + "/cancel", cancel_run, methods=["POST"]),
+        Route("/threads/{thread_id}/stream", thread_stream),
         Route("/runs", create_stateless, methods=["POST"]),
         Route("/runs/batch", create_batch, methods=["POST"]),
         Route("/runs/cancel", cancel_many, methods=["POST"]),

@@ -8,7 +8,7 @@ HEARTBEAT = b": heartbeat\n\n"
 """A comment line: keeps idle connections (and proxies) open; clients ignore it."""
 
 
-def frame(event: str, data_json: str, event_id: int | None = None) -> bytes:
+def frame(event: str, data_json: str, event_id: int | str | None = None) -> bytes:
     """One SSE message; ``data_json`` is already JSON (one line)."""
     head = f"event: {event}\ndata: {data_json}\n"
     if event_id is not None:

@@ -85,8 +85,11 @@ async def _create_from(
     stateless = thread_id is None
     options, delay = _options(body, stateless)
     kwargs = assistant.run_kwargs(options)
+    worker = server.worker
+    slot = worker.reserve()
+    claimed = None
     try:
-        run, _cancelled = await q.create_run(
+        run, _cancelled, claimed = await q.create_run(
             server.db,
             thread_id=thread_id or str(uuid.uuid4()),
             assistant_id=assistant.assistant_id,
@@ -98,11 +101,19 @@ async def _create_from(
             run_id=run_id,
             live_events=live,
             delay=delay,
+            # A free worker here takes the run at creation (the thread idle): no queue trip.
+            owner=worker.owner if slot else None,
+            lease=worker.lease,
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None
     except q.ThreadMissing as exc:
         raise ApiError(404, str(exc)) from None
+    finally:
+        if slot and claimed is None:
+            worker.release()
+    if claimed is not None:
+        worker.adopt(claimed)
     return run, stateless
 
 

@@ -113,12 +113,18 @@ async def create_run(
     run_id: str | None = None,
     live_events: bool = True,
     delay: float = 0.0,
-) -> tuple[dict[str, Any], list[str]]:
+    owner: str | None = None,
+    lease: float = 10.0,
+) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
+
+    With ``owner`` (a worker with a free slot, on the creating replica) a run that could start
+    at once (an idle thread, no delay) is created already claimed by it: no queue round trip,
+    and its outcome is this replica's own. Returns the run, the ids of runs it asked to cancel
+    (``interrupt``/``rollback``) and, when claimed so, its row for the worker to execute.
 
     ``delay`` (``after_seconds``): no worker claims the run before then; its place in the
     thread's FIFO is its due time, as if it had been sent then.
-    Returns the run and the ids of runs it asked to cancel (``interrupt``/``rollback``).
     Raises :class:`RunConflict` for ``reject`` on a busy thread, storing nothing, and
     :class:`ThreadMissing` if the thread does not exist unless ``create_thread``. ``run_id``
     lets the caller subscribe to the run's announcements before it exists. Without
@@ -172,19 +178,24 @@ async def create_run(
                 tx.publish(f"cancel:{other}:{strategy}")
                 tx.publish(f"run:{other}")
             cancelled = inflight
+        # The thread row's lock is held and nothing is in flight: no one else can claim it.
+        claimed = owner is not None and not inflight and delay <= 0
         rows = await tx.execute(
             "INSERT INTO tl_runs (run_id, thread_id, assistant_id, graph_id, status, kwargs,"
             " metadata, multitask_strategy, attempt, enqueued, created_at, updated_at,"
-            f" live_events) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 0, ?, ?, ?, ?)"
+            " live_events, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             f" RETURNING {RUN_COLUMNS}",
             (
-                run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
-                json.dumps(metadata), strategy, due, now, now, int(live_events),
+                run_id, thread_id, assistant_id, graph_id,
+                "running" if claimed else "pending", json.dumps(kwargs), json.dumps(metadata),
+                strategy, 1 if claimed else 0, due, now, now, int(live_events),
+                owner if claimed else None, time.time() + lease if claimed else None,
             ),
         )  # fmt: skip
-        # A delayed run is announced with its due time: nothing else happens when it is due.
-        tx.publish(f"due:{due}" if delay > 0 else "queue")
-    return run_json(rows[0]), cancelled
+        if not claimed:
+            # A delayed run is announced with its due time: nothing happens when it is due.
+            tx.publish(f"due:{due}" if delay > 0 else "queue")
+    return run_json(rows[0]), cancelled, rows[0] if claimed else None
 
 
 async def claim_runs(db: Database, owner: str, lease: float, limit: int) -> list[tuple[Any, ...]]:

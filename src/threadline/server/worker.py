@@ -52,6 +52,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._next_due = 0.0  # when the earliest delayed run announced to this replica is due
+        self._reserved = 0  # slots held by handlers creating runs this worker may take
         self._stopping = False
 
     def start(self) -> None:
@@ -79,6 +80,28 @@ class Worker:
         if self._background:  # webhooks of runs that just ended
             await asyncio.wait(list(self._background), timeout=2)
 
+    def reserve(self) -> bool:
+        """Hold a free slot for a run being created here; :meth:`adopt` or :meth:`release` it."""
+        if self._stopping or len(self._running) + self._reserved >= self.workers:
+            return False
+        self._reserved += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot :meth:`reserve` held (the run was queued instead)."""
+        self._reserved -= 1
+        self._slot_free.set()
+
+    def adopt(self, run: tuple[Any, ...]) -> None:
+        """Execute a run created already claimed by this worker, in the slot reserved for it."""
+        self._reserved -= 1
+        self._start(run)
+
+    def _start(self, run: tuple[Any, ...]) -> None:
+        task = asyncio.create_task(self._execute(run))
+        self._running[run[0]] = task
+        task.add_done_callback(self._forget(run[0]))
+
     def _due_announced(self, rest: str) -> None:
         due = float(rest)
         if self._next_due <= time.time() or due < self._next_due:
@@ -102,21 +125,19 @@ class Worker:
     async def _claim_loop(self) -> None:
         with self.db.notifier.subscribe("queue") as queued:
             while not self._stopping:
-                if len(self._running) >= self.workers:
+                if len(self._running) + self._reserved >= self.workers:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                     continue
                 queued.clear()  # before claiming: a run queued meanwhile wakes the next wait
-                free = self.workers - len(self._running)
+                free = self.workers - len(self._running) - self._reserved
                 try:
                     claimed = await q.claim_runs(self.db, self.owner, self.lease, free)
                 except Exception:
                     log.exception("claiming runs failed")
                     claimed = []
                 for run in claimed:
-                    task = asyncio.create_task(self._execute(run))
-                    self._running[run[0]] = task
-                    task.add_done_callback(self._forget(run[0]))
+                    self._start(run)
                 if len(claimed) < free:  # the queue is empty: sleep until a run is announced
                     pause = RECHECK_SECONDS
                     until_due = self._next_due - time.time()

@@ -268,6 +268,17 @@ def _modes_wanted(request: Request) -> set[str] | None:
     return names
 
 
+async def _pause(changed: asyncio.Event, idle: float) -> float | None:
+    """Sleep until ``changed`` is set, at most :data:`RECHECK_SECONDS`: the stream's quiet time
+    since its last heartbeat, or None when the next heartbeat is due (the count restarts)."""
+    try:
+        await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
+        return idle
+    except asyncio.TimeoutError:
+        idle += RECHECK_SECONDS
+        return None if idle >= HEARTBEAT_SECONDS else idle
+
+
 async def _follow(request: Request, run_id: str, after: int) -> AsyncIterator[bytes]:
     async for item in _run_events(request, run_id, after):
         yield HEARTBEAT if item is None else frame(item[1], item[2], item[0])
@@ -296,13 +307,10 @@ async def _run_events(
                 if not await q.read_events(server.db, run_id, after):
                     return
                 continue
-            try:
-                await asyncio.wait_for(changed.wait(), RECHECK_SECONDS)
-            except asyncio.TimeoutError:
-                idle += RECHECK_SECONDS
-                if idle >= HEARTBEAT_SECONDS:
-                    idle = 0.0
-                    yield None
+            quiet = await _pause(changed, idle)
+            if quiet is None:
+                yield None
+            idle = quiet or 0.0
 
 
 THREAD_STREAM_MODES = ("run_modes", "lifecycle")
@@ -383,13 +391,10 @@ async def _follow_thread(
                     (thread_id, joined),
                 )
             if not rows:
-                try:
-                    await asyncio.wait_for(queued.wait(), RECHECK_SECONDS)
-                except asyncio.TimeoutError:
-                    idle += RECHECK_SECONDS
-                    if idle >= HEARTBEAT_SECONDS:
-                        idle = 0.0
-                        yield HEARTBEAT
+                quiet = await _pause(queued, idle)
+                if quiet is None:
+                    yield HEARTBEAT
+                idle = quiet or 0.0
                 continue
             run_id, enqueued = str(rows[0][0]), float(rows[0][1])
             queued_us = round(enqueued * 1_000_000)
@@ -460,9 +465,8 @@ async def delete_run(request: Request) -> Response:
         raise ApiError(404, f"run {run_id} not found")
     if row[4] in ("pending", "running"):
         raise ApiError(409, f"run {run_id} is {row[4]}; cancel it first")
-    db = server_of(request).db
-    await db.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
-    await db.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+    async with server_of(request).db.transaction() as tx:
+        await q.delete_run(tx, run_id)
     return Response(status_code=204)
 
 

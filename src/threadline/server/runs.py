@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from .db import Database
+from .db import Database, Tx
 from .wire import now_iso
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
     "cancel_run",
     "claim_runs",
     "create_run",
-    "ensure_thread",
+    "delete_run",
     "finish_run",
     "hand_back",
     "read_events",
@@ -72,28 +72,6 @@ def thread_json(row: tuple[Any, ...]) -> dict[str, Any]:
         "created_at": row[5],
         "updated_at": row[6],
     }
-
-
-async def ensure_thread(
-    db: Database, thread_id: str, metadata: dict[str, Any], if_exists: str = "do_nothing"
-) -> tuple[dict[str, Any], bool]:
-    """The thread's row, created if missing; ``(thread, created)``."""
-    now = now_iso()
-    async with db.transaction() as tx:
-        rows = await tx.execute(
-            f"SELECT {THREAD_COLUMNS} FROM tl_threads WHERE thread_id = ?", (thread_id,)
-        )
-        if rows:
-            return thread_json(rows[0]), False
-        await tx.execute(
-            "INSERT INTO tl_threads (thread_id, metadata, status, created_at, updated_at)"
-            " VALUES (?, ?, 'idle', ?, ?)",
-            (thread_id, json.dumps(metadata), now, now),
-        )
-        rows = await tx.execute(
-            f"SELECT {THREAD_COLUMNS} FROM tl_threads WHERE thread_id = ?", (thread_id,)
-        )
-        return thread_json(rows[0]), True
 
 
 class ThreadMissing(LookupError):
@@ -223,19 +201,15 @@ async def claim_runs(db: Database, owner: str, lease: float, limit: int) -> list
         raise
 
 
-async def renew_leases(db: Database, owner: str, lease: float) -> list[str]:
-    """Extend the leases of this owner's running runs; return those asked to cancel."""
-    async with db.transaction() as tx:
-        await tx.execute(
-            "UPDATE tl_runs SET lease_until = ? WHERE owner = ? AND status = 'running'",
-            (time.time() + lease, owner),
-        )
-        rows = await tx.execute(
-            "SELECT run_id, cancel FROM tl_runs WHERE owner = ? AND status = 'running'"
-            " AND cancel IS NOT NULL",
-            (owner,),
-        )
-    return [f"{r[0]}:{r[1]}" for r in rows]
+async def renew_leases(db: Database, owner: str, lease: float) -> list[tuple[str, str]]:
+    """Extend the leases of this owner's running runs; ``(run_id, action)`` of those asked to
+    cancel."""
+    rows = await db.execute(
+        "UPDATE tl_runs SET lease_until = ? WHERE owner = ? AND status = 'running'"
+        " RETURNING run_id, cancel",
+        (time.time() + lease, owner),
+    )
+    return [(str(r[0]), str(r[1])) for r in rows if r[1] is not None]
 
 
 async def requeue_expired(db: Database) -> int:
@@ -338,6 +312,13 @@ async def settle_thread(db: Database, thread_id: str) -> None:
     )
 
 
+async def delete_run(tx: Tx, run_id: str) -> None:
+    """Delete a run with its events; its waiters are told (it then reads as gone)."""
+    await tx.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
+    await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+    tx.publish(f"run:{run_id}")
+
+
 async def cancel_run(db: Database, run_id: str, action: str) -> tuple[str, bool] | None:
     """Ask a run to stop: ``(thread_id, was_pending)``, or None if there is no such run.
 
@@ -359,8 +340,7 @@ async def cancel_run(db: Database, run_id: str, action: str) -> tuple[str, bool]
         tx.publish(f"run:{run_id}")
         if status == "pending":
             if action == "rollback":
-                await tx.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
-                await tx.execute("DELETE FROM tl_runs WHERE run_id = ?", (run_id,))
+                await delete_run(tx, run_id)
             else:
                 await tx.execute(
                     "UPDATE tl_runs SET status = 'interrupted' WHERE run_id = ?", (run_id,)

@@ -158,8 +158,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.lease / 4)
             try:
-                for item in await q.renew_leases(self.db, self.owner, self.lease):
-                    run_id, _, action = item.partition(":")
+                for run_id, action in await q.renew_leases(self.db, self.owner, self.lease):
                     self.cancel_local(run_id, action)
                 await q.requeue_expired(self.db)
             except Exception:
@@ -190,17 +189,16 @@ class Worker:
             values, interrupts, thread_status = None, None, "idle"
             # Restored while the run still holds the thread, so no other run starts meanwhile.
             if action == "rollback" and await life.restore_before(graph, thread_id, run_id):
-                values, interrupts, thread_status = await self._thread_state(graph, thread_id)
+                restored = await graph.aget_state(thread_config)
+                values, interrupts, thread_status = _thread_row_of(restored)
             await q.finish_run(
                 self.db, run, self.owner, status="interrupted", result=None,
                 thread_status=thread_status, values=values, interrupts=interrupts,
                 events=events.unstored(),
             )  # fmt: skip
             if action == "rollback":
-                await self.db.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
-                await self.db.change(
-                    "DELETE FROM tl_runs WHERE run_id = ?", (run_id,), f"run:{run_id}"
-                )
+                async with self.db.transaction() as tx:
+                    await q.delete_run(tx, run_id)
             await self._completed(graph, run, kwargs)
             return
         except Exception as exc:
@@ -214,24 +212,16 @@ class Worker:
             await self._completed(graph, run, kwargs)
             return
         snapshot = await graph.aget_state(thread_config)
-        values = to_jsonable(snapshot.values)
-        interrupts = interrupts_json(snapshot.interrupts)
+        values, by_task, status = _thread_row_of(snapshot)
+        pending = interrupts_json(snapshot.interrupts)
         result = dict(values) if isinstance(values, dict) else values
-        if interrupts and isinstance(result, dict):
-            result["__interrupt__"] = interrupts
-        status = "interrupted" if snapshot.next else "idle"
-        by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        if pending and isinstance(result, dict):
+            result["__interrupt__"] = pending
         await q.finish_run(
             self.db, run, self.owner, status="success", result=result, thread_status=status,
             values=values, interrupts=by_task, events=events.unstored(),
         )  # fmt: skip
         await self._completed(graph, run, kwargs)
-
-    async def _thread_state(self, graph: Any, thread_id: str) -> tuple[Any, Any, str]:
-        """The thread's values, interrupts by task and status, as its row stores them."""
-        snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-        by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
-        return to_jsonable(snapshot.values), by_task, "interrupted" if snapshot.next else "idle"
 
     async def _completed(self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """After a run ended: its webhook (in the background) and its temporary thread."""
@@ -315,6 +305,12 @@ class Worker:
             async for ev in events:
                 for event, data in encoder.encode(ev.namespace, ev.mode, ev.data):
                     emit(event, data)
+
+
+def _thread_row_of(snapshot: Any) -> tuple[Any, dict[str, Any], str]:
+    """What a thread's row keeps of its state: values, interrupts by task and status."""
+    by_task = {t.id: interrupts_json(t.interrupts) for t in snapshot.tasks if t.interrupts}
+    return to_jsonable(snapshot.values), by_task, "interrupted" if snapshot.next else "idle"
 
 
 class EventWriter:

@@ -279,15 +279,32 @@ def _checkpoint(thread_id: str, value: Any, what: str = "checkpoint") -> dict[st
     return {"thread_id": thread_id, **keep}
 
 
-async def _state_at(request: Request, thread_id: str, configurable: dict[str, Any]) -> Response:
+class _FromStorage:
+    """Reads a thread whose graph this server does not serve: the graph's calls, from storage
+    alone (:mod:`threadline.runtime.state`)."""
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+
+    async def aget_state(self, config: Any) -> Any:
+        return await aread_state(self.saver, config)
+
+    def aget_state_history(self, config: Any, **options: Any) -> Any:
+        return aread_history(self.saver, config, **options)
+
+
+async def _thread_reader(request: Request, thread_id: str) -> Any:
+    """The thread's graph, or a :class:`_FromStorage` reader when it has none served."""
     graph = await _thread_graph(request, thread_id)
-    if graph is None:
-        saver = server_of(request).checkpointer
-        snapshot = await aread_state(saver, {"configurable": configurable})
-        if snapshot.created_at is None and not configurable.get("checkpoint_id"):
-            return JSONResponse(_empty_state(thread_id))
-    else:
-        snapshot = await graph.aget_state({"configurable": configurable})
+    return _FromStorage(server_of(request).checkpointer) if graph is None else graph
+
+
+async def _state_at(request: Request, thread_id: str, configurable: dict[str, Any]) -> Response:
+    reader = await _thread_reader(request, thread_id)
+    snapshot = await reader.aget_state({"configurable": configurable})
+    never_ran = snapshot.created_at is None and not configurable.get("checkpoint_id")
+    if isinstance(reader, _FromStorage) and never_ran:
+        return JSONResponse(_empty_state(thread_id))
     if configurable.get("checkpoint_id") and snapshot.config is None:
         raise ApiError(404, f"thread {thread_id} has no checkpoint {configurable['checkpoint_id']}")
     return JSONResponse(snapshot_json(snapshot))
@@ -345,24 +362,16 @@ async def history(request: Request) -> Response:
     elif before is not None:
         raise ApiError(422, "before must be a checkpoint id or a checkpoint object")
     metadata = json_object(body.get("metadata"), "metadata")
-    graph = await _thread_graph(request, thread_id)
-    saver = server_of(request).checkpointer
+    reader = await _thread_reader(request, thread_id)
     config = {"configurable": configurable}
     if "checkpoint_id" in configurable:  # as LangGraph's savers list it: that one checkpoint
-        snapshot = await (aread_state(saver, config) if graph is None else graph.aget_state(config))
+        snapshot = await reader.aget_state(config)
         meta = snapshot.metadata or {}
         if snapshot.config is None or any(meta.get(k) != v for k, v in metadata.items()):
             return JSONResponse([])
         return JSONResponse([snapshot_json(snapshot)])
-    found = []
-    listing = (
-        aread_history(saver, config, limit=limit, before=before, filter=metadata or None)
-        if graph is None
-        else graph.aget_state_history(config, limit=limit, before=before, filter=metadata or None)
-    )
-    async for snapshot in listing:
-        found.append(snapshot_json(snapshot))
-    return JSONResponse(found)
+    listing = reader.aget_state_history(config, limit=limit, before=before, filter=metadata or None)
+    return JSONResponse([snapshot_json(snapshot) async for snapshot in listing])
 
 
 def thread_routes() -> list[Route]:

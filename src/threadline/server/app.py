@@ -19,10 +19,11 @@ from ..checkpoint import from_url as saver_from_url
 from ..errors import ThreadlineError
 from ..store import from_url as store_from_url
 from .api import ApiError, routes
+from .assistants import ensure_system_assistants
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig, store_options
 from .maintenance import Job, Maintenance
-from .threads import sweep_expired, upkeep
+from .threads import sweep_expired
 from .worker import Worker
 
 __all__ = ["Server", "create_app"]
@@ -101,8 +102,7 @@ def create_app(
         graphs = GraphRegistry(config, checkpointer, store)
         worker = Worker(db, graphs, workers=workers, lease=lease)
         app.state.server = Server(db, checkpointer, store, graphs, worker)
-        app.state.store = store
-        app.state.graphs = graphs
+        await ensure_system_assistants(db, graphs.names())
         jobs = [
             Job("store-ttl", sweep_interval, store.asweep_ttl),
             Job("thread-ttl", sweep_interval, lambda: sweep_expired(db, checkpointer)),
@@ -111,8 +111,7 @@ def create_app(
         worker.start()
         maintenance.start()
         try:
-            async with upkeep(app.state.server):  # the system assistants
-                yield
+            yield
         finally:
             await maintenance.stop()
             await worker.stop(grace)

@@ -13,11 +13,10 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ThreadNotFoundError
-from .assistants import ensure_system_assistants
 from .db import Database, Tx
 from .http import ApiError
 from .wire import now_iso
@@ -35,7 +34,6 @@ __all__ = [
     "sweep_expired",
     "ttl_json",
     "ttl_of",
-    "upkeep",
 ]
 
 log = logging.getLogger("threadline.server")
@@ -215,11 +213,3 @@ async def sweep_expired(db: Database, checkpointer: Any) -> int:
     if pruned:
         await checkpointer.aprune(pruned, keep_last=1)
     return len(doomed) + len(pruned)
-
-
-@contextlib.asynccontextmanager
-async def upkeep(server: Any) -> AsyncIterator[None]:
-    """While the server runs, its graphs' system assistants exist (expired threads are swept
-    by the ``thread-ttl`` maintenance job, :func:`sweep_expired`)."""
-    await ensure_system_assistants(server.db, server.graphs.names())
-    yield

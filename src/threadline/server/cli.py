@@ -7,8 +7,9 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["listening_socket", "main"]
 
@@ -54,6 +55,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (a faster loop), else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``threadline`` console script."""
     args = _parser().parse_args(argv)
@@ -89,5 +100,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"threadline serve: listening on http://{host}:{port}", flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
-    asyncio.run(server.serve(sockets=[sock]))
+    run_loop(server.serve(sockets=[sock]))
     sys.exit(0)

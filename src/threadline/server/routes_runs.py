@@ -23,6 +23,7 @@ from .http import ApiError, body_of, raw_body, server_of, uuid_of
 from .routes_assistants import run_assistant
 from .sse import HEARTBEAT, frame
 from .streaming import API_STREAM_MODES
+from .worker import Outcome
 
 __all__ = ["run_routes"]
 
@@ -134,19 +135,26 @@ RECHECK_SECONDS = 1.0
 
 
 async def _wait_done(request: Request, run_id: str) -> Any:
-    with server_of(request).db.notifier.subscribe(f"run:{run_id}") as changed:
-        return await _outcome(request, run_id, changed)
+    server = server_of(request)
+    with (
+        server.db.notifier.subscribe(f"run:{run_id}") as changed,
+        server.worker.handing_over(run_id) as box,
+    ):
+        return await _outcome(request, run_id, changed, box)
 
 
 async def _outcome(
-    request: Request, run_id: str, changed: asyncio.Event, *, queued: bool = False
+    request: Request, run_id: str, changed: asyncio.Event, box: Outcome, *, queued: bool = False
 ) -> Any:
-    """The run's result once it ends; ``changed`` is set by the run's announcements.
+    """The run's result once it ends; ``changed`` is set by the run's announcements, and
+    ``box`` holds the result when this replica executed the run.
 
     ``queued``: the caller has just created the run (subscribed first), so the first read can
     wait for an announcement.
     """
     while True:
+        if box.ready:
+            return box.value
         if queued:
             queued = False
         else:
@@ -174,13 +182,17 @@ async def create_stateless(request: Request) -> Response:
 async def wait_run(request: Request) -> Response:
     thread_id = request.path_params.get("thread_id")
     run_id = str(uuid.uuid4())
+    server = server_of(request)
     # Subscribed before the run exists, so its outcome cannot slip past between the two.
-    with server_of(request).db.notifier.subscribe(f"run:{run_id}") as changed:
+    with (
+        server.db.notifier.subscribe(f"run:{run_id}") as changed,
+        server.worker.handing_over(run_id) as box,
+    ):
         run, stateless = await _create(
             request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id,
             live=False,
         )  # fmt: skip
-        outcome = _outcome(request, run_id, changed, queued=True)
+        outcome = _outcome(request, run_id, changed, box, queued=True)
         if run["kwargs"].get("on_disconnect") == "cancel":
             result = await _wait_unless_disconnected(request, run_id, outcome)
         else:

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from .db import Database, Tx
+from .notify import CHANNEL
 from .wire import now_iso
 
 __all__ = [
@@ -112,6 +113,13 @@ async def create_run(
     run_id = run_id or str(uuid.uuid4())
     now = now_iso()
     due = time.time() + delay
+    if db.kind == "postgres":
+        return await _create_run_pg(
+            db, run_id=run_id, thread_id=thread_id, assistant_id=assistant_id,
+            graph_id=graph_id, kwargs=kwargs, metadata=metadata, strategy=strategy,
+            create_thread=create_thread, live_events=live_events, due=due, delayed=delay > 0,
+            now=now, owner=owner, lease=lease,
+        )  # fmt: skip
     async with db.transaction() as tx:
         # Takes the thread row's lock (PostgreSQL) before looking at its runs. The graph is
         # the thread's from its first run on, so its state can be read while that run goes.
@@ -122,11 +130,11 @@ async def create_run(
         )
         if not found:
             if not create_thread:
-                raise ThreadMissing(f"thread {thread_id} not found; pass if_not_exists='create'")
+                raise _missing(thread_id)
             await tx.execute(
-                "INSERT INTO tl_threads (thread_id, metadata, status, created_at, updated_at)"
-                " VALUES (?, '{}', 'busy', ?, ?)",
-                (thread_id, now, now),
+                "INSERT INTO tl_threads (thread_id, metadata, status, graph_id, created_at,"
+                " updated_at) VALUES (?, '{}', 'busy', ?, ?, ?)",
+                (thread_id, graph_id, now, now),
             )
         inflight = [
             r[0]
@@ -137,10 +145,7 @@ async def create_run(
             )
         ]
         if inflight and strategy == "reject":
-            raise RunConflict(
-                f"thread {thread_id} is busy with run {inflight[0]}; use multitask_strategy"
-                " 'enqueue', 'interrupt' or 'rollback' to send it anyway"
-            )
+            raise _busy(thread_id, inflight[0])
         cancelled: list[str] = []
         if inflight and strategy in ("interrupt", "rollback"):
             for other in inflight:
@@ -174,6 +179,64 @@ async def create_run(
             # A delayed run is announced with its due time: nothing happens when it is due.
             tx.publish(f"due:{due}" if delay > 0 else "queue")
     return run_json(rows[0]), cancelled, rows[0] if claimed else None
+
+
+def _missing(thread_id: str) -> ThreadMissing:
+    return ThreadMissing(f"thread {thread_id} not found; pass if_not_exists='create'")
+
+
+def _busy(thread_id: str, run_id: str) -> RunConflict:
+    return RunConflict(
+        f"thread {thread_id} is busy with run {run_id}; use multitask_strategy"
+        " 'enqueue', 'interrupt' or 'rollback' to send it anyway"
+    )
+
+
+async def _create_run_pg(
+    db: Database,
+    *,
+    run_id: str,
+    thread_id: str,
+    assistant_id: str,
+    graph_id: str,
+    kwargs: dict[str, Any],
+    metadata: dict[str, Any],
+    strategy: str,
+    create_thread: bool,
+    live_events: bool,
+    due: float,
+    delayed: bool,
+    now: str,
+    owner: str | None,
+    lease: float,
+) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
+    """:func:`create_run` on PostgreSQL: the same steps in one call of ``tl_create_run_v1``."""
+    try:
+        rows = await db.execute(
+            "SELECT * FROM tl_create_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
+                json.dumps(metadata), strategy, create_thread, int(live_events), due, delayed,
+                now, owner, time.time() + lease, CHANNEL, db.notifier.origin,
+            ),
+        )  # fmt: skip
+    except Exception as exc:
+        code = getattr(exc, "sqlstate", None)
+        if code == "TL404":
+            raise _missing(thread_id) from None
+        if code == "TL409":  # the message is the id of the run in flight
+            diag = getattr(exc, "diag", None)
+            raise _busy(thread_id, str(getattr(diag, "message_primary", "?"))) from None
+        raise
+    row = rows[0]
+    cancelled = list(row[13])
+    for other in cancelled:  # the function announced these to the other replicas
+        db.notifier.wake(f"cancel:{other}:{strategy}")
+        db.notifier.wake(f"run:{other}")
+    claimed = row[4] == "running"
+    if not claimed:
+        db.notifier.wake(f"due:{due}" if delayed else "queue")
+    return run_json(row), cancelled, row[:13] if claimed else None
 
 
 async def claim_runs(db: Database, owner: str, lease: float, limit: int) -> list[tuple[Any, ...]]:
@@ -266,13 +329,16 @@ async def finish_run(
     values: Any = None,
     interrupts: Any = None,
     events: list[tuple[int, str, str]] | None = None,
-) -> None:
-    """Record a run's outcome and its thread's new status, if this worker still owns it.
-
-    ``events`` not yet stored are stored in the same transaction.
-    """
+) -> bool:
+    """Record a run's outcome and its thread's new status, if this worker still owns it
+    (whether it did). ``events`` not yet stored are stored in the same transaction."""
     now = now_iso()
     run_id, thread_id = run[0], run[1]
+    if db.kind == "postgres":
+        return await _finish_run_pg(
+            db, run, owner, status=status, result=result, thread_status=thread_status,
+            values=values, interrupts=interrupts, events=events or [], now=now,
+        )  # fmt: skip
     async with db.transaction() as tx:
         if events:
             await tx.execute(*_insert_events(run_id, events))
@@ -283,7 +349,7 @@ async def finish_run(
             (status, json.dumps(result), now, run_id, owner),
         )
         if not owned:
-            return
+            return False
         tx.publish(f"run:{run_id}")
         # Busy while runs wait behind this one; they may now be claimed.
         sets = (
@@ -300,6 +366,44 @@ async def finish_run(
         )
         if rows and rows[0][0] == "busy":
             tx.publish("queue")
+    return True
+
+
+async def _finish_run_pg(
+    db: Database,
+    run: tuple[Any, ...],
+    owner: str,
+    *,
+    status: str,
+    result: Any,
+    thread_status: str,
+    values: Any,
+    interrupts: Any,
+    events: list[tuple[int, str, str]],
+    now: str,
+) -> bool:
+    """:func:`finish_run` on PostgreSQL: the same steps in one call of ``tl_finish_run_v1``."""
+    run_id = run[0]
+    rows = await db.execute(
+        "SELECT tl_finish_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::integer[], ?::text[],"
+        " ?::text[], ?, ?)",
+        (
+            run_id, run[1], owner, status, json.dumps(result), now, run[3], thread_status,
+            None if values is None else json.dumps(values),
+            None if values is None else json.dumps(interrupts or {}),
+            [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
+            CHANNEL, db.notifier.origin,
+        ),
+    )  # fmt: skip
+    if events:
+        db.notifier.wake(f"events:{run_id}")
+    thread = rows[0][0]
+    if thread is None:  # not this worker's run any more
+        return False
+    db.notifier.wake(f"run:{run_id}")
+    if thread == "busy":
+        db.notifier.wake("queue")
+    return True
 
 
 async def settle_thread(db: Database, thread_id: str) -> None:

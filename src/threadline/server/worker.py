@@ -16,6 +16,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.jsonable import to_jsonable
@@ -27,11 +29,19 @@ from .graphs import GraphRegistry
 from .streaming import API_STREAM_MODES, EventEncoder, graph_modes
 from .wire import interrupts_json
 
-__all__ = ["Worker"]
+__all__ = ["Outcome", "Worker"]
 
 log = logging.getLogger("threadline.server")
 RECHECK_SECONDS = 1.0
 """How long a worker sleeps without an announcement before looking at the queue anyway."""
+
+
+@dataclass
+class Outcome:
+    """A run's result, handed to a waiter of the replica that executed it (no read back)."""
+
+    ready: bool = False
+    value: Any = None
 
 
 class Worker:
@@ -53,6 +63,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._next_due = 0.0  # when the earliest delayed run announced to this replica is due
         self._reserved = 0  # slots held by handlers creating runs this worker may take
+        self._handovers: dict[str, Outcome] = {}  # runs a handler here waits for
         self._stopping = False
 
     def start(self) -> None:
@@ -79,6 +90,21 @@ class Worker:
         heartbeat.cancel()
         if self._background:  # webhooks of runs that just ended
             await asyncio.wait(list(self._background), timeout=2)
+
+    @contextlib.contextmanager
+    def handing_over(self, run_id: str) -> Iterator[Outcome]:
+        """While the block runs, the outcome of ``run_id``, if this replica records it, is put
+        in the :class:`Outcome` yielded (set before the run's announcement is heard)."""
+        box = self._handovers[run_id] = Outcome()
+        try:
+            yield box
+        finally:
+            self._handovers.pop(run_id, None)
+
+    def _hand_over(self, run_id: str, value: Any) -> None:
+        box = self._handovers.get(run_id)
+        if box is not None:
+            box.ready, box.value = True, value
 
     def reserve(self) -> bool:
         """Hold a free slot for a run being created here; :meth:`adopt` or :meth:`release` it."""
@@ -205,10 +231,12 @@ class Worker:
             error = {"error": type(exc).__name__, "message": str(exc)}
             events.emit("error", error)
             await events.flush()
-            await q.finish_run(
-                self.db, run, self.owner, status="error", result={"__error__": error},
+            failed = {"__error__": error}
+            if await q.finish_run(
+                self.db, run, self.owner, status="error", result=failed,
                 thread_status="error", events=events.unstored(),
-            )  # fmt: skip
+            ):  # fmt: skip
+                self._hand_over(run_id, failed)
             await self._completed(graph, run, kwargs)
             return
         snapshot = await graph.aget_state(thread_config)
@@ -217,10 +245,11 @@ class Worker:
         result = dict(values) if isinstance(values, dict) else values
         if pending and isinstance(result, dict):
             result["__interrupt__"] = pending
-        await q.finish_run(
+        if await q.finish_run(
             self.db, run, self.owner, status="success", result=result, thread_status=status,
             values=values, interrupts=by_task, events=events.unstored(),
-        )  # fmt: skip
+        ):  # fmt: skip
+            self._hand_over(run_id, result)
         await self._completed(graph, run, kwargs)
 
     async def _completed(self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

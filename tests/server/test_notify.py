@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from threadline.server.cli import listening_socket
+from threadline.server.cli import listening_socket, run_loop
 from threadline.server.db import open_database
 from threadline.server.notify import Notifier
 
@@ -105,3 +105,14 @@ async def test_the_listening_socket_turns_nagle_off_on_its_connections() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    seen: list[type] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()))
+
+    run_loop(main())
+    assert seen == [uvloop.Loop]

@@ -73,7 +73,7 @@ def create_app(
     config: ServerConfig,
     database_url: str,
     *,
-    workers: int = 4,
+    workers: int = 10,
     lease: float = 10.0,
     grace: float = 10.0,
     sweep_interval: float = 60.0,

@@ -11,7 +11,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["listening_socket", "main"]
+__all__ = ["listening_socket", "main", "run_loop"]
 
 DEFAULT_DATABASE = "sqlite:///.threadline/threadline.db"
 
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("THREADLINE_DATABASE_URL", DEFAULT_DATABASE),
         help="sqlite:///file.db (one replica) or postgresql://... (many replicas)",
     )
-    serve.add_argument("--workers", type=int, default=4, help="concurrent runs; 0: API only")
+    serve.add_argument("--workers", type=int, default=10, help="concurrent runs; 0: API only")
     serve.add_argument("--lease", type=float, default=10.0, help="seconds a run's lease lasts")
     serve.add_argument(
         "--shutdown-grace",

@@ -8,6 +8,7 @@ graph is an assistant whose id is the graph name's uuid5, as LangGraph derives i
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -45,6 +46,7 @@ _STORE_TTL_KEYS = {"refresh_on_read", "default_ttl", "sweep_interval_minutes"}
 _STORE_INDEX_KEYS = {"embed", "dims", "fields"}
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every run that names its assistant
 def assistant_id_of(graph_id: str) -> str:
     """The assistant id of a configured graph: ``uuid5(NAMESPACE_GRAPH, graph_id)``."""
     return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))

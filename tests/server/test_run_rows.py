@@ -48,9 +48,7 @@ async def test_a_run_queued_while_its_thread_finishes_one_leaves_the_thread_busy
                 (queued, thread_id, time.time(), CHANNEL),
             )
             finishing = asyncio.ensure_future(
-                q.finish_run(
-                    db, first, owner, status="success", result={}, thread_status="idle"
-                )
+                q.finish_run(db, first, owner, status="success", result={}, thread_status="idle")
             )
             await asyncio.sleep(0.3)
             assert not finishing.done()  # waits for the thread row
@@ -71,12 +69,16 @@ async def test_interrupting_a_run_that_is_finishing_waits_instead_of_deadlocking
     try:
         thread_id, owner = str(uuid.uuid4()), "replica-a"
         first = await _running_run(db, thread_id, owner)
-        interrupting = asyncio.ensure_future(
-            q.create_run(
-                db, thread_id=thread_id, assistant_id="a", graph_id="g", kwargs={},
-                metadata={}, strategy="interrupt",
-            )  # fmt: skip
+        interrupt = q.create_run(
+            db,
+            thread_id=thread_id,
+            assistant_id="a",
+            graph_id="g",
+            kwargs={},
+            metadata={},
+            strategy="interrupt",
         )
+        interrupting = asyncio.ensure_future(interrupt)
         finishing = asyncio.ensure_future(
             q.finish_run(db, first, owner, status="success", result={"n": 1}, thread_status="idle")
         )

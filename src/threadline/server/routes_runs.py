@@ -179,49 +179,103 @@ async def create_stateless(request: Request) -> Response:
     return JSONResponse(run, headers=_locations(run, stateless, ""))
 
 
+WAIT_STREAMS_AFTER = 1.0
+"""A wait still going after this many seconds sends its headers (with ``Location``) and a
+newline every :data:`HEARTBEAT_SECONDS` until its body, as LangGraph's server does: proxies see
+traffic, and a client cut off mid-wait reconnects to ``Location`` (the run's ``/join``)."""
+
+
 async def wait_run(request: Request) -> Response:
     thread_id = request.path_params.get("thread_id")
     run_id = str(uuid.uuid4())
+    with contextlib.ExitStack() as stack:
+        # Subscribed before the run exists, so its outcome cannot slip past between the two.
+        waiting = _watch(request, run_id, stack, queued=True)
+        try:
+            run, stateless = await _create(
+                request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id,
+                live=False,
+            )  # fmt: skip
+        except BaseException:
+            waiting.cancel()
+            raise
+        cancel = run["kwargs"].get("on_disconnect") == "cancel"
+        headers = _locations(run, stateless, "/join")
+        return await _wait_response(request, run_id, waiting, stack.pop_all(), headers, cancel)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the with block returns)
+
+
+def _watch(
+    request: Request, run_id: str, stack: contextlib.ExitStack, *, queued: bool = False
+) -> asyncio.Future[Any]:
+    """The run's outcome, as a future; its subscriptions live as long as ``stack``."""
     server = server_of(request)
-    # Subscribed before the run exists, so its outcome cannot slip past between the two.
-    with (
-        server.db.notifier.subscribe(f"run:{run_id}") as changed,
-        server.worker.handing_over(run_id) as box,
-    ):
-        run, stateless = await _create(
-            request, None if thread_id is None else uuid_of(thread_id, "thread_id"), run_id,
-            live=False,
-        )  # fmt: skip
-        outcome = _outcome(request, run_id, changed, box, queued=True)
-        if run["kwargs"].get("on_disconnect") == "cancel":
-            result = await _wait_unless_disconnected(request, run_id, outcome)
-        else:
-            result = await outcome
-    return JSONResponse(result, headers=_locations(run, stateless, "/join"))
+    changed = stack.enter_context(server.db.notifier.subscribe(f"run:{run_id}"))
+    box = stack.enter_context(server.worker.handing_over(run_id))
+    return asyncio.ensure_future(_outcome(request, run_id, changed, box, queued=queued))
+
+
+async def _wait_response(
+    request: Request,
+    run_id: str,
+    waiting: asyncio.Future[Any],
+    stack: contextlib.ExitStack,
+    headers: dict[str, str],
+    cancel: bool,
+) -> Response:
+    """The outcome as JSON; after :data:`WAIT_STREAMS_AFTER`, streamed with heartbeats.
+
+    ``cancel`` (``on_disconnect="cancel"``): a client that goes away first cancels the run.
+    ``stack`` (the outcome's subscriptions) is closed once the response is done with it.
+    """
+    try:
+        gone = asyncio.ensure_future(_disconnected(request)) if cancel else None
+        try:
+            watched = {waiting} if gone is None else {waiting, gone}
+            await asyncio.wait(watched, timeout=WAIT_STREAMS_AFTER, return_when="FIRST_COMPLETED")
+        finally:
+            if gone is not None:
+                gone.cancel()  # the streaming response listens for the disconnect itself
+        if gone is not None and gone.done() and not gone.cancelled() and not waiting.done():
+            waiting.cancel()
+            stack.close()
+            await _cancel(request, run_id, "interrupt")
+            return Response(status_code=204)  # nobody is listening
+        if waiting.done():
+            stack.close()
+            return JSONResponse(waiting.result(), headers=headers)
+    except BaseException:
+        waiting.cancel()
+        stack.close()
+        raise
+    body = _heartbeats_then_outcome(request, run_id, waiting, stack, cancel)
+    return StreamingResponse(body, media_type="application/json", headers=headers)
+
+
+async def _heartbeats_then_outcome(
+    request: Request,
+    run_id: str,
+    waiting: asyncio.Future[Any],
+    stack: contextlib.ExitStack,
+    cancel: bool,
+) -> AsyncIterator[bytes]:
+    ended = False
+    try:
+        while not (await asyncio.wait({waiting}, timeout=HEARTBEAT_SECONDS))[0]:
+            yield b"\n"  # JSON allows whitespace before the value
+        yield bytes(JSONResponse(waiting.result()).body)
+        ended = True
+    finally:
+        waiting.cancel()
+        stack.close()
+        if cancel and not ended:  # torn down by a disconnect: cancel in a task of its own
+            _in_background(_cancel(request, run_id, "interrupt"))
 
 
 async def _disconnected(request: Request) -> None:
     """Return when the client goes away (the body is read: the next message says so)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-async def _wait_unless_disconnected(
-    request: Request, run_id: str, outcome: Coroutine[Any, Any, Any]
-) -> Any:
-    """Await the run's ``outcome``, but a client that disconnects first cancels the run."""
-    waiting = asyncio.ensure_future(outcome)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not waiting.done():
-            waiting.cancel()
-    if waiting.done() and not waiting.cancelled():
-        return waiting.result()
-    await _cancel(request, run_id, "interrupt")
-    return None
 
 
 async def stream_run(request: Request) -> Response:
@@ -254,9 +308,13 @@ async def _follow_or_cancel(
     finally:
         if cancel and not ended:
             # The stream's task is being cancelled: the cancel must run in a task of its own.
-            task = asyncio.get_running_loop().create_task(_cancel(request, run_id, "interrupt"))
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
+            _in_background(_cancel(request, run_id, "interrupt"))
+
+
+def _in_background(work: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _event_of(chunk: bytes) -> str:
@@ -441,9 +499,13 @@ async def join_stream(request: Request) -> Response:
 
 async def join_run(request: Request) -> Response:
     run_id = uuid_of(request.path_params["run_id"], "run_id")
-    if await _run_row(request, run_id) is None:
-        raise ApiError(404, f"run {run_id} not found")
-    return JSONResponse(await _wait_done(request, run_id))
+    with contextlib.ExitStack() as stack:
+        waiting = _watch(request, run_id, stack)
+        if await _run_row(request, run_id) is None:
+            waiting.cancel()
+            raise ApiError(404, f"run {run_id} not found")
+        return await _wait_response(request, run_id, waiting, stack.pop_all(), {}, cancel=False)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the with block returns)
 
 
 async def get_run(request: Request) -> Response:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from backends import postgres_url_or_skip
+from pgbouncer import pgbouncer  # noqa: F401  (the fixture, for the modules that ask)
 from servers import Replica, fresh_postgres_database, replicas
 
 

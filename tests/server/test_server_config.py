@@ -99,3 +99,38 @@ def test_a_thread_whose_graph_is_no_longer_served_is_read_from_storage(tmp_path:
         assert history[0]["checkpoint"] == before["checkpoint"] and len(history) >= 2
     finally:
         replica.stop()
+
+
+PG = "postgresql://postgres@127.0.0.1:1/none"  # never reached: the settings are refused first
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--pool-size", "0"], {}, "--pool-size, THREADLINE_POOL_SIZE) must be 1 or more, got 0"),
+        ([], {"THREADLINE_POOL_SIZE": "ten"}, "must be a whole number of 1 or more, got 'ten'"),
+        (["--no-prepare"], {}, "give the LISTEN URL (--listen-url, THREADLINE_LISTEN_URL) a URL"),
+        ([], {"THREADLINE_PREPARE": "0"}, "where LISTEN cannot work"),
+        ([], {"THREADLINE_PREPARE": "maybe"}, "THREADLINE_PREPARE must be 1 or 0"),
+        (["--listen-url", "redis://x"], {}, "must be a postgresql://... URL"),
+        (["--database-url", "sqlite:///x.db", "--listen-url", PG], {}, "this one is SQLite"),
+        (["--database-url", "sqlite:///x.db", "--no-prepare"], {}, "this database is SQLite"),
+    ],
+)
+def test_connection_settings_that_cannot_work_stop_the_command_at_start(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    command = [sys.executable, "-m", "threadline.server", "serve", "--port", "0"]
+    command += ["--config", str(write(tmp_path)), "--database-url", PG, *args]
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", **env},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -20,6 +20,7 @@ from ..errors import ThreadlineError
 from ..store import from_url as store_from_url
 from .api import ApiError, routes
 from .assistants import ensure_system_assistants
+from .connections import DEFAULT_POOL_SIZE, Connections
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig, store_options
 from .maintenance import Job, Maintenance
@@ -77,12 +78,20 @@ def create_app(
     lease: float = 10.0,
     grace: float = 10.0,
     sweep_interval: float = 60.0,
+    listen_url: str | None = None,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    prepare: bool = True,
 ) -> Starlette:
     """The server for ``config``'s graphs on ``database_url``.
 
     ``sweep_interval``: seconds between sweeps of expired data, taken in turn by the replicas
     (see :mod:`~threadline.server.maintenance`), never inside a run's commit.
+    ``listen_url``, ``pool_size``, ``prepare``: how every connection the server opens is made
+    (see :class:`~threadline.server.connections.Connections`; a ``ValueError`` here, before
+    anything connects, says which setting to fix).
     """
+    connections = Connections(database_url, listen_url, pool_size, prepare)
+    backend = connections.backend_options()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,11 +101,11 @@ def create_app(
             max(8, 4 * workers), thread_name_prefix="threadline-node"
         )
         asyncio.get_running_loop().set_default_executor(nodes)
-        db = await open_database(database_url)
-        checkpointer: Any = saver_from_url(database_url, aio=True, auto_sweep=False)
+        db = await open_database(connections)
+        checkpointer: Any = saver_from_url(database_url, aio=True, auto_sweep=False, **backend)
         await checkpointer.__aenter__()
         await checkpointer.setup()
-        store: Any = store_from_url(database_url, aio=True, **store_options(config))
+        store: Any = store_from_url(database_url, aio=True, **backend, **store_options(config))
         await store.__aenter__()
         await store.setup()
         graphs = GraphRegistry(config, checkpointer, store)

@@ -11,9 +11,32 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from .connections import DEFAULT_POOL_SIZE
+
 __all__ = ["listening_socket", "main", "run_loop"]
 
 DEFAULT_DATABASE = "sqlite:///.threadline/threadline.db"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _pool_size(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(
+            f"--pool-size (THREADLINE_POOL_SIZE) must be a whole number of 1 or more, got {value!r}"
+        ) from None
+
+
+def _switch(value: bool | str) -> bool:
+    """``--prepare``/``--no-prepare``, or ``THREADLINE_PREPARE`` as 1/0, true/false, on/off."""
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise SystemExit(f"THREADLINE_PREPARE must be 1 or 0 (true/false, on/off), got {value!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +50,25 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url",
         default=os.environ.get("THREADLINE_DATABASE_URL", DEFAULT_DATABASE),
         help="sqlite:///file.db (one replica) or postgresql://... (many replicas)",
+    )
+    serve.add_argument(
+        "--listen-url",
+        default=os.environ.get("THREADLINE_LISTEN_URL") or None,
+        help="PostgreSQL: a direct URL for the LISTEN connection (default: --database-url);"
+        " needed when --database-url goes through a transaction-mode pooler",
+    )
+    serve.add_argument(
+        "--pool-size",
+        default=os.environ.get("THREADLINE_POOL_SIZE", str(DEFAULT_POOL_SIZE)),
+        help="PostgreSQL: the most connections each of the server's pools opens (tables,"
+        f" checkpointer, store; default {DEFAULT_POOL_SIZE})",
+    )
+    serve.add_argument(
+        "--prepare",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("THREADLINE_PREPARE", "1"),
+        help="PostgreSQL: server-side prepared statements; --no-prepare behind"
+        " PgBouncer in transaction mode (before 1.21, or without max_prepared_statements)",
     )
     serve.add_argument("--workers", type=int, default=10, help="concurrent runs; 0: API only")
     serve.add_argument("--lease", type=float, default=10.0, help="seconds a run's lease lasts")
@@ -86,10 +128,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if args.sweep_interval <= 0:
         raise SystemExit("--sweep-interval must be a positive number of seconds")
-    app = create_app(
-        config, url, workers=args.workers, lease=args.lease, grace=args.shutdown_grace,
-        sweep_interval=args.sweep_interval,
-    )  # fmt: skip
+    try:
+        app = create_app(
+            config, url, workers=args.workers, lease=args.lease, grace=args.shutdown_grace,
+            sweep_interval=args.sweep_interval, listen_url=args.listen_url,
+            pool_size=_pool_size(args.pool_size), prepare=_switch(args.prepare),
+        )  # fmt: skip
+    except ValueError as exc:  # a setting, or a combination of them, that cannot work
+        raise SystemExit(f"threadline serve: {exc}") from None
     sock = listening_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

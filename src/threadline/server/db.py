@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
+from .connections import Connections
 from .notify import CHANNEL, Notifier
 
 __all__ = ["PG_FUNCTIONS", "SCHEMA", "Database", "Tx", "json_contains", "open_database"]
@@ -387,12 +388,17 @@ class PostgresDatabase:
         await self._pool.close()
 
 
-async def open_database(url: str) -> Database:
+async def open_database(target: str | Connections) -> Database:
     """Connect to the server's database and create its tables if missing.
 
-    ``sqlite:///path.db`` or ``postgresql://...``. Safe when several replicas start at once
-    (PostgreSQL: the DDL runs under an advisory lock).
+    ``target``: a URL, ``sqlite:///path.db`` or ``postgresql://...``, or
+    :class:`~threadline.server.connections.Connections` for the pool size, a direct URL to
+    ``LISTEN`` on and prepared statements. Safe when several replicas start at once
+    (PostgreSQL: the DDL runs under a transaction-scoped advisory lock, so also through a
+    transaction-mode pooler).
     """
+    connections = target if isinstance(target, Connections) else Connections(target)
+    url = connections.url
     db: Database
     if url.startswith("sqlite:"):
         import aiosqlite
@@ -407,15 +413,19 @@ async def open_database(url: str) -> Database:
         for statement in SCHEMA:
             await db.execute(statement)
         return db
-    if url.startswith(("postgresql:", "postgres:")):
+    if connections.is_postgres:
         from psycopg_pool import AsyncConnectionPool
 
         pool = AsyncConnectionPool(
-            url, min_size=2, max_size=10, open=False, kwargs={"autocommit": True}
+            url,
+            min_size=connections.min_table_connections,
+            max_size=connections.pool_size,
+            open=False,
+            kwargs=connections.table_connection_kwargs(),
         )
         await pool.open(wait=True)
         notifier = Notifier()
-        notifier.listen(url)
+        notifier.listen(connections.listen)
         db = PostgresDatabase(pool, notifier)
         async with db.transaction() as tx:
             await tx.execute("SELECT pg_advisory_xact_lock(7212026)")

@@ -331,6 +331,7 @@ _CALLS = frozenset(
         "copy_thread",
         "list_threads",
         "prune",
+        "rewind",
         "sweep_expired",
         "setup",
         "acquire_lease",

@@ -158,3 +158,12 @@ outer.add_node("inner", echo_graph)
 outer.add_edge(START, "inner")
 outer.add_edge("inner", END)
 nested_graph = outer.compile()
+
+# The echo graph as a subgraph (its checkpoints go to a namespace of their own), then ticks.
+nested_stages = StateGraph(Chat)
+nested_stages.add_node("inner", echo_graph)
+nested_stages.add_node("tick", tick)
+nested_stages.add_edge(START, "inner")
+nested_stages.add_edge("inner", "tick")
+nested_stages.add_edge("tick", END)
+nested_stages_graph = nested_stages.compile()

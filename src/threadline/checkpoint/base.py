@@ -72,6 +72,7 @@ from .types import (
     PendingWrite,
     RunnableConfig,
     ThreadInfo,
+    VersionRef,
     VersionRow,
     WriteRow,
     new_checkpoint_id,
@@ -91,6 +92,7 @@ __all__ = [
     "validate_filter",
     "validate_ns",
     "validate_thread_id",
+    "versions_written",
 ]
 
 SWEEP_INTERVAL = 60.0
@@ -497,6 +499,27 @@ class BaseCheckpointSaver:
         (and, with ``lease``, if its epoch is still the thread's)."""
         raise self._no_sync()
 
+    def _rewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        """In one transaction: delete every checkpoint of the thread with a larger ``seq``
+        than ``checkpoint_id``'s, with their pending writes and the versions they wrote (see
+        :func:`versions_written`), and point each namespace's head at its newest remaining
+        checkpoint (removing heads of namespaces left empty). Returns how many checkpoints
+        went, or None (changing nothing) when ``(thread_id, ns)`` has no such checkpoint.
+
+        Raise :func:`conflict_error` when ``expected_head`` is given and is not the head of
+        ``ns``; check ``lease`` ("hold", "release" or "check") as :meth:`_commit` does. Both
+        in the same transaction, before anything is deleted, as is the target's lookup.
+        """
+        raise self._no_sync()
+
     def _lease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
         """Take the thread's lease if nobody else holds it (bumping its epoch)."""
         raise self._no_sync()
@@ -596,6 +619,17 @@ class BaseCheckpointSaver:
             return new
 
         return rebind
+
+    async def _arewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        raise self._no_async()
 
     async def _alease_acquire(self, thread_id: str, owner: str, ttl: float) -> LeaseState:
         raise self._no_async()
@@ -771,6 +805,11 @@ class BaseCheckpointSaver:
     def _forget_head(self, thread_id: str, ns: str) -> None:
         with self._heads_lock:
             self._heads.pop((thread_id, ns), None)
+
+    def _forget_thread(self, thread_id: str) -> None:
+        with self._heads_lock:
+            for key in [k for k in self._heads if k[0] == thread_id]:
+                del self._heads[key]
 
     def _cached_row(self, thread_id: str, ns: str) -> CheckpointRow | None:
         with self._heads_lock:
@@ -1111,6 +1150,48 @@ class BaseCheckpointSaver:
             self.put_writes(thread_id, saved.ns, saved.id, task_id, writes, expected_head=saved.id)
         saved.values = src.checkpoint.values
         return saved
+
+    def rewind(
+        self,
+        config: RunnableConfig,
+        *,
+        expected_head: str | None = None,
+        lease: LeaseOp | None = None,
+    ) -> int:
+        """Make the checkpoint ``config`` names the head again, as it was right after it was
+        committed: every checkpoint committed after it (later steps, branches, subgraph
+        checkpoints) is deleted, with its pending writes and the channel versions only it
+        held. One transaction; returns how many checkpoints were deleted.
+
+        ``expected_head``: rewind only if the head of the checkpoint's namespace is still
+        this id, else raise :class:`CheckpointConflictError`. ``lease``:
+        ``LeaseOp("hold" | "release", lease)`` (fenced; "release" also releases it) or
+        ``LeaseOp("check", lease)`` (only while nobody holds the lease). An unknown
+        checkpoint raises :class:`CheckpointNotFoundError`; nothing changes on any error.
+        """
+        thread_id, ns, checkpoint_id = _rewind_args(config, expected_head, lease)
+        expires_at = None if self.ttl is None else time.time() + self.ttl
+        try:
+            removed = self._rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        finally:
+            self._forget_thread(thread_id)
+        if removed is None:
+            raise self._rewind_not_found(thread_id, ns, checkpoint_id, self.locate(checkpoint_id))
+        _after_lease_commit(lease)
+        return removed
+
+    def _rewind_not_found(
+        self, thread_id: str, ns: str, checkpoint_id: str, found: tuple[str, str] | None
+    ) -> CheckpointNotFoundError:
+        error = self._not_found(thread_id, ns, checkpoint_id)
+        if found is None or found == (thread_id, ns):
+            return error
+        where = f"thread {found[0]!r}" + (f", namespace {found[1]!r}" if found[1] else "")
+        return CheckpointNotFoundError(
+            f"cannot rewind thread {thread_id!r} to checkpoint {checkpoint_id!r}: it is a"
+            f" checkpoint of {where}; nothing was changed. Pass that thread's config, or one"
+            f" of thread {thread_id!r}'s checkpoints (get_state_history(config) lists them)"
+        )
 
     # Writer leases (see threadline.checkpoint.lease).
 
@@ -1502,6 +1583,28 @@ class BaseCheckpointSaver:
         saved.values = src.checkpoint.values
         return saved
 
+    async def arewind(
+        self,
+        config: RunnableConfig,
+        *,
+        expected_head: str | None = None,
+        lease: LeaseOp | None = None,
+    ) -> int:
+        """Async :meth:`rewind`."""
+        thread_id, ns, checkpoint_id = _rewind_args(config, expected_head, lease)
+        expires_at = None if self.ttl is None else time.time() + self.ttl
+        try:
+            removed = await self._arewind(
+                thread_id, ns, checkpoint_id, expected_head, lease, expires_at
+            )
+        finally:
+            self._forget_thread(thread_id)
+        if removed is None:
+            found = await self.alocate(checkpoint_id)
+            raise self._rewind_not_found(thread_id, ns, checkpoint_id, found)
+        _after_lease_commit(lease)
+        return removed
+
     async def aacquire_lease(
         self,
         thread_id: str | Lease,
@@ -1604,6 +1707,40 @@ def _after_lease_commit(op: LeaseOp | None) -> None:
 def _held(lease: Lease | None) -> Lease | None:
     """The lease a write is fenced by: only one that was taken (a check-only writer's is not)."""
     return lease if lease is not None and lease.epoch is not None else None
+
+
+def _rewind_args(
+    config: RunnableConfig, expected_head: object, lease: object
+) -> tuple[str, str, str]:
+    """``(thread_id, ns, checkpoint_id)`` of a rewind, its other arguments checked."""
+    thread_id, ns, checkpoint_id = parse_config(config)
+    if checkpoint_id is None:
+        raise InvalidArgumentError(
+            "rewind() needs the checkpoint to go back to: pass its config, e.g. a snapshot's"
+            " config from get_state_history(), with {'configurable': {'checkpoint_id': ...}}"
+        )
+    if expected_head is not None and not isinstance(expected_head, str):
+        raise InvalidArgumentError(
+            f"expected_head must be a checkpoint id (a string) or None, got {expected_head!r}"
+        )
+    if lease is not None and (not isinstance(lease, LeaseOp) or lease.mode == "acquire"):
+        raise InvalidArgumentError(
+            f"rewind() takes lease=LeaseOp('hold' | 'release' | 'check', lease), got {lease!r};"
+            " take the lease first with acquire_lease()"
+        )
+    return thread_id, ns, checkpoint_id
+
+
+def versions_written(checkpoint_id: str, refs: Mapping[str, VersionRef]) -> set[tuple[str, str]]:
+    """The ``(channel, writer)`` keys of the versions checkpoint ``checkpoint_id`` wrote.
+
+    A checkpoint refers to versions of its own and of checkpoints committed before it (its
+    parent's refs, and the bases of its deltas), never of later ones. So when a rewind deletes
+    every checkpoint committed after some point, the versions those checkpoints wrote are
+    exactly the ones nothing left refers to; a prune deletes them unless a remaining
+    checkpoint still reaches them.
+    """
+    return {(name, checkpoint_id) for name, ref in refs.items() if ref.writer == checkpoint_id}
 
 
 def _fork_plan(

@@ -20,6 +20,7 @@ from .base import (
     missing_head_error,
     validate_filter,
     validate_thread_id,
+    versions_written,
 )
 from .binding import COLUMNS, StoredValue
 from .lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
@@ -196,6 +197,54 @@ class InMemorySaver(BaseCheckpointSaver):
             bucket = thread.writes.setdefault((ns, checkpoint_id), {})
             for w in rows:
                 bucket.setdefault((w.task_id, w.idx), w)
+
+    def _rewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        with self._lock:
+            now = time.time()
+            self._check_lease(thread_id, lease, now)
+            thread = self._threads.get(thread_id)
+            target = None if thread is None else thread.checkpoints.get(checkpoint_id)
+            if thread is None or target is None or target.ns != ns:
+                return None
+            head = thread.heads.get(ns)
+            if expected_head is not None and head != expected_head:
+                raise conflict_error(thread_id, expected_head, head)
+            self._renew_in_commit(thread_id, lease, now)
+            doomed = [r for r in thread.checkpoints.values() if r.seq > target.seq]
+            for row in doomed:
+                del thread.checkpoints[row.id]
+                thread.writes.pop((row.ns, row.id), None)
+                for key in versions_written(row.id, row.refs):
+                    thread.versions.pop(key, None)
+            for name in {ns} | {r.ns for r in doomed}:
+                keep = bisect.bisect_right(thread.order_seq[name], target.seq)
+                del thread.order[name][keep:], thread.order_seq[name][keep:]
+                if thread.order[name]:
+                    thread.heads[name] = thread.order[name][-1]
+                else:
+                    del thread.order[name], thread.order_seq[name]
+                    thread.heads.pop(name, None)
+            thread.updated_at, thread.expires_at = now, expires_at
+            return len(doomed)
+
+    async def _arewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        return self._rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
 
     def _check_lease(self, thread_id: str, op: LeaseOp | None, now: float) -> None:
         """The lease part of a commit, before its compare-and-swap (under the lock)."""

@@ -12,6 +12,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from ..checkpoint.lease import LeaseOp
+
 __all__ = ["check_webhook", "delete_thread", "post_webhook", "restore_before"]
 
 log = logging.getLogger("threadline.server")
@@ -21,22 +23,36 @@ WEBHOOK_TIMEOUT = 10.0
 async def restore_before(graph: Any, thread_id: str, run_id: str) -> bool:
     """Put the thread back where it was before ``run_id`` wrote to it; whether it still exists.
 
-    The checkpoint before the run's first one becomes the head again (as a new checkpoint
-    holding its values, what ``update_state`` on an old checkpoint does). A run that started
-    the thread leaves nothing: the thread's checkpoints are deleted.
+    The checkpoints the run committed, its subgraphs' included, are deleted, and the head the
+    thread had before it is the head again: its history is what it was before the run
+    (``rewind``, under the thread's writer lease, so it waits for the cancelled run to let
+    go). A run that started the thread leaves nothing: the thread's checkpoints are deleted.
     """
-    saver = graph.checkpointer
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    first = None
-    async for found in saver.alist(config, filter={"run_id": run_id}):
-        first = found  # newest first: the last one listed is the run's first checkpoint
-    if first is None:
+    try:
+        return await _rewind_before(graph.checkpointer, thread_id, run_id)
+    except Exception:  # the run must still end; the thread then keeps what it wrote
+        log.exception("run %s: rolling back thread %s failed", run_id, thread_id)
         return True
-    if first.parent_config is None:
+
+
+async def _rewind_before(saver: Any, thread_id: str, run_id: str) -> bool:
+    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    lease = await saver.aacquire_lease(thread_id)
+    try:
+        first = None
+        async for found in saver.alist(config, filter={"run_id": run_id}):
+            first = found  # newest first: the last one listed is the run's first checkpoint
+        if first is None:
+            return True
+        # The head when the run began: the newest checkpoint committed before its first.
+        async for before in saver.alist(config, before=first.config, limit=1):
+            await saver.arewind(before.config, lease=LeaseOp("release", lease))
+            return True
         await saver.adelete_thread(thread_id)
         return False
-    await graph.aupdate_state(first.parent_config, None)
-    return True
+    finally:
+        if lease.held:
+            await saver.arelease_lease(lease)
 
 
 async def delete_thread(db: Any, saver: Any, thread_id: str) -> None:

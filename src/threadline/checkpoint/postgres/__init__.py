@@ -366,6 +366,19 @@ class PostgresSaver(PostgresCore):
     def sweep_expired(self) -> int:
         return self._run(self._c_sweep_expired())
 
+    def _rewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        return self._run(
+            self._c_rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        )
+
     # ------------------------------------------------------------------ re-encryption
 
     def _thread_page(self, after: str | None, limit: int) -> list[str]:

@@ -46,6 +46,7 @@ from ..base import (
     metadata_matches,
     missing_head_error,
     validate_filter,
+    versions_written,
 )
 from ..base import validate_thread_id as _validate_thread_id
 from ..encoding import chain_rows_cap
@@ -761,9 +762,8 @@ class PostgresCore(BaseCheckpointSaver):
                     rows = yield Op(q.prune_checkpoints, params)
                     removed += len(rows)
                     for checkpoint_id, packed in rows:
-                        for name, ref in _unpack_refs(packed, thread_id, checkpoint_id).items():
-                            if ref.writer == checkpoint_id:
-                                written.add((name, checkpoint_id))
+                        unpacked = _unpack_refs(packed, thread_id, checkpoint_id)
+                        written |= versions_written(checkpoint_id, unpacked)
                     if len(rows) < PRUNE_BATCH:
                         break
             if not written:
@@ -802,6 +802,84 @@ class PostgresCore(BaseCheckpointSaver):
             return removed
 
         return Call(proc)
+
+    def _c_rewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> Call[int | None]:
+        """One transaction (see ``_sql.REWIND_*`` for its locks). Not retried when the
+        connection breaks: it may have landed, and then the retry would not be the same."""
+        q = self._q
+
+        def proc() -> Proc[int | None]:
+            if not is_id(checkpoint_id):
+                return None  # not a UUID: stored nowhere
+            if lease is not None:
+                yield from self._rewind_lease(thread_id, lease)
+            yield Op(q.lock_heads, ([thread_id],))
+            found = yield Op(q.rewind_target, (thread_id, checkpoint_id, ns))
+            if not found:
+                return None
+            head = yield Op(q.head, (thread_id, ns))
+            actual = head[0][0] if head else None
+            if expected_head is not None and actual != expected_head:
+                raise conflict_error(thread_id, expected_head, actual)
+            # The thread's row after its heads, as commits lock them; a commit that created
+            # a namespace meanwhile has then landed, and its checkpoint is seen below.
+            yield Op(q.rewind_touch, (time.time(), expires_at, thread_id))
+            gone = yield Op(q.rewind_checkpoints, (thread_id, found[0][0]))
+            written: set[tuple[str, str]] = set()
+            for gone_id, _, packed in gone:
+                written |= versions_written(gone_id, _unpack_refs(packed, thread_id, gone_id))
+            namespaces = sorted({ns} | {r[1] for r in gone})
+            if gone:
+                rows = {"tid": thread_id, "namespaces": [r[1] for r in gone]}
+                yield Op(q.rewind_writes, rows | {"ids": [r[0] for r in gone]})
+            if written:
+                keys = sorted(written)
+                yield Op(
+                    q.prune_versions,
+                    {
+                        "tid": thread_id,
+                        "channels": [c for c, _ in keys],
+                        "writers": [w for _, w in keys],
+                    },
+                )
+            heads = {"tid": thread_id, "namespaces": namespaces}
+            yield Op(q.rewind_empty_heads, heads)
+            yield Op(q.rewind_heads, heads)
+            if lease is not None:
+                yield from self._rewind_renew(thread_id, lease)
+            return len(gone)
+
+        return Call(proc, tx=True, retry=False)
+
+    def _rewind_lease(self, thread_id: str, op: LeaseOp) -> Proc[None]:
+        """The lease part of a rewind, first: nobody holds the lease ("check"), or
+        ``op.lease`` still does (its row locked until :meth:`_rewind_renew`)."""
+        q = self._q
+        if op.mode == "check":
+            rows = yield Op(q.rewind_lease_busy, (thread_id,))
+            if rows:
+                owner, epoch, expires = rows[0]
+                raise busy_error(thread_id, LeaseState(False, epoch, owner, expires), None)
+        elif not (yield Op(q.rewind_lease_held, (thread_id, op.lease.epoch))):
+            raise lease_lost(thread_id, op.lease.epoch)
+
+    def _rewind_renew(self, thread_id: str, op: LeaseOp) -> Proc[None]:
+        """The lease part of a rewind, last: renew the holder's lease, or release it."""
+        if op.mode == "check":
+            return
+        release = op.mode == "release"
+        params = {"tid": thread_id, "epoch": op.lease.epoch, "ttl": op.lease.ttl}
+        rows = yield Op(self._q.lease_renew, params | {"release": release})
+        if not release:
+            op.lease.expires_at = float(rows[0][0])
 
     @staticmethod
     def _check_keep_last(keep_last: int) -> None:

@@ -609,11 +609,15 @@ SELECT ns, seq FROM (
 ) r WHERE rn = %(keep)s
 """
 
-# One batch: the oldest checkpoints below the cutoff, with their pending writes.
+# One batch: the oldest checkpoints below the cutoff, with their pending writes. Never a
+# head: a rewind (REWIND_*) may have made an old checkpoint the head since the cutoffs were
+# read. The heads are read key-share locked, which waits for a rewind in progress (it holds
+# them FOR UPDATE) and then sees the heads it set; commits' head updates do not conflict.
 PRUNE_CHECKPOINTS = """
 WITH doomed AS (
     SELECT id FROM {checkpoints}
     WHERE thread_id = %(tid)s AND ns = %(ns)s AND seq < %(cutoff)s
+      AND id NOT IN (SELECT head FROM {heads} WHERE thread_id = %(tid)s FOR KEY SHARE)
     ORDER BY seq LIMIT %(batch)s
 ), dc AS (
     DELETE FROM {checkpoints} c USING doomed d
@@ -645,6 +649,53 @@ PRUNE_VERSIONS = """
 DELETE FROM {versions} v
 USING unnest(%(channels)s::text[], %(writers)s::uuid[]) AS d(channel, writer)
 WHERE v.thread_id = %(tid)s AND v.channel = d.channel AND v.writer = d.writer
+"""
+
+# A rewind is one transaction: the lease row (REWIND_LEASE_BUSY, or REWIND_LEASE_HELD for a
+# holder, renewed or released by LEASE_RENEW at the end), then every head row of the thread
+# (LOCK_HEADS, FOR UPDATE: commits, writes, deletions and prune batches of the thread wait),
+# then its row (REWIND_TOUCH), in the order commits take them; then the deletions, and each
+# namespace's head moves to its newest checkpoint left.
+
+REWIND_LEASE_BUSY = f"""
+SELECT owner, epoch, expires_at FROM {{leases}}
+WHERE thread_id = %s AND owner IS NOT NULL AND expires_at > {NOW_DB}
+"""
+
+REWIND_LEASE_HELD = """
+SELECT FROM {leases} WHERE thread_id = %s AND epoch = %s::int8 AND owner IS NOT NULL FOR UPDATE
+"""
+
+REWIND_TOUCH = """
+UPDATE {threads} SET updated_at = %s::float8, expires_at = %s::float8 WHERE thread_id = %s
+"""
+
+REWIND_TARGET = """
+SELECT seq FROM {checkpoints} WHERE thread_id = %s AND id = %s::uuid AND ns = %s
+"""
+
+REWIND_CHECKPOINTS = """
+DELETE FROM {checkpoints} WHERE thread_id = %s AND seq > %s RETURNING id::text, ns, refs
+"""
+
+REWIND_WRITES = """
+DELETE FROM {writes} w
+USING unnest(%(namespaces)s::text[], %(ids)s::uuid[]) AS d(ns, id)
+WHERE w.thread_id = %(tid)s AND w.ns = d.ns AND w.checkpoint_id = d.id
+"""
+
+REWIND_EMPTY_HEADS = """
+DELETE FROM {heads} h
+WHERE h.thread_id = %(tid)s AND h.ns = ANY(%(namespaces)s::text[])
+  AND NOT EXISTS (SELECT FROM {checkpoints} c WHERE c.thread_id = h.thread_id AND c.ns = h.ns)
+"""
+
+REWIND_HEADS = """
+UPDATE {heads} h SET head = (
+    SELECT c.id FROM {checkpoints} c
+    WHERE c.thread_id = h.thread_id AND c.ns = h.ns ORDER BY c.seq DESC LIMIT 1
+)
+WHERE h.thread_id = %(tid)s AND h.ns = ANY(%(namespaces)s::text[])
 """
 
 # ---------------------------------------------------------------------- setup
@@ -725,6 +776,14 @@ class Statements:
         self.remaining_refs = r(REMAINING_REFS)
         self.live_versions = r(LIVE_VERSIONS)
         self.prune_versions = r(PRUNE_VERSIONS)
+        self.rewind_lease_busy = r(REWIND_LEASE_BUSY)
+        self.rewind_lease_held = r(REWIND_LEASE_HELD)
+        self.rewind_touch = r(REWIND_TOUCH)
+        self.rewind_target = r(REWIND_TARGET)
+        self.rewind_checkpoints = r(REWIND_CHECKPOINTS)
+        self.rewind_writes = r(REWIND_WRITES)
+        self.rewind_empty_heads = r(REWIND_EMPTY_HEADS)
+        self.rewind_heads = r(REWIND_HEADS)
         self.setup_lock = r(SETUP_LOCK)
         self.create_schema = r(CREATE_SCHEMA)
         self.schema_exists = r(SCHEMA_EXISTS)

@@ -418,6 +418,19 @@ class AsyncPostgresSaver(PostgresCore):
     async def asweep_expired(self) -> int:
         return await self._run(self._c_sweep_expired())
 
+    async def _arewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        return await self._run(
+            self._c_rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        )
+
     # ------------------------------------------------------------------ re-encryption
 
     async def _athread_page(self, after: str | None, limit: int) -> list[str]:

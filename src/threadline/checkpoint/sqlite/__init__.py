@@ -227,6 +227,18 @@ class SqliteSaver(BaseCheckpointSaver):
         _sql.check_prune_args(thread_ids, keep_last)
         return self._run(_sql.prune(thread_ids, keep_last), write=True)
 
+    def _rewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        proc = _sql.rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        return self._run(proc, write=True)
+
     def sweep_expired(self) -> int:
         return self._run(_sql.sweep_expired(time.time()), write=True)
 

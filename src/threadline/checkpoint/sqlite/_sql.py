@@ -38,6 +38,7 @@ from ..base import (
     conflict_error,
     metadata_matches,
     missing_head_error,
+    versions_written,
 )
 from ..encoding import chain_rows_cap
 from ..lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
@@ -915,6 +916,65 @@ def prune(thread_ids: Iterable[str], keep_last: int) -> Proc[int]:
             decode_refs(thread_id, id_text(bad[0][0]), bad[0][1])
         yield Step(_PRUNE_VERSIONS, (thread_id,))
     return removed
+
+
+_REWIND_TARGET = "SELECT seq FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ? AND ns = ?"
+
+_REWIND_CHECKPOINTS = """
+DELETE FROM checkpoints WHERE thread_id = ? AND seq > ? RETURNING checkpoint_id, ns, refs"""
+
+_DELETE_WRITES_OF = "DELETE FROM writes WHERE thread_id = ? AND ns = ? AND checkpoint_id = ?"
+
+_DELETE_VERSION = "DELETE FROM versions WHERE thread_id = ? AND channel = ? AND writer = ?"
+
+_NEWEST_IN_NS = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND ns = ? ORDER BY seq DESC LIMIT 1"""
+
+_DELETE_HEAD = "DELETE FROM heads WHERE thread_id = ? AND ns = ?"
+
+_TOUCH_THREAD = "UPDATE threads SET updated_at = ?, expires_at = ? WHERE thread_id = ?"
+
+
+def rewind(
+    thread_id: str,
+    ns: str,
+    checkpoint_id: str,
+    expected_head: str | None,
+    lease: LeaseOp | None,
+    expires_at: float | None,
+) -> Proc[int | None]:
+    """Delete what was committed after the checkpoint, and move the heads back (see
+    ``BaseCheckpointSaver._rewind``). Run with ``write=True``."""
+    now = time.time()
+    if lease is not None:
+        yield from _check_lease(thread_id, lease, now)
+    found = yield Step(_REWIND_TARGET, (thread_id, id_key(checkpoint_id), ns))
+    if not found:
+        return None
+    rows = yield Step(_GET_HEAD, (thread_id, ns))
+    head = id_text(rows[0][0]) if rows else None
+    if expected_head is not None and head != expected_head:
+        raise conflict_error(thread_id, expected_head, head)
+    if lease is not None:
+        yield from _renew_in_commit(thread_id, lease, now)
+    gone = yield Step(_REWIND_CHECKPOINTS, (thread_id, found[0][0]))
+    written: set[tuple[str, str]] = set()
+    for blob, _, refs in gone:
+        written |= versions_written(id_text(blob), decode_refs(thread_id, id_text(blob), refs))
+    if gone:
+        yield Step(_DELETE_WRITES_OF, [(thread_id, r[1], r[0]) for r in gone], many=True)
+    if written:
+        yield Step(
+            _DELETE_VERSION, [(thread_id, c, id_blob(w)) for c, w in sorted(written)], many=True
+        )
+    for name in sorted({ns} | {r[1] for r in gone}):
+        newest = yield Step(_NEWEST_IN_NS, (thread_id, name))
+        if newest:
+            yield Step(_SET_HEAD, (thread_id, name, newest[0][0]))
+        else:
+            yield Step(_DELETE_HEAD, (thread_id, name))
+    yield Step(_TOUCH_THREAD, (now, expires_at, thread_id))
+    return len(gone)
 
 
 _SWEEP = "DELETE FROM threads WHERE expires_at <= ? RETURNING thread_id"

@@ -257,6 +257,18 @@ class AsyncSqliteSaver(BaseCheckpointSaver):
     async def asweep_expired(self) -> int:
         return await self._arun(_sql.sweep_expired(time.time()), write=True)
 
+    async def _arewind(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        expected_head: str | None,
+        lease: LeaseOp | None,
+        expires_at: float | None,
+    ) -> int | None:
+        proc = _sql.rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        return await self._arun(proc, write=True)
+
     # ------------------------------------------------------------------ re-encryption
 
     async def _athread_page(self, after: str | None, limit: int) -> list[str]:

@@ -131,7 +131,8 @@ PG_FUNCTIONS = [
     """CREATE OR REPLACE FUNCTION tl_finish_run_v1(
         p_run_id text, p_thread_id text, p_owner text, p_status text, p_result text,
         p_now text, p_graph_id text, p_thread_status text, p_values text, p_interrupts text,
-        p_seqs integer[], p_events text[], p_data text[], p_channel text, p_origin text)
+        p_seqs integer[], p_events text[], p_data text[], p_delete boolean, p_channel text,
+        p_origin text)
     RETURNS text
     LANGUAGE plpgsql AS $$
     DECLARE
@@ -146,10 +147,19 @@ PG_FUNCTIONS = [
         -- The thread row before the run's (the order creating a run takes them in), so a run
         -- queued behind this one meanwhile is seen below.
         PERFORM 1 FROM tl_threads WHERE thread_id = p_thread_id FOR UPDATE;
-        UPDATE tl_runs SET status = p_status, result = p_result, updated_at = p_now,
-            owner = NULL WHERE run_id = p_run_id AND owner = p_owner AND status = 'running';
-        IF NOT FOUND THEN
-            RETURN NULL;  -- not this worker's any more
+        IF p_delete THEN  -- rolled back: the run goes with its events, as one change
+            DELETE FROM tl_runs
+                WHERE run_id = p_run_id AND owner = p_owner AND status = 'running';
+            IF NOT FOUND THEN
+                RETURN NULL;  -- not this worker's any more
+            END IF;
+            DELETE FROM tl_run_events WHERE run_id = p_run_id;
+        ELSE
+            UPDATE tl_runs SET status = p_status, result = p_result, updated_at = p_now,
+                owner = NULL WHERE run_id = p_run_id AND owner = p_owner AND status = 'running';
+            IF NOT FOUND THEN
+                RETURN NULL;  -- not this worker's any more
+            END IF;
         END IF;
         PERFORM pg_notify(p_channel, p_origin || '|run:' || p_run_id);
         UPDATE tl_threads SET status = CASE WHEN EXISTS (SELECT 1 FROM tl_runs

@@ -329,25 +329,40 @@ async def finish_run(
     values: Any = None,
     interrupts: Any = None,
     events: list[tuple[int, str, str]] | None = None,
+    delete: bool = False,
 ) -> bool:
     """Record a run's outcome and its thread's new status, if this worker still owns it
-    (whether it did). ``events`` not yet stored are stored in the same transaction."""
+    (whether it did). ``events`` not yet stored are stored in the same transaction.
+
+    ``delete`` (a rolled-back run): the run and its events are deleted instead, in the same
+    transaction as the thread's new status, so a waiter woken by it finds the run gone.
+    """
     now = now_iso()
     run_id, thread_id = run[0], run[1]
     if db.kind == "postgres":
         return await _finish_run_pg(
             db, run, owner, status=status, result=result, thread_status=thread_status,
-            values=values, interrupts=interrupts, events=events or [], now=now,
+            values=values, interrupts=interrupts, events=[] if delete else events or [],
+            now=now, delete=delete,
         )  # fmt: skip
     async with db.transaction() as tx:
-        if events:
+        if events and not delete:
             await tx.execute(*_insert_events(run_id, events))
             tx.publish(f"events:{run_id}")
-        owned = await tx.execute(
-            "UPDATE tl_runs SET status = ?, result = ?, updated_at = ?, owner = NULL"
-            " WHERE run_id = ? AND owner = ? AND status = 'running' RETURNING run_id",
-            (status, json.dumps(result), now, run_id, owner),
-        )
+        if delete:
+            owned = await tx.execute(
+                "DELETE FROM tl_runs WHERE run_id = ? AND owner = ? AND status = 'running'"
+                " RETURNING run_id",
+                (run_id, owner),
+            )
+            if owned:
+                await tx.execute("DELETE FROM tl_run_events WHERE run_id = ?", (run_id,))
+        else:
+            owned = await tx.execute(
+                "UPDATE tl_runs SET status = ?, result = ?, updated_at = ?, owner = NULL"
+                " WHERE run_id = ? AND owner = ? AND status = 'running' RETURNING run_id",
+                (status, json.dumps(result), now, run_id, owner),
+            )
         if not owned:
             return False
         tx.publish(f"run:{run_id}")
@@ -381,17 +396,18 @@ async def _finish_run_pg(
     interrupts: Any,
     events: list[tuple[int, str, str]],
     now: str,
+    delete: bool,
 ) -> bool:
     """:func:`finish_run` on PostgreSQL: the same steps in one call of ``tl_finish_run_v1``."""
     run_id = run[0]
     rows = await db.execute(
         "SELECT tl_finish_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::integer[], ?::text[],"
-        " ?::text[], ?, ?)",
+        " ?::text[], ?, ?, ?)",
         (
             run_id, run[1], owner, status, json.dumps(result), now, run[3], thread_status,
             None if values is None else json.dumps(values),
             None if values is None else json.dumps(interrupts or {}),
-            [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
+            [e[0] for e in events], [e[1] for e in events], [e[2] for e in events], delete,
             CHANNEL, db.notifier.origin,
         ),
     )  # fmt: skip

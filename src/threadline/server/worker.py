@@ -220,11 +220,8 @@ class Worker:
             await q.finish_run(
                 self.db, run, self.owner, status="interrupted", result=None,
                 thread_status=thread_status, values=values, interrupts=interrupts,
-                events=events.unstored(),
+                events=events.unstored(), delete=action == "rollback",
             )  # fmt: skip
-            if action == "rollback":
-                async with self.db.transaction() as tx:
-                    await q.delete_run(tx, run_id)
             await self._completed(graph, run, kwargs)
             return
         except Exception as exc:

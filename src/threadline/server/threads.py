@@ -123,7 +123,7 @@ async def _delete_rows(tx: Tx, thread_ids: Sequence[str]) -> None:
         f" (SELECT run_id FROM tl_runs WHERE thread_id IN ({marks}))",
         thread_ids,
     )
-    for table in ("tl_runs", "tl_thread_ttl", "tl_threads"):
+    for table in ("tl_runs", "tl_thread_ttl", "tl_thread_events", "tl_threads"):
         await tx.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", thread_ids)
 
 

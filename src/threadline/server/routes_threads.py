@@ -68,11 +68,11 @@ async def create_thread(request: Request) -> Response:
     metadata = json_object(body.get("metadata"), "metadata")
     if_exists = choice(body.get("if_exists"), ("raise", "do_nothing"), "if_exists", "raise")
     graph_id = _graph_of_metadata(request, metadata)
-    ttl = ttl_of(body.get("ttl"))
+    server = server_of(request)
+    ttl = ttl_of(body.get("ttl")) or server.thread_ttl  # the config's default, if any
     supersteps = body.get("supersteps")
     if supersteps is not None and graph_id is None:
         raise ApiError(422, "supersteps need the thread's graph: pass graph_id too")
-    server = server_of(request)
     created = await insert_thread(server.db, thread_id, metadata, graph_id=graph_id, ttl=ttl)
     if not created:
         if if_exists == "raise":
@@ -157,7 +157,7 @@ async def copy(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     server = server_of(request)
     target = str(uuid.uuid4())
-    await copy_thread(server.db, server.checkpointer, thread_id, target)
+    await copy_thread(server.db, server.checkpointer, thread_id, target, ttl=server.thread_ttl)
     return JSONResponse(await _thread_row(request, target))
 
 

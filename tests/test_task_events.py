@@ -137,3 +137,18 @@ def test_repeated_writes_to_a_channel_fold_as_langgraph_folds_them() -> None:
         "a": {"$writes": [1, 3, 4]},
         "b": 2,
     }
+
+
+def test_an_entrypoint_is_one_task_as_langgraph_shows_it() -> None:
+    from threadline.func import entrypoint
+
+    @entrypoint(checkpointer=threadline.checkpoint.memory.InMemorySaver())
+    def double(x: int) -> int:
+        return 2 * x
+
+    config = {"configurable": {"thread_id": "t"}}
+    start, end = [_plain(c) for c in double.stream(3, config, stream_mode="tasks")]
+    assert start == {"id": "<id>", "name": "double", "input": 3, "triggers": ("__start__",)}
+    assert end == {
+        "id": "<id>", "name": "double", "error": None, "result": {"__end__": 6}, "interrupts": []
+    }  # fmt: skip

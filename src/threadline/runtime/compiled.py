@@ -146,6 +146,20 @@ class CompiledStateGraph:
             return {task.name: dict(task.writes) or None, "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes) or None}
 
+    def _task_start(self, task: Task, node_input: Any, config: RunnableConfig) -> dict[str, Any]:
+        """A task's chunk for ``stream_mode="tasks"`` as it starts."""
+        return task_start(task.id, task.name, node_input, _triggers(task), config)
+
+    def _task_result(self, task: Task) -> dict[str, Any]:
+        """A task's chunk for ``stream_mode="tasks"`` once it ended."""
+        return task_result(
+            task.id,
+            task.name,
+            writes=task.writes if task.done else None,
+            error=task.error,
+            interrupts=() if task.done else task.interrupts[len(task.answers) :],
+        )
+
     def _values_chunk(self, core: RunCore) -> Any:
         """The chunk for ``stream_mode="values"`` after a step."""
         return core.output()
@@ -923,16 +937,9 @@ class _RunBase:
         if "tasks" not in modes and "debug" not in modes:
             return
         if kind == "task":
-            node_input = self.core.task_input(task)
-            payload = task_start(task.id, task.name, node_input, _triggers(task), self.config)
+            payload = self.graph._task_start(task, self.core.task_input(task), self.config)
         else:
-            payload = task_result(
-                task.id,
-                task.name,
-                writes=task.writes if task.done else None,
-                error=task.error,
-                interrupts=() if task.done else task.interrupts[len(task.answers) :],
-            )
+            payload = self.graph._task_result(task)
         self.emit("tasks", payload)
         self.emit("debug", debug_event(kind, self.core.step + 1, payload))
 

@@ -1,5 +1,5 @@
 """Streaming modes "custom" (get_stream_writer() and a ``writer`` parameter) and "debug"
-(task start and task result events), sync and async, on every backend."""
+(checkpoints, task start and task result events), sync and async, on every backend."""
 
 from __future__ import annotations
 
@@ -175,7 +175,8 @@ async def test_async_custom_without_checkpointer() -> None:
 
 
 def _check_debug(events: list[Any], names: list[str]) -> None:
-    assert all(e["type"] in ("task", "task_result") for e in events)
+    assert all(set(e) == {"step", "timestamp", "type", "payload"} for e in events)
+    assert {e["type"] for e in events} == {"checkpoint", "task", "task_result"}
     starts = [e for e in events if e["type"] == "task"]
     results = [e for e in events if e["type"] == "task_result"]
     assert [e["payload"]["name"] for e in starts] == names
@@ -186,16 +187,23 @@ def _check_debug(events: list[Any], names: list[str]) -> None:
         assert events.index(start) < events.index(result)
     assert [e["step"] for e in starts] == sorted(e["step"] for e in starts)
     assert len({e["step"] for e in starts}) == len(names)
+    checkpoints = [e for e in events if e["type"] == "checkpoint"]
+    assert all(e["step"] == e["payload"]["metadata"]["step"] for e in checkpoints)
 
 
-def test_debug_yields_task_start_and_result(saver: BaseCheckpointSaver) -> None:
+def test_debug_yields_checkpoints_and_task_start_and_result(saver: BaseCheckpointSaver) -> None:
     app = _graph(with_get_writer, with_writer_param).compile(checkpointer=saver)
     events = list(app.stream({"log": []}, _config(), stream_mode="debug"))
     _check_debug(events, ["with_get_writer", "with_writer_param"])
+    starts = [e["payload"] for e in events if e["type"] == "task"]
+    assert starts[0]["input"] == {"log": []}
+    assert starts[0]["triggers"] == ("branch:to:with_get_writer",)
+    assert starts[1]["input"] == {"log": ["slow"]}
     results = [e["payload"] for e in events if e["type"] == "task_result"]
     assert results[0]["result"] == {"log": ["slow"]}
     assert results[1]["result"] == {"log": ["param"]}
     assert all(r["error"] is None and r["interrupts"] == [] for r in results)
+    assert [e["step"] for e in events if e["type"] == "checkpoint"] == [-1, 0, 1, 2]
 
 
 def test_debug_reports_errors_and_interrupts(saver: BaseCheckpointSaver) -> None:
@@ -206,11 +214,15 @@ def test_debug_reports_errors_and_interrupts(saver: BaseCheckpointSaver) -> None
     config = _config()
     events = list(app.stream({"log": []}, config, stream_mode="debug"))
     (result,) = [e["payload"] for e in events if e["type"] == "task_result"]
-    assert result["result"] is None
-    assert [i.value for i in result["interrupts"]] == ["why?"]
+    assert result["result"] == {}
+    (asked,) = result["interrupts"]
+    assert asked["value"] == "why?" and asked["id"]
     events = list(app.stream(Command(resume="because"), config, stream_mode="debug"))
+    # The run first reports the checkpoint it goes on from, with the question it answers.
+    assert events[0]["type"] == "checkpoint"
+    assert events[0]["payload"]["tasks"][0]["interrupts"] == (asked,)
     (result,) = [e["payload"] for e in events if e["type"] == "task_result"]
-    assert result["result"] == {"log": ["because"]}
+    assert result["result"] == {"log": ["because"]} and result["interrupts"] == []
 
     def fails(state: State) -> dict[str, Any]:
         raise ValueError("bad input")
@@ -221,7 +233,7 @@ def test_debug_reports_errors_and_interrupts(saver: BaseCheckpointSaver) -> None
         for event in app.stream({"log": []}, _config(), stream_mode="debug"):
             events.append(event)
     (result,) = [e["payload"] for e in events if e["type"] == "task_result"]
-    assert "bad input" in result["error"]
+    assert isinstance(result["error"], ValueError) and result["result"] == {}
 
 
 async def test_async_debug(asaver: BaseCheckpointSaver) -> None:
@@ -236,9 +248,12 @@ async def test_async_debug_and_custom_together(asaver: BaseCheckpointSaver) -> N
     app = _graph(async_with_writer_param).compile(checkpointer=asaver)
     chunks = [c async for c in app.astream({"log": []}, _config(), stream_mode=["debug", "custom"])]
     assert [(mode, c["type"] if mode == "debug" else c) for mode, c in chunks] == [
+        ("debug", "checkpoint"),
+        ("debug", "checkpoint"),
         ("debug", "task"),
         ("custom", "async param"),
         ("debug", "task_result"),
+        ("debug", "checkpoint"),
     ]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from threadline.checkpoint import from_url as saver_from_url
 from threadline.server.db import open_database
 from threadline.server.maintenance import Job, Maintenance, take_turn
+from threadline.server.threads import insert_thread, sweep_expired
 from threadline.store.sqlite.aio import AsyncSqliteStore
 
 
@@ -57,4 +59,27 @@ async def test_the_store_sweep_deletes_expired_items(tmp_path: Path) -> None:
         assert await store.asweep_ttl() == 0  # the job already deleted the expired item
         keys = [i.key for i in await store.asearch(("users",))]
         assert keys == ["kept"]
+    await db.close()
+
+
+async def test_the_thread_sweep_takes_at_most_its_limit_soonest_expired_first(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    db = await open_database(url)
+    async with saver_from_url(url, aio=True, auto_sweep=False) as saver:
+        await saver.setup()
+        for i, strategy in enumerate(["delete", "delete", "keep_latest", "delete"]):
+            thread_id = f"t{i}"
+            await insert_thread(db, thread_id, {}, ttl=(strategy, 60))
+            await db.execute(  # expired, the first one first
+                "UPDATE tl_thread_ttl SET expires_at = ? WHERE thread_id = ?", (i, thread_id)
+            )
+        assert await sweep_expired(db, saver, limit=2) == 2
+        left = [r[0] for r in await db.execute("SELECT thread_id FROM tl_threads ORDER BY 1")]
+        assert left == ["t2", "t3"]
+        assert await sweep_expired(db, saver, limit=2) == 2  # t3 deleted, t2 pruned
+        left = [r[0] for r in await db.execute("SELECT thread_id FROM tl_threads ORDER BY 1")]
+        assert left == ["t2"]
+        assert await sweep_expired(db, saver) == 0  # t2's TTL started again
     await db.close()

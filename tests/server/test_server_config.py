@@ -6,13 +6,14 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from langgraph_sdk import get_sync_client
 from servers import HERE, SRC, start_replica
 
-from threadline.server.graphs import load_config
+from threadline.server.graphs import ThreadTTL, load_config
 
 GRAPH = f"{HERE / 'served_graphs.py'}:echo_graph"
 
@@ -28,7 +29,18 @@ def write(tmp_path: Path, **extra: object) -> Path:
     [
         ({"auth": {"path": "./auth.py:auth"}}, "authentication is not supported"),
         ({"http": {"app": "./app.py:app"}}, "custom routes"),
-        ({"checkpointer": {"ttl": {"default_ttl": 60}}}, "threads.create(ttl=...)"),
+        ({"checkpointer": {"path": "./saver.py:saver"}}, "checkpointer.path: a custom"),
+        ({"checkpointer": {"serde": {"pickle_fallback": True}}}, "checkpointer.serde"),
+        ({"checkpointer": {"backend": "mongo"}}, "checkpointer.backend 'mongo'"),
+        ({"checkpointer": {"colour": 1}}, "checkpointer has unknown keys ['colour']"),
+        ({"checkpointer": []}, '"checkpointer" must be an object'),
+        ({"checkpointer": {"ttl": 60}}, "checkpointer.ttl must be an object"),
+        ({"checkpointer": {"ttl": {"forever": 1}}}, "checkpointer.ttl has unknown keys"),
+        ({"checkpointer": {"ttl": {"strategy": "forget"}}}, "strategy must be one of"),
+        ({"checkpointer": {"ttl": {"default_ttl": -1}}}, "default_ttl must be a number"),
+        ({"checkpointer": {"ttl": {"default_ttl": "1d"}}}, "default_ttl must be a number"),
+        ({"checkpointer": {"ttl": {"sweep_interval_minutes": 0}}}, "sweep_interval_minutes"),
+        ({"checkpointer": {"ttl": {"sweep_limit": 0.5}}}, "sweep_limit must be a whole number"),
         ({"colour": "blue"}, "unknown keys ['colour']"),
         ({"store": {"index": {"dims": 4}}}, 'needs "embed"'),
         ({"store": {"ttl": {"forever": True}}}, "store.ttl has unknown keys ['forever']"),
@@ -40,6 +52,40 @@ def test_settings_the_server_cannot_honour_are_refused(
 ) -> None:
     with pytest.raises(SystemExit, match=re.escape(message)):
         load_config(write(tmp_path, **extra))
+
+
+def test_the_checkpointer_ttl_section_is_read(tmp_path: Path) -> None:
+    ttl = {"strategy": "keep_latest", "default_ttl": 43200, "sweep_interval_minutes": 60}
+    config = load_config(write(tmp_path, checkpointer={"backend": "default", "ttl": ttl}))
+    assert config.thread_ttl == ThreadTTL("keep_latest", 43200.0, 60.0, None)
+    assert config.thread_ttl.default() == ("keep_latest", 43200.0)
+    only_sweep = load_config(write(tmp_path, checkpointer={"ttl": {"sweep_limit": 500}}))
+    assert only_sweep.thread_ttl == ThreadTTL("delete", None, None, 500)
+    assert only_sweep.thread_ttl.default() is None
+    assert load_config(write(tmp_path)).thread_ttl is None
+
+
+def test_a_default_thread_ttl_and_its_sweep_interval_from_the_config(tmp_path: Path) -> None:
+    # The CLI's sweep interval is an hour: only the config's makes expired threads go soon.
+    ttl = {"strategy": "delete", "default_ttl": 0.02, "sweep_interval_minutes": 0.005}
+    path = write(tmp_path, checkpointer={"ttl": ttl})
+    args = ["--config", str(path), "--sweep-interval", "3600"]
+    replica = start_replica(f"sqlite:///{tmp_path / 'db.sqlite'}", args=args)
+    try:
+        client = get_sync_client(url=replica.url)
+        doomed = client.threads.create()["thread_id"]
+        given = client.threads.get(doomed, include=["ttl"])["ttl"]
+        assert given["strategy"] == "delete" and given["ttl"] == 0.02
+        kept = client.threads.create(ttl=60)["thread_id"]  # its own TTL wins
+        assert client.threads.get(kept, include=["ttl"])["ttl"]["ttl"] == 60
+        copied = client.threads.copy(kept)["thread_id"]  # a copy is a new thread: the default
+        assert client.threads.get(copied, include=["ttl"])["ttl"]["ttl"] == 0.02
+        deadline = time.monotonic() + 15
+        while {t["thread_id"] for t in client.threads.search(limit=10)} != {kept}:
+            assert time.monotonic() < deadline, "the default TTL's threads were never swept"
+            time.sleep(0.1)
+    finally:
+        replica.stop()
 
 
 def test_image_build_settings_are_accepted_and_ignored(tmp_path: Path) -> None:

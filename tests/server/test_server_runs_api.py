@@ -330,15 +330,56 @@ def test_stream_modes_debug_and_tasks(urls: list[str]) -> None:
     debug = _stream(a, "stages", "debug")
     assert {p.event for p in debug} == {"debug"}
     kinds = [p.data["type"] for p in debug]
-    assert {"checkpoint", "task", "task_result"} == set(kinds)
-    assert all(p.data["timestamp"] and "step" in p.data and "payload" in p.data for p in debug)
+    assert kinds == ["checkpoint", "checkpoint"] + ["task", "task_result", "checkpoint"] * 2
+    assert all(set(p.data) == {"step", "timestamp", "type", "payload"} for p in debug)
+    checkpoints = [p.data for p in debug if p.data["type"] == "checkpoint"]
+    assert [c["step"] for c in checkpoints] == [-1, 0, 1, 2]
+    last = checkpoints[-1]["payload"]
+    # As LangGraph's server: the checkpoint objects beside the configs.
+    assert last["checkpoint"]["checkpoint_id"] == last["config"]["configurable"]["checkpoint_id"]
+    assert (
+        last["parent_checkpoint"]["checkpoint_id"]
+        == (last["parent_config"]["configurable"]["checkpoint_id"])
+    )
+    assert checkpoints[1]["payload"]["tasks"][0]["name"] == "first"
+    assert checkpoints[1]["payload"]["tasks"][0]["interrupts"] == []
+    starts = [p.data for p in debug if p.data["type"] == "task"]
+    assert starts[0]["step"] == 1 and starts[0]["payload"]["input"]["messages"] == ["ticks:2:0"]
+    assert starts[0]["payload"]["triggers"] == ["branch:to:first"]
+    assert starts[0]["payload"]["metadata"]["run_id"]  # the run's metadata, as LangGraph
     results = [p.data["payload"] for p in debug if p.data["type"] == "task_result"]
     assert [r["name"] for r in results] == ["first", "tick"]
-    assert results[0]["result"] == {"messages": ["first"]}
+    assert results[0] == {
+        "id": starts[0]["payload"]["id"], "name": "first", "error": None,
+        "result": {"messages": ["first"]}, "interrupts": [],
+    }  # fmt: skip
     tasks = _stream(a, "stages", "tasks")
     assert {p.event for p in tasks} == {"tasks"}
     assert [t.data["name"] for t in tasks] == ["first", "first", "tick", "tick"]
-    assert "result" not in tasks[0].data and tasks[1].data["result"] == {"messages": ["first"]}
+    assert set(tasks[0].data) == {"id", "name", "input", "triggers", "metadata"}
+    assert tasks[1].data["result"] == {"messages": ["first"]}
+    assert set(tasks[1].data) == {"id", "name", "error", "result", "interrupts"}
+
+
+def test_tasks_of_a_failing_or_pausing_graph(urls: list[str]) -> None:
+    a, _ = clients(urls)
+    thread_id = a.threads.create()["thread_id"]
+    failed = list(a.runs.stream(thread_id, "fails", input={"messages": ["x"]}, stream_mode="tasks"))
+    (result,) = [p.data for p in failed if p.event == "tasks" and "result" in p.data]
+    assert result["error"] == {"error": "ValueError", "message": "the node failed on purpose"}
+    assert result["result"] == {}
+    thread_id = a.threads.create()["thread_id"]
+    parts = list(
+        a.runs.stream(thread_id, "approval", input={"messages": ["x"]}, stream_mode="debug")
+    )
+    (paused,) = [p.data["payload"] for p in parts if p.data.get("type") == "task_result"]
+    assert paused["result"] == {} and paused["interrupts"][0]["value"] == {"question": "approve?"}
+    resumed = list(
+        a.runs.stream(thread_id, "approval", command={"resume": "yes"}, stream_mode="debug")
+    )
+    first = resumed[1].data  # after the metadata: the checkpoint the run goes on from
+    assert first["type"] == "checkpoint"
+    assert first["payload"]["tasks"][0]["interrupts"] == paused["interrupts"]
 
 
 def test_stream_modes_messages_tuple_and_messages(urls: list[str]) -> None:

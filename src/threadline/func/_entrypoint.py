@@ -21,6 +21,7 @@ from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..runtime.compiled import CompiledStateGraph
 from ..runtime.context import current_task
 from ..runtime.core import RunCore, Task
+from ..runtime.task_events import task_start
 from ..runtime.tasks import timeout_seconds, with_timeout
 from ..types import CachePolicy, Command, RetryPolicy
 
@@ -178,6 +179,16 @@ class Entrypoint(CompiledStateGraph):
         if task.cached:
             return {task.name: dict(task.writes).get(RETURN), "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes).get(RETURN)}
+
+    def _task_start(self, task: Task, node_input: Any, config: RunnableConfig) -> dict[str, Any]:
+        # As LangGraph shows an entrypoint: its input, started by the run's.
+        return task_start(task.id, task.name, node_input.get(INPUT), ("__start__",), config)
+
+    def _task_result(self, task: Task) -> dict[str, Any]:
+        chunk = super()._task_result(task)
+        if task.done:
+            chunk["result"] = {"__end__": dict(task.writes).get(RETURN)}
+        return chunk
 
     def _values_chunk(self, core: RunCore) -> Any:
         if core.interrupts:  # paused: the pause, not the previous run's return value

@@ -32,11 +32,12 @@ from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
 from .runtime_context import coerce_context
 from .stored_format import RESERVED
+from .task_events import checkpoint_task, debug_event, task_result, task_start
 
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 25
-STREAM_MODES = ("values", "updates", "checkpoints", "custom", "debug", "messages")
+STREAM_MODES = ("values", "updates", "checkpoints", "tasks", "debug", "custom", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
 
@@ -145,6 +146,20 @@ class CompiledStateGraph:
             return {task.name: dict(task.writes) or None, "__metadata__": {"cached": True}}
         return {task.name: dict(task.writes) or None}
 
+    def _task_start(self, task: Task, node_input: Any, config: RunnableConfig) -> dict[str, Any]:
+        """A task's chunk for ``stream_mode="tasks"`` as it starts."""
+        return task_start(task.id, task.name, node_input, _triggers(task), config)
+
+    def _task_result(self, task: Task) -> dict[str, Any]:
+        """A task's chunk for ``stream_mode="tasks"`` once it ended."""
+        return task_result(
+            task.id,
+            task.name,
+            writes=task.writes if task.done else None,
+            error=task.error,
+            interrupts=() if task.done else task.interrupts[len(task.answers) :],
+        )
+
     def _values_chunk(self, core: RunCore) -> Any:
         """The chunk for ``stream_mode="values"`` after a step."""
         return core.output()
@@ -213,9 +228,11 @@ class CompiledStateGraph:
         """Run the graph, yielding after every step.
 
         Modes: ``"updates"`` (the default: ``{node: update}``), ``"values"`` (the full state),
-        ``"checkpoints"`` (each saved ``StateSnapshot``), ``"custom"`` (what nodes write with
-        their stream writer), ``"debug"`` (task start and end). Several modes at once yield
-        ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the namespace.
+        ``"checkpoints"`` (each checkpoint saved), ``"tasks"`` (each task's start and end),
+        ``"debug"`` (both, wrapped), ``"custom"`` (what nodes write with their stream writer),
+        ``"messages"`` (chat model tokens); see :mod:`~threadline.runtime.task_events`.
+        Several modes at once yield ``(mode, chunk)`` pairs; ``subgraphs=True`` prefixes the
+        namespace.
         """
         opts = self._options(
             stream_mode, config, interrupt_before, interrupt_after, durability, subgraphs
@@ -639,6 +656,11 @@ def _state_task(task: Task) -> StateTask:
     )
 
 
+def _triggers(task: Task) -> tuple[str, ...]:
+    """What made a task run, as LangGraph names it: its node's edges, or a ``Send``."""
+    return (f"branch:to:{task.name}",) if task.arg is MISSING else ("__pregel_push",)
+
+
 # ---------------------------------------------------------------------- drivers
 
 
@@ -747,6 +769,7 @@ class _RunBase:
                 raise EmptyInputError(
                     f"thread {core.thread_id!r} has no checkpoint: there is nothing to resume"
                 )
+            self.emit_start_checkpoint(loaded)
             if inp.update is not None:
                 core.set_last_node(loaded.checkpoint.metadata.get("nodes") or [])
                 core.apply_update(Command(update=inp.update), None)
@@ -759,9 +782,10 @@ class _RunBase:
                     f"invoke(None) continues a thread, but {where} has no checkpoint yet; start it"
                     " with an input, e.g. invoke({'messages': [...]}, config)"
                 )
+            self.emit_start_checkpoint(loaded)
             core.start_resume()
         else:
-            wants = "checkpoints" in self.opts.modes and core.thread_id is not None
+            wants = self._wants_checkpoints()
             before = _values_out(self.graph.schema, core.values) if wants else None
             core.start_input(inp)
             self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
@@ -780,9 +804,10 @@ class _RunBase:
         return not any(not t.done for t in self.core.tasks)
 
     def emit_checkpoints(self, *, inputs: Any = None) -> None:
-        """Queue a "checkpoints" event per checkpoint queued for saving. ``inputs``: the values
-        before the input; then only the input checkpoint's event, which comes first."""
-        if "checkpoints" not in self.opts.modes or self.core.thread_id is None:
+        """Queue a "checkpoints" (and "debug") event per checkpoint queued for saving.
+        ``inputs``: the values before the input; then only the input checkpoint's event,
+        which comes first."""
+        if not self._wants_checkpoints():
             return
         for op in self.core.outbox:
             if not isinstance(op, SaveCheckpoint):
@@ -793,22 +818,59 @@ class _RunBase:
             else:
                 self._checkpoint_event(op.draft, self.core.output())
 
+    def _wants_checkpoints(self) -> bool:
+        modes = self.opts.modes
+        return ("checkpoints" in modes or "debug" in modes) and self.core.thread_id is not None
+
     def _checkpoint_event(self, d: CheckpointDraft, values: Any) -> None:
         assert self.core.thread_id is not None
         thread_id, ns = self.core.thread_id, self.core.ns
-        self.emit(
-            "checkpoints",
-            {
-                "config": make_config(thread_id, ns, d.id or ""),
-                "parent_config": None
-                if d.parent_id is None
-                else make_config(thread_id, ns, d.parent_id),
-                "values": values,
-                "metadata": d.metadata,
-                "next": [t["name"] for t in d.tasks],
-                "tasks": [{"id": t["id"], "name": t["name"]} for t in d.tasks],
-            },
+        parent = None if d.parent_id is None else make_config(thread_id, ns, d.parent_id)
+        tasks = [_state_task(Task.from_record(t)) for t in d.tasks]
+        self._emit_checkpoint(
+            make_config(thread_id, ns, d.id or ""), parent, values, d.metadata, tasks
         )
+
+    def emit_start_checkpoint(self, loaded: CheckpointTuple) -> None:
+        """A run that goes on from a saved checkpoint (resume, continue, replay) reports it
+        first, with its tasks' questions, as LangGraph does."""
+        if not self._wants_checkpoints():
+            return
+        assert self.core.thread_id is not None
+        snapshot = _snapshot_of(self.graph.schema, loaded, self.core.thread_id, self.core.ns)
+        meta = dict(snapshot.metadata or {})
+        self._emit_checkpoint(
+            snapshot.config, snapshot.parent_config, snapshot.values, meta, snapshot.tasks
+        )
+
+    def _emit_checkpoint(
+        self,
+        config: RunnableConfig,
+        parent: RunnableConfig | None,
+        values: Any,
+        metadata: dict[str, Any],
+        tasks: Sequence[StateTask],
+    ) -> None:
+        payload = {
+            "config": config,
+            "parent_config": parent,
+            "values": values,
+            "metadata": metadata,
+            "next": [t.name for t in tasks],
+            "tasks": [checkpoint_task(t, self._subgraph_config(t.name, t.id)) for t in tasks],
+        }
+        self.emit("checkpoints", payload)
+        step = metadata.get("step")
+        self.emit("debug", debug_event("checkpoint", step if isinstance(step, int) else 0, payload))
+
+    def _subgraph_config(self, name: str, task_id: str) -> RunnableConfig | None:
+        """Where the subgraph a task runs saves (LangGraph's ``state`` of a task), or None."""
+        node = self.graph.spec.nodes.get(name)
+        if node is None or node.subgraph is None or self.core.thread_id is None:
+            return None
+        part = name if node.subgraph.checkpointer is True else f"{name}:{task_id}"
+        ns = f"{self.core.ns}|{part}" if self.core.ns else part
+        return {"configurable": {"thread_id": self.core.thread_id, "checkpoint_ns": ns}}
 
     def step_events(self) -> None:
         core = self.core
@@ -840,7 +902,7 @@ class _RunBase:
         return task_metadata(
             task.name,
             self.core.step + 1,
-            (f"branch:to:{task.name}",) if pull else ("__pregel_push",),
+            _triggers(task),
             ("__pregel_pull" if pull else "__pregel_push", task.name),
             "|".join((*self.ns, f"{task.name}:{task.id}")),
         )
@@ -869,15 +931,17 @@ class _RunBase:
         if self.messages is not None and task.done:  # stream_mode="messages" only
             self.messages.node_output(task.writes, self.task_meta(task))
 
-    def debug(self, kind: str, task: Task) -> None:
-        if "debug" not in self.opts.modes:
+    def task_event(self, kind: str, task: Task) -> None:
+        """A task starts (``kind`` "task") or ended ("task_result"): modes tasks and debug."""
+        modes = self.opts.modes
+        if "tasks" not in modes and "debug" not in modes:
             return
-        payload: dict[str, Any] = {"id": task.id, "name": task.name, "step": self.core.step + 1}
-        if kind == "task_result":
-            payload["result"] = dict(task.writes) if task.done else None
-            payload["error"] = None if task.error is None else repr(task.error)
-            payload["interrupts"] = list(task.interrupts)
-        self.emit("debug", {"type": kind, "step": self.core.step + 1, "payload": payload})
+        if kind == "task":
+            payload = self.graph._task_start(task, self.core.task_input(task), self.config)
+        else:
+            payload = self.graph._task_result(task)
+        self.emit("tasks", payload)
+        self.emit("debug", debug_event(kind, self.core.step + 1, payload))
 
     def raise_failure(self) -> None:
         task = self.core.failed_task()
@@ -1093,7 +1157,7 @@ class _SyncRun(_RunBase):
         pool = _nested_pool(len(todo)) if nested else _POOL
         futures = {}
         for task in todo:
-            self.debug("task", task)
+            self.task_event("task", task)
             futures[pool.submit(_in_context, *self.task_call(task))] = task
         pending = set(futures)
         try:
@@ -1106,7 +1170,7 @@ class _SyncRun(_RunBase):
                     task = futures[f]
                     self.after_task(task)
                     self.core.finish_task(task, alone=alone)
-                    self.debug("task_result", task)
+                    self.task_event("task_result", task)
                     self._save(persister)
                 yield from self.drain()
         finally:
@@ -1121,7 +1185,7 @@ def _in_context(fn: Any, *args: Any) -> Any:
 
 
 # Modes whose events arrive while tasks run: the driver then polls instead of waiting.
-_LIVE_MODES = ("custom", "debug", "messages")
+_LIVE_MODES = ("custom", "tasks", "debug", "messages")
 
 
 def _with_lc_config(config: RunnableConfig, fn: Any, *args: Any) -> Any:
@@ -1248,7 +1312,7 @@ class _AsyncRun(_RunBase):
             return
         running: dict[asyncio.Task[None], Task] = {}
         for task in todo:
-            self.debug("task", task)
+            self.task_event("task", task)
             running[asyncio.ensure_future(self.atask_call(task))] = task
         pending: set[asyncio.Task[None]] = set(running)
         try:
@@ -1261,7 +1325,7 @@ class _AsyncRun(_RunBase):
                     task = running[f]
                     self.after_task(task)
                     self.core.finish_task(task, alone=alone)
-                    self.debug("task_result", task)
+                    self.task_event("task_result", task)
                     await self._save(persister)
                 for chunk in self.drain():
                     yield chunk

@@ -22,7 +22,7 @@ from .api import ApiError, routes
 from .assistants import ensure_system_assistants
 from .connections import DEFAULT_POOL_SIZE, Connections
 from .db import Database, open_database
-from .graphs import GraphRegistry, ServerConfig, store_options
+from .graphs import GraphRegistry, ServerConfig, ThreadTTL, store_options
 from .maintenance import Job, Maintenance
 from .threads import sweep_expired
 from .worker import Worker
@@ -41,6 +41,8 @@ class Server:
     store: Any
     graphs: GraphRegistry
     worker: Worker
+    thread_ttl: tuple[str, float] | None = None
+    """``(strategy, minutes)`` given to threads created without a TTL (``checkpointer.ttl``)."""
 
 
 def _status_of(exc: BaseException) -> int:
@@ -85,7 +87,8 @@ def create_app(
     """The server for ``config``'s graphs on ``database_url``.
 
     ``sweep_interval``: seconds between sweeps of expired data, taken in turn by the replicas
-    (see :mod:`~threadline.server.maintenance`), never inside a run's commit.
+    (see :mod:`~threadline.server.maintenance`), never inside a run's commit; the config's
+    ``checkpointer.ttl.sweep_interval_minutes`` sets the thread sweep's own.
     ``listen_url``, ``pool_size``, ``prepare``: how every connection the server opens is made
     (see :class:`~threadline.server.connections.Connections`; a ``ValueError`` here, before
     anything connects, says which setting to fix).
@@ -110,11 +113,17 @@ def create_app(
         await store.setup()
         graphs = GraphRegistry(config, checkpointer, store)
         worker = Worker(db, graphs, workers=workers, lease=lease)
-        app.state.server = Server(db, checkpointer, store, graphs, worker)
+        ttl = config.thread_ttl or ThreadTTL()
+        app.state.server = Server(db, checkpointer, store, graphs, worker, ttl.default())
         await ensure_system_assistants(db, graphs.names())
+        thread_sweep = sweep_interval if ttl.sweep_minutes is None else ttl.sweep_minutes * 60
         jobs = [
             Job("store-ttl", sweep_interval, store.asweep_ttl),
-            Job("thread-ttl", sweep_interval, lambda: sweep_expired(db, checkpointer)),
+            Job(
+                "thread-ttl",
+                thread_sweep,
+                lambda: sweep_expired(db, checkpointer, limit=ttl.sweep_limit),
+            ),
         ]
         maintenance = Maintenance(db, worker.owner, jobs)
         worker.start()

@@ -55,6 +55,10 @@ SCHEMA = [
         thread_id TEXT PRIMARY KEY, strategy TEXT NOT NULL, minutes DOUBLE PRECISION NOT NULL,
         expires_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS tl_thread_ttl_expiry ON tl_thread_ttl (expires_at)",
+    # A thread's own stream events (state updates), by time in microseconds: thread_events.py.
+    """CREATE TABLE IF NOT EXISTS tl_thread_events (
+        thread_id TEXT NOT NULL, at BIGINT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (thread_id, at))""",
 ]
 
 

@@ -22,8 +22,16 @@ from typing import Any
 
 from ..graph.builder import StateGraph
 from ..runtime.compiled import CompiledStateGraph
+from .threads import MAX_TTL_MINUTES, TTL_STRATEGIES
 
-__all__ = ["GraphRegistry", "ServerConfig", "assistant_id_of", "load_config", "store_options"]
+__all__ = [
+    "GraphRegistry",
+    "ServerConfig",
+    "ThreadTTL",
+    "assistant_id_of",
+    "load_config",
+    "store_options",
+]
 
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")  # LangGraph's namespace
 # Keys about building LangGraph's container images or its JS side: nothing to do here.
@@ -32,15 +40,22 @@ _IGNORED_KEYS = {
     "node_version", "image_distro", "$schema", "base_image", "keep_pkg_tools", "api_version",
     "pip_installer", "webhooks",
 }  # fmt: skip
-_KNOWN_KEYS = {"graphs", "env", "store", *_IGNORED_KEYS}
+_KNOWN_KEYS = {"graphs", "env", "store", "checkpointer", *_IGNORED_KEYS}
 # Keys that change what the server does; running without doing it would be worse than refusing.
 _REFUSED_KEYS = {
     "auth": "custom authentication is not supported yet; remove 'auth' and put the server"
     " behind a proxy that authenticates (see docs/server.md)",
     "http": "custom routes, middleware and CORS settings are not supported yet; remove 'http'",
-    "checkpointer": "checkpointer settings (a default thread TTL) are not supported yet; remove"
-    " 'checkpointer' and give threads a ttl when you create them (threads.create(ttl=...))",
 }
+_REFUSED_CHECKPOINTER_KEYS = {
+    "path": "a custom checkpointer is not supported: threadline serve saves threads in its own"
+    " database (--database-url); remove 'path'",
+    "uri": "threadline serve saves threads in its own database (--database-url), not MongoDB;"
+    " remove 'uri'",
+    "serde": "serializer settings are not supported: threadline's serializer takes registered"
+    " types only and never pickles (docs/security.md); remove 'serde'",
+}
+_THREAD_TTL_KEYS = {"strategy", "default_ttl", "sweep_interval_minutes", "sweep_limit"}
 _STORE_KEYS = {"index", "ttl"}
 _STORE_TTL_KEYS = {"refresh_on_read", "default_ttl", "sweep_interval_minutes"}
 _STORE_INDEX_KEYS = {"embed", "dims", "fields"}
@@ -61,6 +76,25 @@ class ServerConfig:
     env: dict[str, str] = field(default_factory=dict)
     store: dict[str, Any] = field(default_factory=dict)
     """The ``"store"`` section: ``index`` (semantic search) and ``ttl``, as LangGraph's."""
+    thread_ttl: ThreadTTL | None = None
+    """The ``"checkpointer": {"ttl": ...}`` section."""
+
+
+@dataclass(frozen=True)
+class ThreadTTL:
+    """``checkpointer.ttl``: the TTL of threads created without one, and the thread sweep."""
+
+    strategy: str = "delete"
+    default_minutes: float | None = None
+    """Given to each thread created without a ``ttl`` (None: such threads live on)."""
+    sweep_minutes: float | None = None
+    """Minutes between sweeps of expired threads (None: ``--sweep-interval``)."""
+    sweep_limit: int | None = None
+    """At most this many expired threads acted on per sweep (None: all)."""
+
+    def default(self) -> tuple[str, float] | None:
+        """``(strategy, minutes)`` for a thread created without a TTL, or None."""
+        return None if self.default_minutes is None else (self.strategy, self.default_minutes)
 
 
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:
@@ -89,8 +123,76 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     store = {} if data.get("store") is None else data["store"]
     _check_store_section(file, store)
     return ServerConfig(
-        {str(k): str(v) for k, v in data["graphs"].items()}, file.parent.resolve(), env, store
+        {str(k): str(v) for k, v in data["graphs"].items()},
+        file.parent.resolve(),
+        env,
+        store,
+        _thread_ttl(f"threadline serve: {file}:", data.get("checkpointer")),
     )
+
+
+def _thread_ttl(where: str, section: Any) -> ThreadTTL | None:
+    """The ``"checkpointer"`` section: its ``ttl`` is honoured; what cannot be, is refused."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise SystemExit(f'{where} "checkpointer" must be an object, e.g. {{"ttl": {{...}}}}')
+    for key, why in _REFUSED_CHECKPOINTER_KEYS.items():
+        if key in section:
+            raise SystemExit(f"{where} checkpointer.{key}: {why}")
+    if section.get("backend", "default") != "default":
+        raise SystemExit(
+            f"{where} checkpointer.backend {section['backend']!r} is not supported: threadline"
+            ' serve saves threads in its own database; use "default" or leave it out'
+        )
+    unknown = sorted(set(section) - {"ttl", "backend"})
+    if unknown:
+        raise SystemExit(f"{where} checkpointer has unknown keys {unknown}; known: backend, ttl")
+    ttl = section.get("ttl")
+    if ttl is None:
+        return None
+    if not isinstance(ttl, dict):
+        raise SystemExit(f"{where} checkpointer.ttl must be an object")
+    unknown = sorted(set(ttl) - _THREAD_TTL_KEYS)
+    if unknown:
+        known = sorted(_THREAD_TTL_KEYS)
+        raise SystemExit(f"{where} checkpointer.ttl has unknown keys {unknown}; known: {known}")
+    strategy = ttl.get("strategy") or "delete"
+    if strategy not in TTL_STRATEGIES:
+        raise SystemExit(
+            f"{where} checkpointer.ttl.strategy must be one of {list(TTL_STRATEGIES)},"
+            f" got {strategy!r}"
+        )
+    return ThreadTTL(
+        str(strategy),
+        _minutes(where, "default_ttl", ttl.get("default_ttl")),
+        _minutes(where, "sweep_interval_minutes", ttl.get("sweep_interval_minutes")),
+        _count(where, "sweep_limit", ttl.get("sweep_limit")),
+    )
+
+
+def _minutes(where: str, key: str, value: Any) -> float | None:
+    """``checkpointer.ttl.<key>``, a positive number of minutes, or None."""
+    if value is None:
+        return None
+    most = MAX_TTL_MINUTES
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
+        raise SystemExit(
+            f"{where} checkpointer.ttl.{key} must be a number of minutes above 0 and at most"
+            f" {most} (100 years), got {value!r}"
+        )
+    return float(value)
+
+
+def _count(where: str, key: str, value: Any) -> int | None:
+    """``checkpointer.ttl.<key>``, a positive whole number, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SystemExit(
+            f"{where} checkpointer.ttl.{key} must be a whole number above 0, got {value!r}"
+        )
+    return value
 
 
 def _check_store_section(file: Path, store: Any) -> None:

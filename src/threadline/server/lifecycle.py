@@ -58,6 +58,7 @@ async def _rewind_before(saver: Any, thread_id: str, run_id: str) -> bool:
 async def delete_thread(db: Any, saver: Any, thread_id: str) -> None:
     """Delete a stateless run's temporary thread and its checkpoints (``on_completion``)."""
     await saver.adelete_thread(thread_id)
+    await db.execute("DELETE FROM tl_thread_events WHERE thread_id = ?", (thread_id,))
     await db.execute("DELETE FROM tl_threads WHERE thread_id = ?", (thread_id,))
 
 

@@ -491,9 +491,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(404, 422),
     ),
     ("GET", "/threads/{thread_id}/stream"): Operation(
-        "Stream the thread's runs as they run, each ended by metadata {status: run_done}",
+        "Stream the thread's runs as they run, and its state updates",
         "threads",
-        query={"stream_mode": {"enum": ["run_modes", "lifecycle"]}},
+        query={
+            "stream_mode": {"enum": ["run_modes", "lifecycle", "state_update"]},
+            "stream_modes": {**STR, "description": "Modes separated by commas"},
+        },
+        description="run_modes (the default): every event of the thread's runs, each run"
+        " ended by metadata {status: run_done, run_id}; lifecycle: only their metadata events;"
+        " state_update: {state, thread_id} whenever a client changes the thread's state"
+        " (threads.update_state, supersteps). Event ids resume any of them (Last-Event-ID).",
         headers={"Last-Event-ID": {**STR, "description": "Resume after this event"}},
         responses={200: STR},
         media=SSE,

@@ -23,6 +23,7 @@ from .http import ApiError, body_of, raw_body, server_of, uuid_of
 from .routes_assistants import run_assistant
 from .sse import HEARTBEAT, frame
 from .streaming import API_STREAM_MODES
+from .thread_events import STATE_UPDATE, thread_key
 from .worker import Outcome
 
 __all__ = ["run_routes"]
@@ -383,15 +384,18 @@ async def _run_events(
             idle = quiet or 0.0
 
 
-THREAD_STREAM_MODES = ("run_modes", "lifecycle")
+THREAD_STREAM_MODES = ("run_modes", "lifecycle", "state_update")
 
 
 async def thread_stream(request: Request) -> Response:
     """``GET /threads/{id}/stream`` (``threads.join_stream``): the events of the thread's runs
-    as they run, one run after the other, each ended by ``metadata {"status": "run_done"}``.
+    as they run, one run after the other, each ended by ``metadata {"status": "run_done"}``
+    (``run_modes``; ``lifecycle``: the ``metadata`` events only), and ``state_update`` events
+    when a client changes the thread's state, all in time order.
 
-    Event ids are ``<run's queue time in microseconds>-<event seq>``, so ``Last-Event-ID``
-    resumes after any event of any run, on any replica.
+    Event ids are ``<run's queue time in microseconds>-<event seq>`` and
+    ``<update time in microseconds>-state``, so ``Last-Event-ID`` resumes after any event, on
+    any replica.
     """
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     rows = await server_of(request).db.execute(
@@ -412,20 +416,24 @@ async def thread_stream(request: Request) -> Response:
                 422, f"thread stream_mode {mode!r} is not supported; use {THREAD_STREAM_MODES}"
             )
     after = _thread_event_id(request.headers.get("last-event-id"))
-    lifecycle_only = "run_modes" not in asked
     return StreamingResponse(
-        _follow_thread(request, thread_id, after, lifecycle_only),
-        media_type="text/event-stream",
+        _follow_thread(request, thread_id, after, set(asked)), media_type="text/event-stream"
     )
 
 
-def _thread_event_id(value: str | None) -> tuple[int, int] | None:
+_RUN, _UPDATE = 0, 1  # what an item of a thread's stream is; a run first at the same time
+
+
+def _thread_event_id(value: str | None) -> tuple[int, int, int] | None:
+    """``(time µs, kind, seq)`` of a thread stream's event id: a run's event or an update."""
     if not value:
         return None
-    queued, sep, seq = value.partition("-")
-    if not sep or not queued.isdigit() or not seq.lstrip("-").isdigit():
+    at, sep, seq = value.partition("-")
+    if sep and at.isdigit() and seq == "state":
+        return int(at), _UPDATE, 0
+    if not sep or not at.isdigit() or not seq.lstrip("-").isdigit():
         raise ApiError(422, f"Last-Event-ID {value!r} is not an id of this thread's stream")
-    return int(queued), int(seq)
+    return int(at), _RUN, int(seq)
 
 
 async def _past_the_end(db: Any, run_id: str, seq: int) -> bool:
@@ -434,54 +442,90 @@ async def _past_the_end(db: Any, run_id: str, seq: int) -> bool:
     return rows[0][0] is not None and seq > int(rows[0][0])
 
 
+async def _next_on_thread(
+    db: Any,
+    thread_id: str,
+    cursor: tuple[int, int] | None,
+    joined: float,
+    *,
+    runs: bool,
+    updates: bool,
+    inclusive: bool,
+) -> tuple[int, str, float] | None:
+    """The thread's next item, ``(kind, run id or update data, time µs)``, in one statement:
+    after ``cursor`` (the ``(time µs, kind)`` of the last one passed; ``inclusive``: the run
+    at that time too, being resumed), or when joining (None) the runs in flight and what
+    came since ``joined``."""
+    parts: list[str] = []
+    args: list[Any] = []
+    if runs:
+        sql = "SELECT 0 AS kind, run_id AS ref, enqueued * 1000000 AS at FROM tl_runs WHERE"
+        if cursor is None:
+            parts.append(sql + " thread_id = ? AND (status IN ('pending', 'running')"
+                         " OR enqueued >= ?)")  # fmt: skip
+            args += [thread_id, joined]
+        else:  # queue times are stored as seconds: compare within half a microsecond
+            op, edge = (">=", cursor[0] - 0.5) if inclusive else (">", cursor[0] + 0.5)
+            parts.append(sql + f" thread_id = ? AND enqueued * 1000000 {op} ?")
+            args += [thread_id, edge]
+    if updates:
+        after = round(joined * 1_000_000) - 1 if cursor is None else cursor[0]
+        op = ">=" if cursor is not None and cursor[1] == _RUN else ">"
+        parts.append(
+            f"SELECT 1 AS kind, data AS ref, at FROM tl_thread_events WHERE thread_id = ?"
+            f" AND event = ? AND at {op} ?"
+        )
+        args += [thread_id, STATE_UPDATE, after]
+    rows = await db.execute(
+        f"SELECT kind, ref, at FROM ({' UNION ALL '.join(parts)}) AS items"
+        " ORDER BY at, kind LIMIT 1",
+        args,
+    )
+    return (int(rows[0][0]), str(rows[0][1]), float(rows[0][2])) if rows else None
+
+
 async def _follow_thread(
-    request: Request, thread_id: str, after: tuple[int, int] | None, lifecycle_only: bool
+    request: Request, thread_id: str, after: tuple[int, int, int] | None, modes: set[str]
 ) -> AsyncIterator[bytes]:
     db = server_of(request).db
     joined = time.time()
-    cursor: float | None = None  # the queue time (as stored) of the last run followed
+    lifecycle_only = "run_modes" not in modes
+    cursor = None if after is None else (after[0], after[1])
+    resuming = after is not None and after[1] == _RUN  # inside the run of Last-Event-ID
     idle = 0.0
-    select = "SELECT run_id, enqueued FROM tl_runs WHERE thread_id = ?"
-    with db.notifier.subscribe("queue") as queued:
+    with db.notifier.subscribe("queue", thread_key(thread_id)) as changed:
         while True:
-            queued.clear()
-            if cursor is not None:  # the runs after the one just followed
-                rows = await db.execute(
-                    select + " AND enqueued > ? ORDER BY enqueued LIMIT 1", (thread_id, cursor)
-                )
-            elif after is not None:  # resuming: the run of Last-Event-ID, then the later ones
-                rows = await db.execute(
-                    select + " AND enqueued * 1000000 >= ? ORDER BY enqueued LIMIT 1",
-                    (thread_id, after[0] - 0.5),
-                )
-            else:  # joining: the runs in flight and those queued since
-                rows = await db.execute(
-                    select + " AND (status IN ('pending', 'running') OR enqueued >= ?)"
-                    " ORDER BY enqueued LIMIT 1",
-                    (thread_id, joined),
-                )
-            if not rows:
-                quiet = await _pause(queued, idle)
+            changed.clear()
+            item = await _next_on_thread(
+                db, thread_id, cursor, joined, runs=bool(modes - {"state_update"}),
+                updates="state_update" in modes, inclusive=resuming,
+            )  # fmt: skip
+            if item is None:
+                quiet = await _pause(changed, idle)
                 if quiet is None:
                     yield HEARTBEAT
                 idle = quiet or 0.0
                 continue
-            run_id, enqueued = str(rows[0][0]), float(rows[0][1])
-            queued_us = round(enqueued * 1_000_000)
-            resumed = cursor is None and after is not None and queued_us == after[0]
-            last = after[1] if resumed and after is not None else -1
-            async for item in _run_events(request, run_id, last):
-                if item is None:
+            kind, ref, at = item
+            at_us = round(at)
+            if kind == _UPDATE:
+                yield frame(STATE_UPDATE, ref, f"{at_us}-state")
+                cursor, resuming, idle = (at_us, _UPDATE), False, 0.0
+                continue
+            resumed = resuming and after is not None and at_us == after[0]
+            last = after[2] if resumed and after is not None else -1
+            async for event in _run_events(request, ref, last):
+                if event is None:
                     yield HEARTBEAT
                     continue
-                seq, event, data = item
+                seq, name, data = event
                 last = seq
-                if not lifecycle_only or event == "metadata":
-                    yield frame(event, data, f"{queued_us}-{seq}")
-            if not (resumed and await _past_the_end(db, run_id, last)):
-                done = json.dumps({"status": "run_done", "run_id": run_id})
-                yield frame("metadata", done, f"{queued_us}-{last + 1}")
-            cursor, idle = enqueued, 0.0
+                if not lifecycle_only or name == "metadata":
+                    yield frame(name, data, f"{at_us}-{seq}")
+            if not (resumed and await _past_the_end(db, ref, last)):
+                done = json.dumps({"status": "run_done", "run_id": ref})
+                yield frame("metadata", done, f"{at_us}-{last + 1}")
+            cursor, resuming, idle = (at_us, _RUN), False, 0.0
 
 
 async def join_stream(request: Request) -> Response:

@@ -17,6 +17,7 @@ from ..runtime.state import aread_history, aread_state
 from . import runs as q
 from .http import ApiError, body_of, server_of, uuid_of
 from .query import Where, choice, json_object, order_by, page, selected
+from .thread_events import record_state_update
 from .threads import (
     THREAD_FIELDS,
     THREAD_SORTS,
@@ -67,11 +68,11 @@ async def create_thread(request: Request) -> Response:
     metadata = json_object(body.get("metadata"), "metadata")
     if_exists = choice(body.get("if_exists"), ("raise", "do_nothing"), "if_exists", "raise")
     graph_id = _graph_of_metadata(request, metadata)
-    ttl = ttl_of(body.get("ttl"))
+    server = server_of(request)
+    ttl = ttl_of(body.get("ttl")) or server.thread_ttl  # the config's default, if any
     supersteps = body.get("supersteps")
     if supersteps is not None and graph_id is None:
         raise ApiError(422, "supersteps need the thread's graph: pass graph_id too")
-    server = server_of(request)
     created = await insert_thread(server.db, thread_id, metadata, graph_id=graph_id, ttl=ttl)
     if not created:
         if if_exists == "raise":
@@ -97,15 +98,19 @@ async def _apply_supersteps(request: Request, thread_id: str, graph_id: str, ste
         if update.get("command") is not None:
             raise ApiError(422, "supersteps with a command are not supported; send values")
         await graph.aupdate_state(config, update.get("values"), as_node=update.get("as_node"))
-    await _store_values(request, graph, thread_id)
+    await _state_changed(request, graph, thread_id)
 
 
-async def _store_values(request: Request, graph: Any, thread_id: str) -> None:
+async def _state_changed(request: Request, graph: Any, thread_id: str) -> None:
+    """After a client changed the thread's state: its row's values, and a ``state_update``
+    event for the thread stream, in one transaction."""
     snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-    await server_of(request).db.execute(
-        'UPDATE tl_threads SET "values" = ?, updated_at = ? WHERE thread_id = ?',
-        (json.dumps(to_jsonable(snapshot.values)), now_iso(), thread_id),
-    )
+    async with server_of(request).db.transaction() as tx:
+        await tx.execute(
+            'UPDATE tl_threads SET "values" = ?, updated_at = ? WHERE thread_id = ?',
+            (json.dumps(to_jsonable(snapshot.values)), now_iso(), thread_id),
+        )
+        await record_state_update(tx, thread_id, snapshot_json(snapshot))
 
 
 async def get_thread(request: Request) -> Response:
@@ -152,7 +157,7 @@ async def copy(request: Request) -> Response:
     thread_id = uuid_of(request.path_params["thread_id"], "thread_id")
     server = server_of(request)
     target = str(uuid.uuid4())
-    await copy_thread(server.db, server.checkpointer, thread_id, target)
+    await copy_thread(server.db, server.checkpointer, thread_id, target, ttl=server.thread_ttl)
     return JSONResponse(await _thread_row(request, target))
 
 
@@ -343,7 +348,7 @@ async def update_state(request: Request) -> Response:
     saved = await graph.aupdate_state(
         {"configurable": configurable}, body.get("values"), as_node=as_node
     )
-    await _store_values(request, graph, thread_id)
+    await _state_changed(request, graph, thread_id)
     return JSONResponse({"checkpoint": saved["configurable"]})
 
 

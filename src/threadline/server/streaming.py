@@ -3,17 +3,17 @@
 As LangGraph's server sends them: ``messages-tuple`` is the event ``messages`` with
 ``[message, metadata]``; ``messages`` is ``messages/metadata`` (once per message id),
 ``messages/partial`` (the message so far, while a model streams it) and ``messages/complete``
-(a whole message); ``debug`` also reports each checkpoint (``type: checkpoint``); ``tasks`` is
-the task start and result of ``debug``. Events of a subgraph are named ``mode|ns|...``.
+(a whole message); ``tasks``, ``checkpoints`` and ``debug`` are the graph's own (see
+:mod:`threadline.runtime.task_events`), a task's error as ``{"error", "message"}`` and a
+``debug`` checkpoint with ``checkpoint`` / ``parent_checkpoint`` beside its configs. Events of
+a subgraph are named ``mode|ns|...``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from .wire import now_iso
 
 __all__ = ["API_STREAM_MODES", "EventEncoder", "graph_modes"]
 
@@ -23,8 +23,8 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
     "messages-tuple": ("messages",),
     "custom": ("custom",),
-    "debug": ("debug", "checkpoints"),
-    "tasks": ("debug",),
+    "debug": ("debug",),
+    "tasks": ("tasks",),
     "checkpoints": ("checkpoints",),
 }
 API_STREAM_MODES = tuple(_SOURCES)
@@ -56,18 +56,10 @@ class EventEncoder:
             if "messages" in want:
                 out += self._messages(message, meta)
             return out
-        if mode == "checkpoints":
-            out = [("checkpoints", chunk)] if "checkpoints" in want else []
-            if "debug" in want:
-                step = (chunk.get("metadata") or {}).get("step")
-                debug = {"type": "checkpoint", "timestamp": now_iso(), "step": step}
-                out.append(("debug", {**debug, "payload": chunk}))
-            return out
-        if mode == "debug":
-            out = [("debug", {**chunk, "timestamp": now_iso()})] if "debug" in want else []
-            if "tasks" in want:
-                out.append(("tasks", chunk.get("payload")))
-            return out
+        if mode == "tasks" and "tasks" in want:
+            return [("tasks", _task_json(chunk))]
+        if mode == "debug" and "debug" in want:
+            return [("debug", _debug_json(chunk))]
         return [(mode, chunk)] if mode in want else []
 
     def _messages(self, message: Any, meta: Any) -> list[tuple[str, Any]]:
@@ -84,6 +76,61 @@ class EventEncoder:
         else:
             out.append(("messages/complete", [message]))
         return out
+
+
+def _task_json(payload: Any) -> Any:
+    """A ``tasks`` chunk with its error as the API reports errors: ``{"error", "message"}``."""
+    error = payload.get("error") if isinstance(payload, Mapping) else None
+    if not isinstance(error, BaseException):
+        return payload
+    # A stored error (a checkpoint's failed task) keeps the type name it had when it happened.
+    name = getattr(error, "type_name", None) or type(error).__name__
+    message = getattr(error, "message", None) or str(error)
+    return {**payload, "error": {"error": name, "message": message}}
+
+
+def _debug_json(event: Any) -> Any:
+    """A ``debug`` chunk as LangGraph's server sends it."""
+    payload = event.get("payload") if isinstance(event, Mapping) else None
+    if not isinstance(payload, Mapping):
+        return event
+    if event.get("type") != "checkpoint":
+        return {**event, "payload": _task_json(payload)}
+    tasks = [_checkpoint_task_json(t) for t in payload.get("tasks") or ()]
+    return {
+        **event,
+        "payload": {
+            **payload,
+            "checkpoint": _checkpoint_of(payload.get("config")),
+            "parent_checkpoint": _checkpoint_of(payload.get("parent_config")),
+            "tasks": tasks,
+        },
+    }
+
+
+def _checkpoint_task_json(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A subgraph task's ``state`` (its config) becomes ``checkpoint`` (the configurable)."""
+    out = dict(_task_json(task))
+    state = task.get("state")
+    if isinstance(state, Mapping) and state.get("configurable"):
+        out = {k: v for k, v in out.items() if k != "state"}
+        out["checkpoint"] = state["configurable"]
+    return out
+
+
+def _checkpoint_of(config: Any) -> dict[str, Any] | None:
+    """The API's ``Checkpoint`` object of a config, or None without a checkpoint id."""
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    if not configurable or not configurable.get("thread_id"):
+        return None
+    if not configurable.get("checkpoint_id"):
+        return None
+    out = {"checkpoint_id": configurable["checkpoint_id"], "thread_id": configurable["thread_id"]}
+    if "checkpoint_ns" in configurable:
+        out["checkpoint_ns"] = configurable["checkpoint_ns"] or ""
+    if "checkpoint_map" in configurable:
+        out["checkpoint_map"] = configurable["checkpoint_map"]
+    return out
 
 
 def _whole(chunk: Any) -> Any:

@@ -123,7 +123,7 @@ async def _delete_rows(tx: Tx, thread_ids: Sequence[str]) -> None:
         f" (SELECT run_id FROM tl_runs WHERE thread_id IN ({marks}))",
         thread_ids,
     )
-    for table in ("tl_runs", "tl_thread_ttl", "tl_threads"):
+    for table in ("tl_runs", "tl_thread_ttl", "tl_thread_events", "tl_threads"):
         await tx.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", thread_ids)
 
 
@@ -142,8 +142,16 @@ async def delete_threads(db: Database, checkpointer: Any, thread_ids: Sequence[s
     return len(found)
 
 
-async def copy_thread(db: Database, checkpointer: Any, source: str, target: str) -> None:
-    """A new thread ``target`` with ``source``'s metadata, status, values and checkpoints."""
+async def copy_thread(
+    db: Database,
+    checkpointer: Any,
+    source: str,
+    target: str,
+    *,
+    ttl: tuple[str, float] | None = None,
+) -> None:
+    """A new thread ``target`` with ``source``'s metadata, status, values and checkpoints
+    (and ``ttl``, not the source's)."""
     rows = await db.execute(
         'SELECT metadata, status, "values", interrupts, graph_id FROM tl_threads'
         " WHERE thread_id = ?",
@@ -157,7 +165,7 @@ async def copy_thread(db: Database, checkpointer: Any, source: str, target: str)
         await checkpointer.acopy_thread(source, target)
     status = "idle" if status == "busy" else status  # the copy has no run in flight
     await insert_thread(
-        db, target, json.loads(metadata), graph_id=graph_id,
+        db, target, json.loads(metadata), graph_id=graph_id, ttl=ttl,
         copy_of=(status, values, interrupts),
     )  # fmt: skip
 
@@ -181,33 +189,47 @@ async def prune_threads(
     return len(found)
 
 
-async def sweep_expired(db: Database, checkpointer: Any) -> int:
-    """Act on every expired thread without a run in flight; how many were swept."""
-    now = time.time()
-    idle = (
-        " AND NOT EXISTS (SELECT 1 FROM tl_runs r WHERE r.thread_id = tl_thread_ttl.thread_id"
-        " AND r.status IN ('pending', 'running'))"
+def _expired(strategy: str, now: float, limit: int | None) -> tuple[str, list[Any]]:
+    """The ``WHERE`` of the expired TTL rows of ``strategy`` whose thread has no run in
+    flight, the ``limit`` that expired first (None: all), and its arguments."""
+    where = (
+        "expires_at <= ? AND strategy = ? AND NOT EXISTS (SELECT 1 FROM tl_runs r"
+        " WHERE r.thread_id = tl_thread_ttl.thread_id AND r.status IN ('pending', 'running'))"
     )
+    if limit is None:
+        return where, [now, strategy]
+    # The outer conditions stay: a row another replica changed meanwhile is checked again.
+    first = f"SELECT thread_id FROM tl_thread_ttl WHERE {where} ORDER BY expires_at LIMIT ?"
+    return f"{where} AND thread_id IN ({first})", [now, strategy, now, strategy, limit]
+
+
+async def sweep_expired(db: Database, checkpointer: Any, *, limit: int | None = None) -> int:
+    """Act on expired threads without a run in flight, at most ``limit`` of them (the first
+    expired; None: all); how many were swept."""
+    now = time.time()
+    where, args = _expired("delete", now, limit)
     async with db.transaction() as tx:
         doomed = [
             r[0]
             for r in await tx.execute(
-                "DELETE FROM tl_thread_ttl WHERE expires_at <= ? AND strategy = 'delete'"
-                f"{idle} RETURNING thread_id",
-                (now,),
+                f"DELETE FROM tl_thread_ttl WHERE {where} RETURNING thread_id", args
             )
         ]
         if doomed:
             await _delete_rows(tx, doomed)
     for thread_id in doomed:
         await checkpointer.adelete_thread(thread_id)
+    left = None if limit is None else limit - len(doomed)
+    if left is not None and left <= 0:
+        return len(doomed)
     # keep_latest: claimed by moving the expiry one TTL on; pruned again when it next runs out.
+    where, args = _expired("keep_latest", now, left)
     pruned = [
         r[0]
         for r in await db.execute(
-            "UPDATE tl_thread_ttl SET expires_at = ? + minutes * 60"
-            f" WHERE expires_at <= ? AND strategy = 'keep_latest'{idle} RETURNING thread_id",
-            (now, now),
+            f"UPDATE tl_thread_ttl SET expires_at = ? + minutes * 60 WHERE {where}"
+            " RETURNING thread_id",
+            (now, *args),
         )
     ]
     if pruned:

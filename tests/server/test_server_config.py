@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from backends import postgres_url_or_skip
 from langgraph_sdk import get_sync_client
-from servers import HERE, SRC, start_replica
+from servers import HERE, SRC, fresh_postgres_database, start_replica
 
 from threadline.server.graphs import ThreadTTL, load_config
 
@@ -86,6 +89,29 @@ def test_a_default_thread_ttl_and_its_sweep_interval_from_the_config(tmp_path: P
             time.sleep(0.1)
     finally:
         replica.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_threads_that_runs_create_get_the_default_ttl(tmp_path: Path, backend: str) -> None:
+    path = write(tmp_path, checkpointer={"ttl": {"strategy": "delete", "default_ttl": 90}})
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        else:
+            url = stack.enter_context(fresh_postgres_database(postgres_url_or_skip()))
+        replica = start_replica(url, args=["--config", str(path)])
+        stack.callback(replica.stop)
+        client = get_sync_client(url=replica.url)
+        created = str(uuid.uuid4())
+        client.runs.wait(created, "echo", input={"messages": ["hi"]}, if_not_exists="create")
+        assert client.threads.get(created, include=["ttl"])["ttl"]["ttl"] == 90
+        kept = client.runs.create(None, "echo", input={"messages": ["hi"]}, on_completion="keep")
+        client.runs.join(kept["thread_id"], kept["run_id"])
+        assert client.threads.get(kept["thread_id"], include=["ttl"])["ttl"]["ttl"] == 90
+        # A thread that exists keeps what it has: a run on it gives it nothing.
+        own = client.threads.create(ttl=600)["thread_id"]
+        client.runs.wait(own, "echo", input={"messages": ["hi"]}, if_not_exists="create")
+        assert client.threads.get(own, include=["ttl"])["ttl"]["ttl"] == 600
 
 
 def test_image_build_settings_are_accepted_and_ignored(tmp_path: Path) -> None:

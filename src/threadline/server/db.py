@@ -72,7 +72,8 @@ PG_FUNCTIONS = [
         p_run_id text, p_thread_id text, p_assistant_id text, p_graph_id text, p_kwargs text,
         p_metadata text, p_strategy text, p_create_thread boolean, p_live integer,
         p_due double precision, p_delayed boolean, p_now text, p_owner text,
-        p_lease_until double precision, p_channel text, p_origin text)
+        p_lease_until double precision, p_ttl_strategy text, p_ttl_minutes double precision,
+        p_channel text, p_origin text)
     RETURNS TABLE (o_run_id text, o_thread_id text, o_assistant_id text, o_graph_id text,
         o_status text, o_kwargs text, o_metadata text, o_strategy text, o_attempt integer,
         o_created_at text, o_updated_at text, o_result text, o_live integer,
@@ -81,18 +82,26 @@ PG_FUNCTIONS = [
     DECLARE
         v_inflight text[];
         v_claimed boolean;
+        v_created boolean;
     BEGIN
         -- The thread row's lock first: runs of one thread are created one after another.
-        IF p_create_thread THEN
+        UPDATE tl_threads SET updated_at = p_now, status = 'busy',
+            graph_id = COALESCE(graph_id, p_graph_id) WHERE thread_id = p_thread_id;
+        IF NOT FOUND THEN
+            IF NOT p_create_thread THEN
+                RAISE EXCEPTION '%', p_thread_id USING ERRCODE = 'TL404';
+            END IF;
+            -- Another run may be creating it too: whoever inserts it first, both go on.
             INSERT INTO tl_threads AS t (thread_id, metadata, status, graph_id, created_at,
                 updated_at) VALUES (p_thread_id, '{}', 'busy', p_graph_id, p_now, p_now)
             ON CONFLICT (thread_id) DO UPDATE SET updated_at = p_now, status = 'busy',
-                graph_id = COALESCE(t.graph_id, p_graph_id);
-        ELSE
-            UPDATE tl_threads SET updated_at = p_now, status = 'busy',
-                graph_id = COALESCE(graph_id, p_graph_id) WHERE thread_id = p_thread_id;
-            IF NOT FOUND THEN
-                RAISE EXCEPTION '%', p_thread_id USING ERRCODE = 'TL404';
+                graph_id = COALESCE(t.graph_id, p_graph_id)
+            RETURNING xmax = 0 INTO v_created;
+            IF v_created AND p_ttl_minutes IS NOT NULL THEN  -- the config's default TTL
+                INSERT INTO tl_thread_ttl (thread_id, strategy, minutes, expires_at)
+                VALUES (p_thread_id, p_ttl_strategy, p_ttl_minutes,
+                    extract(epoch FROM clock_timestamp()) + p_ttl_minutes * 60)
+                ON CONFLICT (thread_id) DO NOTHING;
             END IF;
         END IF;
         SELECT COALESCE(array_agg(r.run_id ORDER BY r.enqueued), '{}') INTO v_inflight

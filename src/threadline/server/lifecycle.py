@@ -58,8 +58,8 @@ async def _rewind_before(saver: Any, thread_id: str, run_id: str) -> bool:
 async def delete_thread(db: Any, saver: Any, thread_id: str) -> None:
     """Delete a stateless run's temporary thread and its checkpoints (``on_completion``)."""
     await saver.adelete_thread(thread_id)
-    await db.execute("DELETE FROM tl_thread_events WHERE thread_id = ?", (thread_id,))
-    await db.execute("DELETE FROM tl_threads WHERE thread_id = ?", (thread_id,))
+    for table in ("tl_thread_events", "tl_thread_ttl", "tl_threads"):
+        await db.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
 
 
 def check_webhook(url: Any) -> str | None:

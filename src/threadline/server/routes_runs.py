@@ -106,6 +106,7 @@ async def _create_from(
             # A free worker here takes the run at creation (the thread idle): no queue trip.
             owner=worker.owner if slot else None,
             lease=worker.lease,
+            thread_ttl=server.thread_ttl,
         )
     except q.RunConflict as exc:
         raise ApiError(409, str(exc)) from None

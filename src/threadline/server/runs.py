@@ -13,6 +13,7 @@ from typing import Any
 
 from .db import Database, Tx
 from .notify import CHANNEL
+from .threads import set_ttl
 from .wire import now_iso
 
 __all__ = [
@@ -94,8 +95,12 @@ async def create_run(
     delay: float = 0.0,
     owner: str | None = None,
     lease: float = 10.0,
+    thread_ttl: tuple[str, float] | None = None,
 ) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
+
+    ``thread_ttl`` (``(strategy, minutes)``, the config's default): given to the thread if
+    this run creates it (``create_thread``).
 
     With ``owner`` (a worker with a free slot, on the creating replica) a run that could start
     at once (an idle thread, no delay) is created already claimed by it: no queue round trip,
@@ -118,7 +123,7 @@ async def create_run(
             db, run_id=run_id, thread_id=thread_id, assistant_id=assistant_id,
             graph_id=graph_id, kwargs=kwargs, metadata=metadata, strategy=strategy,
             create_thread=create_thread, live_events=live_events, due=due, delayed=delay > 0,
-            now=now, owner=owner, lease=lease,
+            now=now, owner=owner, lease=lease, thread_ttl=thread_ttl,
         )  # fmt: skip
     async with db.transaction() as tx:
         # Takes the thread row's lock (PostgreSQL) before looking at its runs. The graph is
@@ -136,6 +141,8 @@ async def create_run(
                 " updated_at) VALUES (?, '{}', 'busy', ?, ?, ?)",
                 (thread_id, graph_id, now, now),
             )
+            if thread_ttl is not None:
+                await set_ttl(tx, thread_id, thread_ttl)
         inflight = [
             r[0]
             for r in await tx.execute(
@@ -209,15 +216,17 @@ async def _create_run_pg(
     now: str,
     owner: str | None,
     lease: float,
+    thread_ttl: tuple[str, float] | None,
 ) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
     """:func:`create_run` on PostgreSQL: the same steps in one call of ``tl_create_run_v1``."""
     try:
         rows = await db.execute(
-            "SELECT * FROM tl_create_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "SELECT * FROM tl_create_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
                 json.dumps(metadata), strategy, create_thread, int(live_events), due, delayed,
-                now, owner, time.time() + lease, CHANNEL, db.notifier.origin,
+                now, owner, time.time() + lease, *(thread_ttl or (None, None)), CHANNEL,
+                db.notifier.origin,
             ),
         )  # fmt: skip
     except Exception as exc:

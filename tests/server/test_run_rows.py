@@ -44,7 +44,7 @@ async def test_a_run_queued_while_its_thread_finishes_one_leaves_the_thread_busy
         async with await psycopg.AsyncConnection.connect(postgres_database) as other:
             await other.execute(
                 "SELECT * FROM tl_create_run_v1(%s, %s, 'a', 'g', '{}', '{}', 'enqueue', false,"
-                " 0, %s, false, 'now', NULL, 0, %s, 'other')",
+                " 0, %s, false, 'now', NULL, 0, NULL, NULL, %s, 'other')",
                 (queued, thread_id, time.time(), CHANNEL),
             )
             finishing = asyncio.ensure_future(

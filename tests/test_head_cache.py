@@ -145,10 +145,37 @@ def test_stale_cached_head_restarts_from_the_stored_head(kind: str) -> None:
         ]
         assert app_b.get_state(config).values == out
         assert_one_chain(app_b, config)
-        # The next turn of a starts from the head it saved last: no read again.
+        # Another process writes this thread: a's next turn reads the head first, and finds
+        # its own last commit there; from then on it starts from its cache again.
         reads = count_calls(a, "_read_checkpoint")
         app_a.invoke({"log": ["four"]}, config)
-        assert reads[0] == 0
+        assert reads[0] == 1
+        app_a.invoke({"log": ["five"]}, config)
+        assert reads[0] == 1
+
+
+@pytest.mark.parametrize("kind", SYNC)
+def test_a_thread_two_processes_take_turns_on_costs_no_failed_commits(kind: str) -> None:
+    """Turns alternating between processes (a load balancer spreading a conversation): after
+    the first stale start, each process reads the head instead of trying its stale cache."""
+    with two_savers(kind) as (a, b):
+        app_a, app_b = graph(a), graph(b)
+        alone = fresh_config()
+        app_a.invoke({"log": ["warm"]}, alone)
+        commits = count_calls(a, "_commit")
+        app_a.invoke({"log": ["again"]}, alone)
+        per_turn = commits[0]
+        config = fresh_config()
+        for turn in range(3):
+            app_a.invoke({"log": [f"a{turn}"]}, config)
+            app_b.invoke({"log": [f"b{turn}"]}, config)
+        commits[0] = 0
+        for turn in range(3, 6):
+            app_a.invoke({"log": [f"a{turn}"]}, config)
+            app_b.invoke({"log": [f"b{turn}"]}, config)
+        assert commits[0] == 3 * per_turn  # no commit that failed its compare-and-swap
+        assert len(app_b.get_state(config).values["log"]) == 24
+        assert_one_chain(app_b, config)
 
 
 @pytest.mark.parametrize("kind", SYNC)

@@ -431,6 +431,9 @@ class BaseCheckpointSaver:
         self._last_sweep = 0.0
         # (thread_id, ns) -> the head this process last committed, when it had no tasks.
         self._heads: dict[tuple[str, str], CheckpointRow] = {}
+        # Threads another process writes too (a commit found their head moved): their cached
+        # head is not offered until a read finds this process's last commit still the head.
+        self._shared_heads: dict[tuple[str, str], None] = {}
         self._heads_lock = threading.Lock()
         self._heavy: dict[tuple[str, str], None] = {}  # threads whose commits encode off-loop
 
@@ -802,18 +805,37 @@ class BaseCheckpointSaver:
                     del self._heads[next(iter(self._heads))]  # the least recently saved
                 self._heads[key] = dataclasses.replace(row, seq=seq, before=None)
 
-    def _forget_head(self, thread_id: str, ns: str) -> None:
+    def _head_moved(self, thread_id: str, ns: str) -> None:
+        """A commit found the head elsewhere: another process writes this thread too."""
+        key = (thread_id, ns)
         with self._heads_lock:
-            self._heads.pop((thread_id, ns), None)
+            self._heads.pop(key, None)
+            self._shared_heads.pop(key, None)
+            if len(self._shared_heads) >= HEAD_CACHE_SIZE:
+                del self._shared_heads[next(iter(self._shared_heads))]
+            self._shared_heads[key] = None
+
+    def _saw_head(self, row: CheckpointRow) -> None:
+        """A read of the head: if it is still this process's last commit, nobody else wrote
+        since, and the cached head is offered again."""
+        key = (row.thread_id, row.ns)
+        with self._heads_lock:
+            if key in self._shared_heads:
+                mine = self._heads.get(key)
+                if mine is not None and mine.id == row.id:
+                    del self._shared_heads[key]
 
     def _forget_thread(self, thread_id: str) -> None:
         with self._heads_lock:
             for key in [k for k in self._heads if k[0] == thread_id]:
                 del self._heads[key]
+            for key in [k for k in self._shared_heads if k[0] == thread_id]:
+                del self._shared_heads[key]
 
     def _cached_row(self, thread_id: str, ns: str) -> CheckpointRow | None:
+        key = (thread_id, ns)
         with self._heads_lock:
-            return self._heads.get((thread_id, ns))
+            return None if key in self._shared_heads else self._heads.get(key)
 
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
         memo = self._cache if shared else ValueCache(HISTORY_MEMO_BYTES)
@@ -933,6 +955,8 @@ class BaseCheckpointSaver:
                 if checkpoint_id is not None:
                     raise self._not_found(thread_id, ns, checkpoint_id)
                 return None
+            if checkpoint_id is None:
+                self._saw_head(row)
             decoder = self._decoder(row, shared)
             missing = decoder.missing(row.refs)
             if missing:
@@ -1107,7 +1131,7 @@ class BaseCheckpointSaver:
                 before=before,
             )
         except CheckpointConflictError:
-            self._forget_head(row.thread_id, row.ns)
+            self._head_moved(row.thread_id, row.ns)
             raise
         _after_lease_commit(lease)
         if self._should_sweep():
@@ -1374,6 +1398,8 @@ class BaseCheckpointSaver:
                 if checkpoint_id is not None:
                     raise self._not_found(thread_id, ns, checkpoint_id)
                 return None
+            if checkpoint_id is None:
+                self._saw_head(row)
             decoder = self._decoder(row, shared)
             missing = decoder.missing(row.refs)
             if missing:
@@ -1515,7 +1541,7 @@ class BaseCheckpointSaver:
                 lease=lease,
             )
         except CheckpointConflictError:
-            self._forget_head(row.thread_id, row.ns)
+            self._head_moved(row.thread_id, row.ns)
             raise
         _after_lease_commit(lease)
         if self._should_sweep():

@@ -155,7 +155,6 @@ PG_FUNCTIONS = [
             INSERT INTO tl_run_events (run_id, seq, event, data)
                 SELECT p_run_id, u.s, u.e, u.d FROM unnest(p_seqs, p_events, p_data) AS u(s, e, d)
                 ON CONFLICT (run_id, seq) DO NOTHING;
-            PERFORM pg_notify(p_channel, p_origin || '|events:' || p_run_id);
         END IF;
         -- The thread row before the run's (the order creating a run takes them in), so a run
         -- queued behind this one meanwhile is seen below.
@@ -170,10 +169,14 @@ PG_FUNCTIONS = [
         ELSE
             UPDATE tl_runs SET status = p_status, result = p_result, updated_at = p_now,
                 owner = NULL WHERE run_id = p_run_id AND owner = p_owner AND status = 'running';
-            IF NOT FOUND THEN
-                RETURN NULL;  -- not this worker's any more
+            IF NOT FOUND THEN  -- not this worker's any more
+                IF cardinality(p_seqs) > 0 THEN
+                    PERFORM pg_notify(p_channel, p_origin || '|events:' || p_run_id);
+                END IF;
+                RETURN NULL;
             END IF;
         END IF;
+        -- Followers of the run's events listen for run:<id> too: one announcement for both.
         PERFORM pg_notify(p_channel, p_origin || '|run:' || p_run_id);
         UPDATE tl_threads SET status = CASE WHEN EXISTS (SELECT 1 FROM tl_runs
                 WHERE thread_id = p_thread_id AND status = 'pending') THEN 'busy'

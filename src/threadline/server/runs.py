@@ -420,12 +420,12 @@ async def _finish_run_pg(
             CHANNEL, db.notifier.origin,
         ),
     )  # fmt: skip
-    if events:
-        db.notifier.wake(f"events:{run_id}")
     thread = rows[0][0]
     if thread is None:  # not this worker's run any more
+        if events:
+            db.notifier.wake(f"events:{run_id}")
         return False
-    db.notifier.wake(f"run:{run_id}")
+    db.notifier.wake(f"run:{run_id}")  # its events' followers listen for it too
     if thread == "busy":
         db.notifier.wake("queue")
     return True

@@ -441,3 +441,20 @@ def test_bad_run_options_get_422_naming_the_option(urls: list[str]) -> None:
         422
     )
     assert a.runs.list(thread_id) == []
+
+
+async def test_every_waiter_of_a_run_on_one_replica_gets_its_outcome(urls: list[str]) -> None:
+    """Waits and joins on the replica that executes the run are handed its outcome; several
+    at once each get it, and a join on another replica reads it."""
+    first, last = get_client(url=urls[0]), get_client(url=urls[-1])
+    thread_id = (await first.threads.create())["thread_id"]
+    run = await first.runs.create(thread_id, "slow", input={"messages": ["nap:1"]})
+    outcomes = await asyncio.gather(
+        first.runs.join(thread_id, run["run_id"]),
+        first.runs.join(thread_id, run["run_id"]),
+        last.runs.join(thread_id, run["run_id"]),
+        first.runs.wait(thread_id, "echo", input={"messages": ["after"]}),
+    )
+    expected = ["nap:1", "slept 1.0", "awake"]
+    assert [o["messages"] for o in outcomes[:3]] == [expected] * 3
+    assert outcomes[3]["messages"] == [*expected, "after", "reply to after"]

@@ -234,7 +234,9 @@ async def _wait_response(
         gone = asyncio.ensure_future(_disconnected(request)) if cancel else None
         try:
             watched = {waiting} if gone is None else {waiting, gone}
-            await asyncio.wait(watched, timeout=WAIT_STREAMS_AFTER, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                watched, timeout=WAIT_STREAMS_AFTER, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if gone is not None:
                 gone.cancel()  # the streaming response listens for the disconnect itself

@@ -63,7 +63,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._next_due = 0.0  # when the earliest delayed run announced to this replica is due
         self._reserved = 0  # slots held by handlers creating runs this worker may take
-        self._handovers: dict[str, Outcome] = {}  # runs a handler here waits for
+        self._handovers: dict[str, list[Outcome]] = {}  # runs handlers here wait for
         self._stopping = False
 
     def start(self) -> None:
@@ -95,15 +95,18 @@ class Worker:
     def handing_over(self, run_id: str) -> Iterator[Outcome]:
         """While the block runs, the outcome of ``run_id``, if this replica records it, is put
         in the :class:`Outcome` yielded (set before the run's announcement is heard)."""
-        box = self._handovers[run_id] = Outcome()
+        box = Outcome()
+        boxes = self._handovers.setdefault(run_id, [])
+        boxes.append(box)
         try:
             yield box
         finally:
-            self._handovers.pop(run_id, None)
+            boxes.remove(box)
+            if not boxes:
+                self._handovers.pop(run_id, None)
 
     def _hand_over(self, run_id: str, value: Any) -> None:
-        box = self._handovers.get(run_id)
-        if box is not None:
+        for box in self._handovers.get(run_id, ()):
             box.ready, box.value = True, value
 
     def reserve(self) -> bool:

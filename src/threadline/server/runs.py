@@ -1,7 +1,9 @@
 """Runs as rows: creating them (with the double-texting strategy), claiming, events, outcomes.
 
 Every function takes the :class:`~threadline.server.db.Database` and does its work in one
-transaction, so the rules hold across replicas sharing the database.
+transaction, so the rules hold across replicas sharing the database. On PostgreSQL the two
+every run makes, creating and finishing it, are one call each of a function of the schema
+(``db.PG_FUNCTIONS``), the same steps as the SQLite transactions written beside their callers.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ async def create_run(
             now=now, owner=owner, lease=lease, thread_ttl=thread_ttl,
         )  # fmt: skip
     async with db.transaction() as tx:
-        # Takes the thread row's lock (PostgreSQL) before looking at its runs. The graph is
+        # The thread row first, then its runs (the order tl_create_run_v1 keeps). The graph is
         # the thread's from its first run on, so its state can be read while that run goes.
         found = await tx.execute(
             "UPDATE tl_threads SET updated_at = ?, status = 'busy',"

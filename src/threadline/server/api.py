@@ -6,6 +6,7 @@ from starlette.routing import Route
 
 from .http import ApiError
 from .routes_assistants import assistant_routes
+from .routes_crons import cron_routes
 from .routes_meta import meta_routes
 from .routes_runs import run_routes
 from .routes_store import store_routes
@@ -21,5 +22,6 @@ def routes() -> list[Route]:
         *assistant_routes(),
         *thread_routes(),
         *run_routes(),
+        *cron_routes(),
         *store_routes(),
     ]

@@ -24,6 +24,7 @@ from .connections import DEFAULT_POOL_SIZE, Connections
 from .db import Database, open_database
 from .graphs import GraphRegistry, ServerConfig, ThreadTTL, store_options
 from .maintenance import Job, Maintenance
+from .scheduler import Scheduler
 from .threads import sweep_expired
 from .worker import Worker
 
@@ -126,11 +127,15 @@ def create_app(
             ),
         ]
         maintenance = Maintenance(db, worker.owner, jobs)
+        # Any replica fires crons: firing only queues runs, for whichever worker is free.
+        scheduler = Scheduler(db, graphs.names(), ttl.default())
         worker.start()
         maintenance.start()
+        scheduler.start()
         try:
             yield
         finally:
+            await scheduler.stop()
             await maintenance.stop()
             await worker.stop(grace)
             await store.aclose()

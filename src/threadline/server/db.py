@@ -59,6 +59,14 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tl_thread_events (
         thread_id TEXT NOT NULL, at BIGINT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,
         PRIMARY KEY (thread_id, at))""",
+    # Crons: a run's options and a schedule; next_run_date (epoch seconds) is when it is next
+    # due, the one column replicas race for (crons.py).
+    """CREATE TABLE IF NOT EXISTS tl_crons (
+        cron_id TEXT PRIMARY KEY, assistant_id TEXT NOT NULL, thread_id TEXT,
+        schedule TEXT NOT NULL, timezone TEXT, payload TEXT NOT NULL, metadata TEXT NOT NULL,
+        on_run_completed TEXT, end_time DOUBLE PRECISION, enabled INTEGER NOT NULL,
+        next_run_date DOUBLE PRECISION, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS tl_crons_due ON tl_crons (next_run_date)",
 ]
 
 

@@ -172,6 +172,44 @@ SCHEMAS: dict[str, Any] = {
         created_at=TIME,
         updated_at=TIME,
     ),
+    "Cron": obj(
+        ["cron_id", "assistant_id", "schedule", "enabled"],
+        cron_id=UUID,
+        assistant_id=UUID,
+        thread_id={**null(UUID), "description": "null: each firing runs on a new thread"},
+        on_run_completed=null({"enum": ["delete", "keep"]}),
+        end_time=null(TIME),
+        schedule={**STR, "description": "5-field cron expression"},
+        timezone={**null(STR), "description": "IANA name; null is UTC"},
+        created_at=TIME,
+        updated_at=TIME,
+        payload={**OBJ, "description": "The options each firing's run gets"},
+        user_id=null(STR),
+        next_run_date=null(TIME),
+        metadata=OBJ,
+        enabled=BOOL,
+    ),
+    "CronCreate": obj(
+        ["assistant_id", "schedule"],
+        assistant_id={**STR, "description": "A graph name or its assistant id"},
+        schedule={**STR, "description": "5-field cron expression, e.g. '*/5 * * * *'"},
+        timezone={**STR, "description": "IANA name (default UTC)"},
+        end_time=TIME,
+        enabled=BOOL,
+        input=ANY,
+        config=null(OBJ),
+        context=null(OBJ),
+        metadata=null(OBJ),
+        interrupt_before={"anyOf": [{"const": "*"}, arr(STR)]},
+        interrupt_after={"anyOf": [{"const": "*"}, arr(STR)]},
+        webhook=STR,
+        multitask_strategy={"enum": ["reject", "enqueue", "interrupt", "rollback"]},
+        on_run_completed={"enum": ["delete", "keep"]},
+        stream_mode={"anyOf": [{"enum": STREAM_MODES}, arr({"enum": STREAM_MODES})]},
+        stream_subgraphs=BOOL,
+        stream_resumable=BOOL,
+        durability={"enum": ["sync", "async", "exit"]},
+    ),
     "Item": obj(
         ["namespace", "key", "value", "created_at", "updated_at"],
         namespace=LABELS,
@@ -218,6 +256,10 @@ HISTORY: dict[str, dict[str, Any]] = {
     "checkpoint": OBJ,
     "metadata": OBJ,
 }
+CRON_SORT = (
+    "cron_id", "assistant_id", "thread_id", "created_at", "updated_at", "next_run_date",
+    "end_time",
+)  # fmt: skip
 RUN_STREAM = {**STR, "description": "Server-sent events: metadata first, then the stream modes"}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -541,6 +583,52 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         responses={200: RUN_STREAM},
         media=SSE,
         errors=(404, 422),
+    ),
+    # crons
+    ("POST", "/runs/crons"): Operation(
+        "Create a stateless cron: each firing runs on a new thread",
+        "crons",
+        body=ref("CronCreate"),
+        responses={200: ref("Cron")},
+        errors=(404, 422),
+    ),
+    ("POST", "/threads/{thread_id}/runs/crons"): Operation(
+        "Create a cron whose runs go on the thread",
+        "crons",
+        body=ref("CronCreate"),
+        responses={200: ref("Cron")},
+        errors=(404, 422),
+    ),
+    ("PATCH", "/runs/crons/{cron_id}"): Operation(
+        "Update a cron (a new schedule, end or switch counts from now)",
+        "crons",
+        body=ref("CronCreate"),
+        responses={200: ref("Cron")},
+        errors=(404, 422),
+    ),
+    ("DELETE", "/runs/crons/{cron_id}"): Operation(
+        "Delete a cron", "crons", responses={204: None}, errors=(404, 422)
+    ),
+    ("POST", "/runs/crons/search"): Operation(
+        "Search crons",
+        "crons",
+        body=obj(
+            assistant_id=STR,
+            thread_id=UUID,
+            enabled=BOOL,
+            metadata=OBJ,
+            sort_by={"enum": list(CRON_SORT)},
+            sort_order={"enum": ["asc", "desc"]},
+            select=arr(STR),
+            **page(10),
+        ),
+        responses={200: arr(ref("Cron"))},
+    ),
+    ("POST", "/runs/crons/count"): Operation(
+        "Count crons",
+        "crons",
+        body=obj(assistant_id=STR, thread_id=UUID, enabled=BOOL, metadata=OBJ),
+        responses={200: INT},
     ),
     # store
     ("PUT", "/store/items"): Operation(

@@ -19,7 +19,7 @@ async def ok(request: Request) -> Response:
 
 async def info(request: Request) -> Response:
     return JSONResponse(
-        {"version": version("threadline"), "flags": {"assistants": True, "crons": False}}
+        {"version": version("threadline"), "flags": {"assistants": True, "crons": True}}
     )
 
 

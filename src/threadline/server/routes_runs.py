@@ -26,7 +26,7 @@ from .streaming import API_STREAM_MODES
 from .thread_events import STATE_UPDATE, thread_key
 from .worker import Outcome
 
-__all__ = ["run_routes"]
+__all__ = ["run_options", "run_routes"]
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -37,7 +37,7 @@ _RUN_KEYS = (
 )  # fmt: skip
 
 
-def _options(body: dict[str, Any], stateless: bool) -> tuple[dict[str, Any], float]:
+def run_options(body: dict[str, Any], stateless: bool) -> tuple[dict[str, Any], float]:
     """The run's stored options and its delay; 422 naming the option that is wrong."""
     kwargs = {k: body[k] for k in _RUN_KEYS if body.get(k) is not None}
     delay = kwargs.get("after_seconds", 0)
@@ -85,7 +85,7 @@ async def _create_from(
     if not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
     stateless = thread_id is None
-    options, delay = _options(body, stateless)
+    options, delay = run_options(body, stateless)
     kwargs = assistant.run_kwargs(options)
     worker = server.worker
     slot = worker.reserve()
@@ -661,7 +661,7 @@ async def create_batch(request: Request) -> Response:
     for i, payload in enumerate(payloads):  # check all before creating any
         try:
             await run_assistant(request, payload.get("assistant_id"))
-            _options(payload, payload.get("thread_id") is None)
+            run_options(payload, payload.get("thread_id") is None)
             if payload.get("thread_id") is not None:
                 uuid_of(payload["thread_id"], "thread_id")
         except ApiError as exc:

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from ..checkpoint.lease import LeaseOp
+from .threads import OWN_TABLES
 
 __all__ = ["check_webhook", "delete_thread", "post_webhook", "restore_before"]
 
@@ -58,7 +59,7 @@ async def _rewind_before(saver: Any, thread_id: str, run_id: str) -> bool:
 async def delete_thread(db: Any, saver: Any, thread_id: str) -> None:
     """Delete a stateless run's temporary thread and its checkpoints (``on_completion``)."""
     await saver.adelete_thread(thread_id)
-    for table in ("tl_thread_events", "tl_thread_ttl", "tl_threads"):
+    for table in OWN_TABLES:  # its runs stay, so runs.join still answers
         await db.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
 
 

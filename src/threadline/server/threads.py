@@ -22,6 +22,7 @@ from .http import ApiError
 from .wire import now_iso
 
 __all__ = [
+    "OWN_TABLES",
     "THREAD_FIELDS",
     "THREAD_SORTS",
     "THREAD_STATUSES",
@@ -38,6 +39,8 @@ __all__ = [
 
 log = logging.getLogger("threadline.server")
 
+OWN_TABLES = ("tl_thread_ttl", "tl_thread_events", "tl_threads")
+"""The tables of a thread's own rows (its runs aside), in the order they are deleted."""
 TTL_STRATEGIES = ("delete", "keep_latest")
 MAX_TTL_MINUTES = 100 * 365 * 24 * 60
 THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
@@ -123,7 +126,7 @@ async def _delete_rows(tx: Tx, thread_ids: Sequence[str]) -> None:
         f" (SELECT run_id FROM tl_runs WHERE thread_id IN ({marks}))",
         thread_ids,
     )
-    for table in ("tl_runs", "tl_thread_ttl", "tl_thread_events", "tl_threads"):
+    for table in ("tl_runs", *OWN_TABLES):
         await tx.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", thread_ids)
 
 

@@ -424,6 +424,13 @@ def test_a_rewind_during_a_long_prune_keeps_its_head(
     from threadline.checkpoint.postgres import _core
 
     monkeypatch.setattr(_core, "PRUNE_BATCH", 5)
+    # The prune pauses after its 4th batch, so the waiting rewind takes the heads before the
+    # 5th batch can: without the pause either may go first, and a 5th, 6th and 7th batch
+    # winning would delete the rewind's target (then, rightly, CheckpointNotFoundError).
+    after_batch_4, resume_prune = threading.Event(), threading.Event()
+    monkeypatch.setattr(
+        saver, "_c_prune", pausing_prune(saver, after=4, paused=after_batch_4, go=resume_prune)
+    )
     cp = Driver(saver, sync_backend)
     saved, expected = asyncio.run(grow(cp, 40))
     table = sql.Identifier(saver.schema, "threadline_checkpoints")  # type: ignore[attr-defined]
@@ -449,15 +456,53 @@ def test_a_rewind_during_a_long_prune_keeps_its_head(
         rewinder.start()
         rewinder.join(1)
         assert rewinder.is_alive()  # waits for the prune batch holding the heads
+        blocker.rollback()
+        assert after_batch_4.wait(60)
+        rewinder.join(60)
+        assert not rewinder.is_alive()
     finally:
+        resume_prune.set()
         blocker.rollback()
         blocker.close()
         watcher.close()
     pruner.join(60)
-    rewinder.join(60)
     assert out["rewound"] == 9
     forget_process_state(saver)
     history = list(saver.list(cfg(T)))
     assert history[0].checkpoint.id == saved[30].id
     assert history[0].checkpoint.values == expected[saved[30].id]
     asyncio.run(assert_consistent(cp))
+
+
+def pausing_prune(
+    saver: BaseCheckpointSaver, after: int, paused: threading.Event, go: threading.Event
+) -> Callable[[str, int], Any]:
+    """``saver._c_prune``, but the prune stops after its ``after``-th checkpoint batch
+    (setting ``paused``) until ``go`` is set."""
+    import dataclasses
+
+    original = saver._c_prune  # type: ignore[attr-defined]
+    query = saver._q.prune_checkpoints  # type: ignore[attr-defined]
+
+    def prune(thread_id: str, keep_last: int) -> Any:
+        call = original(thread_id, keep_last)
+
+        def proc() -> Any:
+            batches = 0
+            inner = call.proc()
+            sent: Any = None
+            while True:
+                try:
+                    op = inner.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+                sent = yield op
+                if op.query == query:
+                    batches += 1
+                    if batches == after:
+                        paused.set()
+                        go.wait(60)
+
+        return dataclasses.replace(call, proc=proc)
+
+    return prune

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,6 +145,29 @@ def test_the_store_section_gives_semantic_search_and_a_default_ttl(tmp_path: Pat
         found = client.store.search_items(["notes"], query="a cup of tea", limit=3)["items"]
         assert found[0]["key"] == "b"
         assert found[0]["score"] > found[-1]["score"]
+    finally:
+        replica.stop()
+
+
+def test_expired_store_items_are_swept_at_the_store_ttl_sweep_interval(tmp_path: Path) -> None:
+    # The CLI's sweep interval is an hour: only the store's own makes expired items go soon.
+    ttl = {"default_ttl": 0.01, "sweep_interval_minutes": 0.005}
+    path = write(tmp_path, store={"ttl": ttl})
+    database = tmp_path / "db.sqlite"
+    args = ["--config", str(path), "--sweep-interval", "3600"]
+    replica = start_replica(f"sqlite:///{database}", args=args)
+    try:
+        client = get_sync_client(url=replica.url)
+        client.store.put_item(["notes"], "brief", {"text": "gone soon"})
+        client.store.put_item(["notes"], "kept", {"text": "stays"}, ttl=60)
+        with sqlite3.connect(database) as conn:
+            deadline = time.monotonic() + 15
+            while True:
+                keys = {k for (k,) in conn.execute("SELECT key FROM threadline_store")}
+                if keys == {"kept"}:
+                    break
+                assert time.monotonic() < deadline, f"expired items were never swept: {keys}"
+                time.sleep(0.1)
     finally:
         replica.stop()
 

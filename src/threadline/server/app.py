@@ -89,7 +89,8 @@ def create_app(
 
     ``sweep_interval``: seconds between sweeps of expired data, taken in turn by the replicas
     (see :mod:`~threadline.server.maintenance`), never inside a run's commit; the config's
-    ``checkpointer.ttl.sweep_interval_minutes`` sets the thread sweep's own.
+    the config's ``checkpointer.ttl.sweep_interval_minutes`` and
+    ``store.ttl.sweep_interval_minutes`` set the thread and store sweeps' own.
     ``listen_url``, ``pool_size``, ``prepare``: how every connection the server opens is made
     (see :class:`~threadline.server.connections.Connections`; a ``ValueError`` here, before
     anything connects, says which setting to fix).
@@ -118,8 +119,10 @@ def create_app(
         app.state.server = Server(db, checkpointer, store, graphs, worker, ttl.default())
         await ensure_system_assistants(db, graphs.names())
         thread_sweep = sweep_interval if ttl.sweep_minutes is None else ttl.sweep_minutes * 60
+        store_minutes = (config.store.get("ttl") or {}).get("sweep_interval_minutes")
+        store_sweep = sweep_interval if store_minutes is None else float(store_minutes) * 60
         jobs = [
-            Job("store-ttl", sweep_interval, store.asweep_ttl),
+            Job("store-ttl", store_sweep, store.asweep_ttl),
             Job(
                 "thread-ttl",
                 thread_sweep,

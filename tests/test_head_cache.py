@@ -233,3 +233,83 @@ async def test_async_stale_cached_head_restarts(kind: str) -> None:
         assert (await app_b.aget_state(config)).values == out
         history = [s async for s in app_b.aget_state_history(config)]
         assert len(history) == 12  # 4 turns of input, step 0, reply
+
+
+async def turn(app: Any, text: str, config: dict[str, Any]) -> Any:
+    """One turn as the server runs it: in the background, then the state it left."""
+    handle = app.astart({"log": [text]}, config, stream_mode=["values"])
+    await handle.wait()
+    return await handle.state()
+
+
+@pytest.mark.parametrize("kind", ASYNC)
+async def test_the_state_a_run_left_is_read_without_a_query(kind: str) -> None:
+    async with two_async_savers(kind) as (saver, _):
+        app = graph(saver)
+        config = fresh_config()
+        await turn(app, "one", config)
+        reads = count_calls(saver, "_aread_checkpoint")
+        left = await turn(app, "two", config)
+        assert reads[0] == 0
+        assert left.values["log"] == ["one", "reply to one (yes)", "two", "reply to two (yes)"]
+        assert left == await app.aget_state(config)  # the same snapshot the head read gives
+
+
+@pytest.mark.parametrize("kind", ASYNC)
+async def test_the_state_a_run_left_stays_its_own_after_another_turn(kind: str) -> None:
+    async with two_async_savers(kind) as (a, b):
+        app_a, app_b = graph(a), graph(b)
+        config = fresh_config()
+        handle = app_a.astart({"log": ["one"]}, config, stream_mode=["values"])
+        await handle.wait()
+        await turn(app_b, "two", config)  # the head moves on, in another process
+        left = await handle.state()
+        assert left.values["log"] == ["one", "reply to one (yes)"]
+        assert left.config == handle.checkpoint_config
+
+
+@pytest.mark.parametrize("kind", ASYNC)
+async def test_the_state_an_interrupted_run_left_has_its_question(kind: str) -> None:
+    async with two_async_savers(kind) as (saver, _):
+        app = graph(saver, ask=True)
+        config = fresh_config()
+        left = await turn(app, "one", config)
+        assert left.next == ("reply",)
+        assert [i.value for i in left.interrupts] == ["ok?"]
+        assert left == await app.aget_state(config)
+
+
+@pytest.mark.parametrize("kind", ASYNC)
+async def test_replicas_taking_turns_and_reading_what_they_left_cost_no_failed_commits(
+    kind: str,
+) -> None:
+    """Two servers alternating on one conversation, each reading back the state its run left
+    (for the thread's row): that read must not vouch for a head the other one moves."""
+    async with two_async_savers(kind) as (a, b):
+        app_a, app_b = graph(a), graph(b)
+        alone = fresh_config()
+        await turn(app_a, "warm", alone)
+        commits = count_calls(a, "_acommit")
+        await turn(app_a, "again", alone)
+        per_turn = commits[0]
+        config = fresh_config()
+        for n in range(3):
+            await turn(app_a, f"a{n}", config)
+            await turn(app_b, f"b{n}", config)
+        commits[0] = 0
+        for n in range(3, 6):
+            await turn(app_a, f"a{n}", config)
+            await turn(app_b, f"b{n}", config)
+        assert commits[0] == 3 * per_turn  # no commit that failed its compare-and-swap
+        assert len((await app_b.aget_state(config)).values["log"]) == 24
+
+
+async def test_the_state_of_a_run_without_a_checkpointer_is_refused() -> None:
+    builder = StateGraph(State)
+    builder.add_node("reply", lambda state: {"log": ["yes"]})
+    builder.add_edge(START, "reply")
+    app = builder.compile()
+    handle = app.astart({"log": ["one"]}, stream_mode=["values"])
+    await handle.wait()
+    with pytest.raises(ValueError, match="checkpointer"):
+        await handle.state()

@@ -837,6 +837,13 @@ class BaseCheckpointSaver:
         with self._heads_lock:
             return None if key in self._shared_heads else self._heads.get(key)
 
+    def _own_row(self, thread_id: str, ns: str, checkpoint_id: str | None) -> CheckpointRow | None:
+        if checkpoint_id is None:
+            return self._cached_row(thread_id, ns)
+        with self._heads_lock:
+            row = self._heads.get((thread_id, ns))
+        return row if row is not None and row.id == checkpoint_id else None
+
     def _decoder(self, row: CheckpointRow, shared: bool) -> ChainDecoder:
         memo = self._cache if shared else ValueCache(HISTORY_MEMO_BYTES)
         thread_id = row.thread_id
@@ -975,15 +982,20 @@ class BaseCheckpointSaver:
             return CheckpointTuple(checkpoint, self._pending(row, writes))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def cached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
+    def cached_head(
+        self, thread_id: str, ns: str = "", checkpoint_id: str | None = None
+    ) -> CheckpointTuple | None:
         """The head this process last saved to the thread, if it had no next tasks, without
         asking the database whether it is still the head (a shared-values load).
 
         Another process may have moved the head since: a commit expecting this one then fails
         its compare-and-swap, and the caller starts over from :meth:`load`. The runtime uses it
         for new input with ``durability="sync"``, whose first commit comes before any node runs.
+        Not offered for a thread another process is seen writing, unless ``checkpoint_id``
+        names the checkpoint wanted: then it is returned if it is the one this process last
+        saved, whatever the head is now (the state a run left, read back without a query).
         """
-        row = self._cached_row(thread_id, ns)
+        row = self._own_row(thread_id, ns, checkpoint_id)
         if row is None:
             return None
         decoder = self._decoder(row, True)
@@ -1417,9 +1429,11 @@ class BaseCheckpointSaver:
             return CheckpointTuple(checkpoint, self._pending(row, writes))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def acached_head(self, thread_id: str, ns: str = "") -> CheckpointTuple | None:
+    async def acached_head(
+        self, thread_id: str, ns: str = "", checkpoint_id: str | None = None
+    ) -> CheckpointTuple | None:
         """Async :meth:`cached_head`."""
-        row = self._cached_row(thread_id, ns)
+        row = self._own_row(thread_id, ns, checkpoint_id)
         if row is None:
             return None
         decoder = self._decoder(row, True)

@@ -277,12 +277,11 @@ class CompiledStateGraph:
         its events typed and numbered (subgraphs' too, unless ``subgraphs=False``) and a way
         to stop it. The options are :meth:`astream`'s."""
         modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode)
-        self._options(modes, config, interrupt_before, interrupt_after, durability, subgraphs)
-        return RunHandle(
-            self, input, config, stream_mode=modes, subgraphs=subgraphs,
-            max_buffered=max_buffered, context=context, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, durability=durability,
-        )  # fmt: skip
+        opts = self._options(
+            modes, config, interrupt_before, interrupt_after, durability, subgraphs
+        )
+        opts.context = context
+        return RunHandle(self._arun(input, config, opts), subgraphs, max_buffered)
 
     def _options(
         self,
@@ -730,6 +729,13 @@ class _RunBase:
 
     def emit(self, mode: str, chunk: Any) -> None:
         self.emit_from(mode, chunk, self.ns)
+
+    def committed_config(self) -> RunnableConfig | None:
+        """The config of the newest checkpoint this run committed, None if it committed none."""
+        persister = self.persister
+        if persister is None or not persister.stored:
+            return None
+        return make_config(persister.thread_id, persister.ns, persister.head)
 
     def emit_from(self, mode: str, chunk: Any, ns: tuple[str, ...]) -> None:
         """Queue an event of this run or, with ``subgraphs=True``, of a child run."""
@@ -1212,6 +1218,23 @@ async def _awith_lc_config(config: RunnableConfig, coro: Coroutine[Any, Any, Non
 class _AsyncRun(_RunBase):
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
+
+    async def left_state(self) -> StateSnapshot | None:
+        """The snapshot of the newest checkpoint this run committed, None if it committed none.
+
+        Read from the saver's own record of its last commit when that is it (a run that ended
+        without tasks), else by id: never as "the head", which a later run may have moved and
+        which would tell the saver nobody else writes the thread."""
+        config = self.committed_config()
+        if config is None or self.saver is None:
+            return None
+        thread_id, ns, checkpoint_id = parse_config(config)
+        found = await self.saver.acached_head(thread_id, ns, checkpoint_id=checkpoint_id)
+        if found is None:
+            found = await self.saver.aload(
+                thread_id, ns, checkpoint_id, shared=True, task_writes_only=True
+            )
+        return _snapshot_of(self.graph.schema, found, thread_id, ns)
 
     async def _iterate(self) -> AsyncIterator[Any]:
         try:

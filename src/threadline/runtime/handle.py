@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .compiled import CompiledStateGraph
+    from ..checkpoint.types import RunnableConfig
+    from ..types import StateSnapshot
+    from .compiled import _AsyncRun
 
 __all__ = ["RunEvent", "RunHandle"]
 
@@ -36,38 +38,39 @@ class RunHandle:
     """A run of a compiled graph, executing in the background (see :meth:`~threadline.runtime.
     compiled.CompiledStateGraph.astart`)."""
 
-    def __init__(
-        self,
-        graph: CompiledStateGraph,
-        input: Any,
-        config: Any,
-        *,
-        stream_mode: Sequence[str],
-        subgraphs: bool = True,
-        max_buffered: int = 1000,
-        **options: Any,
-    ) -> None:
-        self.graph = graph
-        self.config = config
+    def __init__(self, run: _AsyncRun, subgraphs: bool = True, max_buffered: int = 1000) -> None:
         self.subgraphs = subgraphs
+        self._execution = run
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_buffered)
         self._consumed = False
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(input, config, list(stream_mode), options)
-        )
+        self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(
-        self, input: Any, config: Any, modes: list[str], options: dict[str, Any]
-    ) -> None:
+    async def _run(self) -> None:
         seq = 0
         nested = self.subgraphs
-        stream = self.graph.astream(input, config, stream_mode=modes, subgraphs=nested, **options)
-        async for item in stream:
+        async for item in self._execution:
             namespace, mode, data = item if nested else ((), *item)
             await self._queue.put(RunEvent(seq, mode, tuple(namespace), data))
             seq += 1
 
-    async def events(self) -> AsyncIterator[RunEvent]:
+    @property
+    def checkpoint_config(self) -> RunnableConfig | None:
+        """The config of the newest checkpoint the run has committed (``thread_id``,
+        ``checkpoint_ns``, ``checkpoint_id``), None while it has committed none.
+
+        :meth:`state` reads the state it names."""
+        return self._execution.committed_config()
+
+    async def state(self) -> StateSnapshot:
+        """The thread's state as the run left it (call it once the run is done): the snapshot
+        of the newest checkpoint it committed, whatever ran on the thread after it; the state
+        it started from if it committed none. Needs a checkpointer."""
+        left = await self._execution.left_state()
+        if left is not None:
+            return left
+        return await self._execution.graph.aget_state(self._execution.config)
+
+    async def events(self) -> AsyncGenerator[RunEvent, None]:
         """The run's events in order, until it ends or is cancelled; raises what the run
         raised. One consumer; closing the iterator early (``contextlib.aclosing``) cancels
         the run."""

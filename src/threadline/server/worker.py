@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.jsonable import to_jsonable
+from ..runtime.handle import RunHandle
 from ..types import Command
 from . import lifecycle as life
 from . import runs as q
@@ -206,7 +207,7 @@ class Worker:
         graph = self.graphs.get(run[3], config)
         thread_config = {"configurable": {"thread_id": thread_id}}
         try:
-            await self._stream_unless_cancelled(graph, run, kwargs, config, events.emit)
+            handle = await self._stream_unless_cancelled(graph, run, kwargs, config, events.emit)
             await events.flush()
         except asyncio.CancelledError:
             action = self._cancels.pop(run_id, "interrupt")
@@ -239,7 +240,10 @@ class Worker:
                 self._hand_over(run_id, failed)
             await self._completed(graph, run, kwargs)
             return
-        snapshot = await graph.aget_state(thread_config)
+        # The state the run left, not the head: reading the head would tell the saver this
+        # process's commit is still the head, and a replica taking turns on the thread with
+        # another would then start its next run from a stale head and fail its first commit.
+        snapshot = await handle.state()
         values, by_task, status = _thread_row_of(snapshot)
         pending = interrupts_json(snapshot.interrupts)
         result = dict(values) if isinstance(values, dict) else values
@@ -272,7 +276,7 @@ class Worker:
 
     async def _stream_unless_cancelled(
         self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any], config: Any, emit: Any
-    ) -> None:
+    ) -> RunHandle:
         """:meth:`_stream`, the only part a cancel interrupts: one that came while the run
         was being set up stops it here, instead of breaking the setup (or the bookkeeping
         after), which would leave the run ``running`` for good."""
@@ -280,7 +284,7 @@ class Worker:
         try:
             if run[0] in self._cancels:
                 raise asyncio.CancelledError
-            await self._stream(graph, run, kwargs, config, emit)
+            return await self._stream(graph, run, kwargs, config, emit)
         finally:
             self._live.discard(run[0])
 
@@ -302,7 +306,8 @@ class Worker:
 
     async def _stream(
         self, graph: Any, run: tuple[Any, ...], kwargs: dict[str, Any], config: Any, emit: Any
-    ) -> None:
+    ) -> RunHandle:
+        """Run the graph, emitting its events; its handle, for the state it left."""
         command = kwargs.get("command")
         graph_input: Any = kwargs.get("input")
         if run[8] > 1 and await self._resumed_already(graph, run):
@@ -329,11 +334,12 @@ class Worker:
         for key in ("interrupt_before", "interrupt_after", "context", "durability"):
             if kwargs.get(key) is not None:
                 options[key] = kwargs[key]
-        handle = graph.astart(graph_input, config, **options)
+        handle: RunHandle = graph.astart(graph_input, config, **options)
         async with contextlib.aclosing(handle.events()) as events:  # cancelled with the run
             async for ev in events:
                 for event, data in encoder.encode(ev.namespace, ev.mode, ev.data):
                     emit(event, data)
+        return handle
 
 
 def _thread_row_of(snapshot: Any) -> tuple[Any, dict[str, Any], str]:

@@ -136,6 +136,33 @@ class RewindContract:
         await commit_on(cp, child[-1], {"step": 99})
         await assert_consistent(cp)
 
+    async def test_rewind_keeps_only_the_target_writes_it_is_told_to(self, cp: Driver) -> None:
+        """A run resumed from a paused checkpoint saves its answer against that checkpoint;
+        undoing the run must take the answer back too, keeping what the checkpoint had."""
+        head, _ = await self._thread_with_subgraphs(cp)  # head has ("t", 0) pending
+        rows_before = await stored_keys(cp.saver, cp.backend, T)
+        started_from = await cp.get_tuple(cfg(T))
+        kept = [(w.task_id, w.idx) for w in started_from.pending_writes]
+        await cp.put_writes(
+            T, "", head.id, "t2", [("items", "a"), ("items", "b")], expected_head=head.id
+        )
+        await grow(cp, 2, head=head, value=started_from.checkpoint.values["items"])
+        assert await cp.rewind(cfg(T, head.id), keep_writes=kept) == 2
+        assert await stored_keys(cp.saver, cp.backend, T) == rows_before
+        forget_process_state(cp.saver)
+        got = await cp.get_tuple(cfg(T))
+        assert got.checkpoint.id == head.id
+        assert got.pending_writes == [PendingWrite("t", 0, "items", "done")]
+        # Nothing committed after it: only the writes go.
+        await cp.put_writes(T, "", head.id, "t3", [("items", "c")], expected_head=head.id)
+        assert await cp.rewind(cfg(T, head.id), keep_writes=kept) == 0
+        assert await stored_keys(cp.saver, cp.backend, T) == rows_before
+        assert await cp.rewind(cfg(T, head.id), keep_writes=[]) == 0
+        assert (await cp.get_tuple(cfg(T))).pending_writes == []
+        with pytest.raises(InvalidArgumentError, match="keep_writes takes"):
+            await cp.rewind(cfg(T, head.id), keep_writes=["t"])
+        await assert_consistent(cp)
+
     async def test_rewind_across_a_long_delta_chain(self, cp: Driver) -> None:
         # A large first value, then 150 small deltas on it: one chain from the snapshot.
         big = [item(i, "big") for i in range(200)]

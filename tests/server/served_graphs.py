@@ -127,6 +127,25 @@ stages.add_edge("tick", END)
 stages_graph = stages.compile()
 
 
+async def vet(state: Chat) -> dict[str, Any]:
+    """Asks; the answer ``{"say", "pause"?, "ticks"?}`` is taken ``pause`` seconds after it
+    comes, and ``ticks`` (``ticks:N:SECONDS``) is handed to the next node."""
+    answer = interrupt({"question": "go on?"})
+    await asyncio.sleep(float(answer.get("pause", 0)))
+    return {
+        "messages": [f"answer: {answer['say']}", *([answer["ticks"]] if "ticks" in answer else [])]
+    }
+
+
+vetted = StateGraph(Chat)
+vetted.add_node("vet", vet)
+vetted.add_node("tick", tick)
+vetted.add_edge(START, "vet")
+vetted.add_edge("vet", "tick")
+vetted.add_edge("tick", END)
+vetted_graph = vetted.compile()
+
+
 class Talk(TypedDict, total=False):
     messages: Annotated[list[Any], add_messages]
 

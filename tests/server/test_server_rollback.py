@@ -166,3 +166,46 @@ def test_rollback_of_the_run_that_started_the_thread_leaves_no_history(urls: lis
     assert b.runs.wait(thread_id, "echo", input={"messages": ["z"]})["messages"] == [
         "z", "reply to z",
     ]  # fmt: skip
+
+
+def paused(client: Any) -> tuple[str, list[dict[str, Any]]]:
+    """A thread of ``vetted`` paused at its question; its history."""
+    thread_id = client.threads.create()["thread_id"]
+    client.runs.wait(thread_id, "vetted", input={"messages": ["go"]})
+    assert client.threads.get(thread_id)["status"] == "interrupted"
+    return thread_id, history(client, thread_id)
+
+
+def assert_paused_as_before(client: Any, thread_id: str, before: list[dict[str, Any]]) -> None:
+    assert history(client, thread_id) == before
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == ["vet"]
+    assert [i["value"] for i in state["interrupts"]] == [{"question": "go on?"}]
+    thread = client.threads.get(thread_id)
+    assert thread["status"] == "interrupted"
+    assert [i["value"] for i in thread["interrupts"][state["tasks"][0]["id"]]] == [
+        {"question": "go on?"}
+    ]
+    # The question is open again: a new answer is the one taken.
+    out = client.runs.wait(thread_id, "vetted", command={"resume": {"say": "second"}})
+    assert out["messages"] == ["go", "answer: second", "ticked 3"]
+
+
+def test_rollback_of_a_resume_before_it_commits_reopens_the_question(urls: list[str]) -> None:
+    a, b = clients(urls)
+    thread_id, before = paused(a)
+    run = a.runs.create(thread_id, "vetted", command={"resume": {"say": "first", "pause": 60}})
+    # The answer is saved against the paused checkpoint as the run starts: no question left.
+    until(lambda: not a.threads.get_state(thread_id)["interrupts"], "the answer to be saved")
+    b.runs.cancel(thread_id, run["run_id"], wait=True, action="rollback")
+    assert_paused_as_before(b, thread_id, before)
+
+
+def test_rollback_of_a_resume_that_went_on_reopens_the_question(urls: list[str]) -> None:
+    a, b = clients(urls)
+    thread_id, before = paused(a)
+    answer = {"say": "first", "ticks": "ticks:100:0.1"}
+    run = a.runs.create(thread_id, "vetted", command={"resume": answer})
+    until(lambda: "answer: first" in messages_of(a, thread_id), "the answered step to commit")
+    b.runs.cancel(thread_id, run["run_id"], wait=True, action="rollback")
+    assert_paused_as_before(a, thread_id, before)

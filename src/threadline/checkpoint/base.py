@@ -74,6 +74,7 @@ from .types import (
     ThreadInfo,
     VersionRef,
     VersionRow,
+    WriteKeys,
     WriteRow,
     new_checkpoint_id,
     to_datetime,
@@ -510,12 +511,14 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
         """In one transaction: delete every checkpoint of the thread with a larger ``seq``
         than ``checkpoint_id``'s, with their pending writes and the versions they wrote (see
         :func:`versions_written`), and point each namespace's head at its newest remaining
         checkpoint (removing heads of namespaces left empty). Returns how many checkpoints
         went, or None (changing nothing) when ``(thread_id, ns)`` has no such checkpoint.
+        With ``keep_writes``, also delete the checkpoint's own pending writes not in it.
 
         Raise :func:`conflict_error` when ``expected_head`` is given and is not the head of
         ``ns``; check ``lease`` ("hold", "release" or "check") as :meth:`_commit` does. Both
@@ -631,6 +634,7 @@ class BaseCheckpointSaver:
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
         raise self._no_async()
 
@@ -1193,11 +1197,16 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None = None,
         lease: LeaseOp | None = None,
+        keep_writes: Iterable[tuple[str, int]] | None = None,
     ) -> int:
         """Make the checkpoint ``config`` names the head again, as it was right after it was
         committed: every checkpoint committed after it (later steps, branches, subgraph
         checkpoints) is deleted, with its pending writes and the channel versions only it
         held. One transaction; returns how many checkpoints were deleted.
+
+        ``keep_writes``: the ``(task_id, idx)`` of the checkpoint's own pending writes to keep
+        (the ones it had when a run began from it, ``PendingWrite.task_id``/``idx``); the
+        others are deleted too, such as a cancelled resume's answer. None keeps them all.
 
         ``expected_head``: rewind only if the head of the checkpoint's namespace is still
         this id, else raise :class:`CheckpointConflictError`. ``lease``:
@@ -1206,9 +1215,12 @@ class BaseCheckpointSaver:
         checkpoint raises :class:`CheckpointNotFoundError`; nothing changes on any error.
         """
         thread_id, ns, checkpoint_id = _rewind_args(config, expected_head, lease)
+        kept = None if keep_writes is None else _write_keys(keep_writes)
         expires_at = None if self.ttl is None else time.time() + self.ttl
         try:
-            removed = self._rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+            removed = self._rewind(
+                thread_id, ns, checkpoint_id, expected_head, lease, expires_at, kept
+            )
         finally:
             self._forget_thread(thread_id)
         if removed is None:
@@ -1629,13 +1641,15 @@ class BaseCheckpointSaver:
         *,
         expected_head: str | None = None,
         lease: LeaseOp | None = None,
+        keep_writes: Iterable[tuple[str, int]] | None = None,
     ) -> int:
         """Async :meth:`rewind`."""
         thread_id, ns, checkpoint_id = _rewind_args(config, expected_head, lease)
+        kept = None if keep_writes is None else _write_keys(keep_writes)
         expires_at = None if self.ttl is None else time.time() + self.ttl
         try:
             removed = await self._arewind(
-                thread_id, ns, checkpoint_id, expected_head, lease, expires_at
+                thread_id, ns, checkpoint_id, expected_head, lease, expires_at, kept
             )
         finally:
             self._forget_thread(thread_id)
@@ -1747,6 +1761,24 @@ def _after_lease_commit(op: LeaseOp | None) -> None:
 def _held(lease: Lease | None) -> Lease | None:
     """The lease a write is fenced by: only one that was taken (a check-only writer's is not)."""
     return lease if lease is not None and lease.epoch is not None else None
+
+
+def _write_keys(keys: Iterable[tuple[str, int]]) -> WriteKeys:
+    """``keep_writes`` checked: pairs of a task id and a write index."""
+    checked = set()
+    for key in keys:
+        if not (
+            isinstance(key, tuple | list)
+            and len(key) == 2
+            and isinstance(key[0], str)
+            and type(key[1]) is int
+        ):
+            raise InvalidArgumentError(
+                f"keep_writes takes (task_id, idx) pairs, got {key!r}; e.g."
+                " [(w.task_id, w.idx) for w in checkpoint_tuple.pending_writes]"
+            )
+        checked.add((key[0], key[1]))
+    return frozenset(checked)
 
 
 def _rewind_args(

@@ -24,7 +24,7 @@ from .base import (
 )
 from .binding import COLUMNS, StoredValue
 from .lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
-from .types import CheckpointRow, ThreadInfo, VersionRow, WriteRow, to_datetime
+from .types import CheckpointRow, ThreadInfo, VersionRow, WriteKeys, WriteRow, to_datetime
 
 __all__ = ["InMemorySaver", "MemorySaver"]
 
@@ -206,6 +206,7 @@ class InMemorySaver(BaseCheckpointSaver):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
         with self._lock:
             now = time.time()
@@ -218,6 +219,10 @@ class InMemorySaver(BaseCheckpointSaver):
             if expected_head is not None and head != expected_head:
                 raise conflict_error(thread_id, expected_head, head)
             self._renew_in_commit(thread_id, lease, now)
+            if keep_writes is not None:
+                own = thread.writes.get((ns, checkpoint_id), {})
+                for write in [k for k in own if k not in keep_writes]:
+                    del own[write]
             doomed = [r for r in thread.checkpoints.values() if r.seq > target.seq]
             for row in doomed:
                 del thread.checkpoints[row.id]
@@ -243,8 +248,11 @@ class InMemorySaver(BaseCheckpointSaver):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
-        return self._rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        return self._rewind(
+            thread_id, ns, checkpoint_id, expected_head, lease, expires_at, keep_writes
+        )
 
     def _check_lease(self, thread_id: str, op: LeaseOp | None, now: float) -> None:
         """The lease part of a commit, before its compare-and-swap (under the lock)."""

@@ -27,11 +27,14 @@ __all__ = [
     "ThreadInfo",
     "VersionRef",
     "VersionRow",
+    "WriteKeys",
     "WriteRow",
     "new_checkpoint_id",
 ]
 
 RunnableConfig = dict[str, Any]
+WriteKeys = frozenset[tuple[str, int]]
+"""Pending writes named by their ``(task_id, idx)``."""
 """The config dict: ``{"configurable": {"thread_id": ..., "checkpoint_id": ...}, ...}``."""
 
 

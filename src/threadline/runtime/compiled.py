@@ -722,6 +722,7 @@ class _RunBase:
             self.lc_mask = True
         self.link.messages = self.messages
         self.persister: Any = None  # set once the run started: @task results saved through it
+        self.started_from: CheckpointTuple | None = None  # what begin() loaded
         self.save_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.live = any(m in opts.modes for m in _LIVE_MODES)  # events while tasks run
@@ -763,6 +764,7 @@ class _RunBase:
         """Decide how the run starts: new input, continue, or resume."""
         core = self.core
         loaded = None if opened is None else opened.loaded
+        self.started_from = loaded
         core.load(loaded, is_head=True if opened is None else opened.is_head)
         inp = self.input
         if self.child is not None and loaded is not None and not self._new_invocation(loaded):

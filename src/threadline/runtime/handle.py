@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..checkpoint.types import RunnableConfig
+    from ..checkpoint.types import CheckpointTuple, RunnableConfig
     from ..types import StateSnapshot
     from .compiled import _AsyncRun
 
@@ -60,6 +60,13 @@ class RunHandle:
 
         :meth:`state` reads the state it names."""
         return self._execution.committed_config()
+
+    @property
+    def started_from(self) -> CheckpointTuple | None:
+        """The checkpoint the run began from, with the pending writes it had then (what an
+        undo of the run keeps: ``saver.rewind(..., keep_writes=...)``); None before the run
+        has loaded one, or when the thread had none."""
+        return self._execution.started_from
 
     async def state(self) -> StateSnapshot:
         """The thread's state as the run left it (call it once the run is done): the snapshot

@@ -60,6 +60,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, str] = {}
         self._live: set[str] = set()  # runs inside their graph: what a cancel interrupts
+        self._handles: dict[str, RunHandle] = {}  # runs started in their graph
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()  # webhooks being sent
         self._next_due = 0.0  # when the earliest delayed run announced to this replica is due
@@ -180,6 +181,7 @@ class Worker:
         def forget(_task: Any) -> None:
             self._running.pop(run_id, None)
             self._cancels.pop(run_id, None)
+            self._handles.pop(run_id, None)
             self._slot_free.set()
 
         return forget
@@ -218,7 +220,10 @@ class Worker:
             await events.flush()
             values, interrupts, thread_status = None, None, "idle"
             # Restored while the run still holds the thread, so no other run starts meanwhile.
-            if action == "rollback" and await life.restore_before(graph, thread_id, run_id):
+            started = self._handles[run_id].started_from if run_id in self._handles else None
+            if action == "rollback" and await life.restore_before(
+                graph, thread_id, run_id, started
+            ):
                 restored = await graph.aget_state(thread_config)
                 values, interrupts, thread_status = _thread_row_of(restored)
             await q.finish_run(
@@ -335,6 +340,7 @@ class Worker:
             if kwargs.get(key) is not None:
                 options[key] = kwargs[key]
         handle: RunHandle = graph.astart(graph_input, config, **options)
+        self._handles[run[0]] = handle
         async with contextlib.aclosing(handle.events()) as events:  # cancelled with the run
             async for ev in events:
                 for event, data in encoder.encode(ev.namespace, ev.mode, ev.data):

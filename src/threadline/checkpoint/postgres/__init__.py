@@ -27,7 +27,7 @@ from typing_extensions import Self
 
 from ..binding import StoredValue
 from ..lease import Lease, LeaseOp, LeaseState
-from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteKeys, WriteRow
 from . import _values
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
 from ._core import Call, PostgresCore, Proc, _Broken, as_id_list, drive, is_broken
@@ -374,9 +374,12 @@ class PostgresSaver(PostgresCore):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
         return self._run(
-            self._c_rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+            self._c_rewind(
+                thread_id, ns, checkpoint_id, expected_head, lease, expires_at, keep_writes
+            )
         )
 
     # ------------------------------------------------------------------ re-encryption

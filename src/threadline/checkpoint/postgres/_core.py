@@ -51,7 +51,15 @@ from ..base import (
 from ..base import validate_thread_id as _validate_thread_id
 from ..encoding import chain_rows_cap
 from ..lease import Lease, LeaseOp, LeaseState, busy_error, lease_lost
-from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
+from ..types import (
+    CheckpointRow,
+    ThreadInfo,
+    VersionRef,
+    VersionRow,
+    WriteKeys,
+    WriteRow,
+    to_datetime,
+)
 from ._sql import INLINE_ROWS, MIGRATIONS, Migration, Statements, version_params, write_params
 
 __all__ = [
@@ -811,6 +819,7 @@ class PostgresCore(BaseCheckpointSaver):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> Call[int | None]:
         """One transaction (see ``_sql.REWIND_*`` for its locks). Not retried when the
         connection breaks: it may have landed, and then the retry would not be the same."""
@@ -832,6 +841,18 @@ class PostgresCore(BaseCheckpointSaver):
             # The thread's row after its heads, as commits lock them; a commit that created
             # a namespace meanwhile has then landed, and its checkpoint is seen below.
             yield Op(q.rewind_touch, (time.time(), expires_at, thread_id))
+            if keep_writes is not None:
+                kept = sorted(keep_writes)
+                yield Op(
+                    q.rewind_target_writes,
+                    {
+                        "tid": thread_id,
+                        "ns": ns,
+                        "id": checkpoint_id,
+                        "tasks": [t for t, _ in kept],
+                        "idxs": [i for _, i in kept],
+                    },
+                )
             gone = yield Op(q.rewind_checkpoints, (thread_id, found[0][0]))
             written: set[tuple[str, str]] = set()
             for gone_id, _, packed in gone:

@@ -684,6 +684,14 @@ USING unnest(%(namespaces)s::text[], %(ids)s::uuid[]) AS d(ns, id)
 WHERE w.thread_id = %(tid)s AND w.ns = d.ns AND w.checkpoint_id = d.id
 """
 
+REWIND_TARGET_WRITES = """
+DELETE FROM {writes} w
+WHERE w.thread_id = %(tid)s AND w.ns = %(ns)s AND w.checkpoint_id = %(id)s::uuid
+  AND (w.task_id, w.idx) NOT IN (
+    SELECT * FROM unnest(%(tasks)s::text[], %(idxs)s::int4[])
+  )
+"""
+
 REWIND_EMPTY_HEADS = """
 DELETE FROM {heads} h
 WHERE h.thread_id = %(tid)s AND h.ns = ANY(%(namespaces)s::text[])
@@ -782,6 +790,7 @@ class Statements:
         self.rewind_target = r(REWIND_TARGET)
         self.rewind_checkpoints = r(REWIND_CHECKPOINTS)
         self.rewind_writes = r(REWIND_WRITES)
+        self.rewind_target_writes = r(REWIND_TARGET_WRITES)
         self.rewind_empty_heads = r(REWIND_EMPTY_HEADS)
         self.rewind_heads = r(REWIND_HEADS)
         self.setup_lock = r(SETUP_LOCK)

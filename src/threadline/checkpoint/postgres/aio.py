@@ -34,7 +34,7 @@ from typing_extensions import Self
 
 from ..binding import StoredValue
 from ..lease import Lease, LeaseOp, LeaseRenewer, LeaseState
-from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteKeys, WriteRow
 from . import _values, connection_kwargs
 from ._batch import COMMIT_MANY, CommitQueue, Pending, adapt_connection, batchable, settle_batch
 from ._core import (
@@ -426,9 +426,12 @@ class AsyncPostgresSaver(PostgresCore):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
         return await self._run(
-            self._c_rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+            self._c_rewind(
+                thread_id, ns, checkpoint_id, expected_head, lease, expires_at, keep_writes
+            )
         )
 
     # ------------------------------------------------------------------ re-encryption

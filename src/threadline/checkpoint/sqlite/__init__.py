@@ -19,7 +19,7 @@ from ..base import BaseCheckpointSaver, validate_filter, validate_thread_id
 from ..binding import StoredValue
 from ..lease import Lease, LeaseOp, LeaseState
 from ..serde import Serializer
-from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteRow
+from ..types import CheckpointRow, ThreadInfo, VersionRow, WriteKeys, WriteRow
 from . import _sql, _values
 
 __all__ = ["SqliteSaver"]
@@ -235,8 +235,11 @@ class SqliteSaver(BaseCheckpointSaver):
         expected_head: str | None,
         lease: LeaseOp | None,
         expires_at: float | None,
+        keep_writes: WriteKeys | None,
     ) -> int | None:
-        proc = _sql.rewind(thread_id, ns, checkpoint_id, expected_head, lease, expires_at)
+        proc = _sql.rewind(
+            thread_id, ns, checkpoint_id, expected_head, lease, expires_at, keep_writes
+        )
         return self._run(proc, write=True)
 
     def sweep_expired(self) -> int:

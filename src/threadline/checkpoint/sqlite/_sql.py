@@ -42,7 +42,15 @@ from ..base import (
 )
 from ..encoding import chain_rows_cap
 from ..lease import Lease, LeaseOp, LeaseRow, LeaseState, busy_error, lease_lost, take
-from ..types import CheckpointRow, ThreadInfo, VersionRef, VersionRow, WriteRow, to_datetime
+from ..types import (
+    CheckpointRow,
+    ThreadInfo,
+    VersionRef,
+    VersionRow,
+    WriteKeys,
+    WriteRow,
+    to_datetime,
+)
 
 T = TypeVar("T")
 
@@ -925,6 +933,13 @@ DELETE FROM checkpoints WHERE thread_id = ? AND seq > ? RETURNING checkpoint_id,
 
 _DELETE_WRITES_OF = "DELETE FROM writes WHERE thread_id = ? AND ns = ? AND checkpoint_id = ?"
 
+_DELETE_WRITES_BUT = """
+DELETE FROM writes WHERE thread_id = ? AND ns = ? AND checkpoint_id = ? AND NOT EXISTS (
+    SELECT 1 FROM json_each(?) k
+    WHERE json_extract(k.value, '$[0]') = writes.task_id
+      AND json_extract(k.value, '$[1]') = writes.idx
+)"""
+
 _DELETE_VERSION = "DELETE FROM versions WHERE thread_id = ? AND channel = ? AND writer = ?"
 
 _NEWEST_IN_NS = """
@@ -942,6 +957,7 @@ def rewind(
     expected_head: str | None,
     lease: LeaseOp | None,
     expires_at: float | None,
+    keep_writes: WriteKeys | None,
 ) -> Proc[int | None]:
     """Delete what was committed after the checkpoint, and move the heads back (see
     ``BaseCheckpointSaver._rewind``). Run with ``write=True``."""
@@ -957,6 +973,9 @@ def rewind(
         raise conflict_error(thread_id, expected_head, head)
     if lease is not None:
         yield from _renew_in_commit(thread_id, lease, now)
+    if keep_writes is not None:
+        kept = json.dumps(sorted(keep_writes), ensure_ascii=False)
+        yield Step(_DELETE_WRITES_BUT, (thread_id, ns, id_key(checkpoint_id), kept))
     gone = yield Step(_REWIND_CHECKPOINTS, (thread_id, found[0][0]))
     written: set[tuple[str, str]] = set()
     for blob, _, refs in gone:

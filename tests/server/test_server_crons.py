@@ -4,11 +4,11 @@ and firing (once per due time across two PostgreSQL replicas).
 A cron fires when its ``next_run_date`` has passed. Waiting for ``* * * * *`` would take up to
 a minute, so the tests make a cron due by writing its row's ``next_run_date`` to the past in
 the database (:func:`make_due`), then watch the replicas' scheduler (once a second) fire it.
+Failures while firing, and schedulers racing, are tested in ``test_server_crons_firing.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 import uuid
@@ -19,12 +19,6 @@ import psycopg
 import pytest
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 from servers import Replica, clients, replicas
-
-from threadline.server.crons import COLUMNS, Cron
-from threadline.server.db import open_database
-from threadline.server.graphs import assistant_id_of
-from threadline.server.scheduler import Scheduler
-from threadline.server.wire import now_iso
 
 ECHO = "echo"
 
@@ -249,39 +243,3 @@ def test_a_schedule_in_a_timezone(deployment: tuple[list[str], str]) -> None:
     assert cron["timezone"] == "Asia/Kolkata"
     assert cron["next_run_date"].endswith("03:30:00+00:00")  # 09:00 IST is 03:30 UTC
     a.crons.delete(cron["cron_id"])
-
-
-async def test_two_schedulers_racing_for_one_due_time_fire_it_once(
-    postgres_database: str,
-) -> None:
-    # Both read the due cron before either moves it on: only the conditional UPDATE decides
-    # (with it and the per-due-time run id both removed, this test sees two runs).
-    dbs = [await open_database(postgres_database) for _ in range(2)]
-    try:
-        now = now_iso()
-        cron = Cron(
-            str(uuid.uuid4()), assistant_id_of(ECHO), None, "0 0 1 1 *", None,
-            {"input": {"messages": ["race"]}, "on_completion": "keep"}, {}, "keep", None, True,
-            time.time() - 1, now, now,
-        )  # fmt: skip
-        await dbs[0].execute(
-            f"INSERT INTO tl_crons ({COLUMNS}) VALUES ({', '.join('?' * 13)})", cron.row()
-        )
-        schedulers = [Scheduler(db, [ECHO]) for db in dbs]
-        for _ in range(3):
-            fired = await asyncio.gather(*(s.fire_due() for s in schedulers))
-            rows = await dbs[1].execute(
-                "SELECT COUNT(*) FROM tl_runs WHERE metadata LIKE ?", (f"%{cron.cron_id}%",)
-            )
-            assert sum(len(runs) for runs in fired) == 1 and rows[0][0] == 1
-            await dbs[0].execute(
-                "DELETE FROM tl_runs WHERE metadata LIKE ?", (f"%{cron.cron_id}%",)
-            )
-            await dbs[0].execute(
-                "UPDATE tl_crons SET next_run_date = ? WHERE cron_id = ?",
-                (time.time() - 1, cron.cron_id),
-            )
-        await dbs[0].execute("DELETE FROM tl_crons WHERE cron_id = ?", (cron.cron_id,))
-    finally:
-        for db in dbs:
-            await db.close()

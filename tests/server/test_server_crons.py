@@ -13,12 +13,15 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 from servers import Replica, clients, replicas
+
+from threadline.server.crons import iso
 
 ECHO = "echo"
 
@@ -134,6 +137,56 @@ def test_update_changes_the_schedule_and_a_disabled_cron_does_not_fire(
     again = a.crons.update(cron["cron_id"], enabled=True)
     assert again["enabled"] is True and again["next_run_date"] > again["updated_at"]
     a.crons.delete(cron["cron_id"])
+
+
+def _lock_waiters(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE tl_crons%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_an_update_without_a_timing_change_keeps_a_concurrent_claim(
+    deployment: tuple[list[str], str],
+) -> None:
+    # The update reads the cron, then (held up by a lock) writes it after a replica's claim
+    # moved next_run_date on. It used to write back the date it had read: due again.
+    urls, database_url = deployment
+    a, b = clients(urls)
+    thread = a.threads.create()
+    cron = a.crons.create_for_thread(thread["thread_id"], ECHO, schedule="0 0 1 1 *")
+    cron_id, claimed = cron["cron_id"], time.time() + 7 * 86400
+    moved = "UPDATE tl_crons SET next_run_date = {} WHERE cron_id = {}"
+    with ThreadPoolExecutor(1) as pool:
+        if database_url.startswith("sqlite:///"):
+            path = database_url.removeprefix("sqlite:///")
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the write lock: the update waits for it
+                patched = pool.submit(b.crons.update, cron_id, metadata={"note": "renamed"})
+                time.sleep(1)  # it has read the cron
+                assert not patched.done()
+                conn.execute(moved.format("?", "?"), (claimed, cron_id))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        else:
+            with psycopg.connect(database_url) as locking:  # a transaction, until commit
+                locking.execute("SELECT 1 FROM tl_crons WHERE cron_id = %s FOR UPDATE", (cron_id,))
+                patched = pool.submit(b.crons.update, cron_id, metadata={"note": "renamed"})
+                until(lambda: _lock_waiters(database_url), "the update waiting for the row")
+                locking.execute(moved.format("%s", "%s"), (claimed, cron_id))
+                locking.commit()
+        answer = patched.result(timeout=30)
+    assert answer["metadata"] == {"note": "renamed"}
+    assert answer["next_run_date"] == iso(claimed)
+    assert the_cron(a, cron_id)["next_run_date"] == iso(claimed)
+    # A timing change does count from now.
+    changed = a.crons.update(cron_id, schedule="0 0 1 6 *")
+    assert changed["next_run_date"].endswith("-06-01T00:00:00+00:00")
+    a.crons.delete(cron_id)
 
 
 def test_a_due_thread_cron_runs_its_input_once(deployment: tuple[list[str], str]) -> None:

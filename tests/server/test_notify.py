@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from threadline.server.cli import listening_socket, run_loop
-from threadline.server.db import open_database
+from threadline.server.db import Database, open_database
 from threadline.server.notify import Notifier
 
 
@@ -81,6 +81,46 @@ async def test_postgres_replicas_hear_each_others_commits(postgres_database: str
             heard.clear()
             await a.change("UPDATE tl_runs SET cancel = NULL WHERE run_id = ?", ("none",), "run:x")
             await asyncio.wait_for(heard.wait(), 5)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _wakes_after_commit_only(db: Database) -> None:
+    with db.notifier.subscribe("run:w") as woken:
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                tx.wake("run:w")
+                raise RuntimeError("roll back")
+        assert not woken.is_set()
+        async with db.transaction() as tx:
+            tx.wake("run:w")
+            assert not woken.is_set()
+        assert woken.is_set()
+
+
+async def test_a_wake_in_a_sqlite_transaction_wakes_once_it_commits(tmp_path: object) -> None:
+    db = await open_database(f"sqlite:///{tmp_path}/t.db")
+    try:
+        await _wakes_after_commit_only(db)
+    finally:
+        await db.close()
+
+
+async def test_a_wake_in_a_postgres_transaction_wakes_this_replica_only(
+    postgres_database: str,
+) -> None:
+    # For keys the transaction announced itself (tl_create_run_v1's pg_notify): the other
+    # replicas are not told again; this replica's waiters wake after the commit only.
+    a, b = await open_database(postgres_database), await open_database(postgres_database)
+    try:
+        await asyncio.sleep(0.3)  # both LISTEN connections are up
+        with b.notifier.subscribe("run:w") as heard, b.notifier.subscribe("run:later") as later:
+            await _wakes_after_commit_only(a)
+            # Notifications arrive in commit order: a later one heard, run:w would have been.
+            await a.publish("run:later")
+            await asyncio.wait_for(later.wait(), 5)
+            assert not heard.is_set()
     finally:
         await a.close()
         await b.close()

@@ -4,15 +4,16 @@ and firing (once per due time across two PostgreSQL replicas).
 A cron fires when its ``next_run_date`` has passed. Waiting for ``* * * * *`` would take up to
 a minute, so the tests make a cron due by writing its row's ``next_run_date`` to the past in
 the database (:func:`make_due`), then watch the replicas' scheduler (once a second) fire it.
+Failures while firing, and schedulers racing, are tested in ``test_server_crons_firing.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -20,11 +21,7 @@ import pytest
 from langgraph_sdk.errors import NotFoundError, UnprocessableEntityError
 from servers import Replica, clients, replicas
 
-from threadline.server.crons import COLUMNS, Cron
-from threadline.server.db import open_database
-from threadline.server.graphs import assistant_id_of
-from threadline.server.scheduler import Scheduler
-from threadline.server.wire import now_iso
+from threadline.server.crons import iso
 
 ECHO = "echo"
 
@@ -142,6 +139,56 @@ def test_update_changes_the_schedule_and_a_disabled_cron_does_not_fire(
     a.crons.delete(cron["cron_id"])
 
 
+def _lock_waiters(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE tl_crons%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_an_update_without_a_timing_change_keeps_a_concurrent_claim(
+    deployment: tuple[list[str], str],
+) -> None:
+    # The update reads the cron, then (held up by a lock) writes it after a replica's claim
+    # moved next_run_date on. It used to write back the date it had read: due again.
+    urls, database_url = deployment
+    a, b = clients(urls)
+    thread = a.threads.create()
+    cron = a.crons.create_for_thread(thread["thread_id"], ECHO, schedule="0 0 1 1 *")
+    cron_id, claimed = cron["cron_id"], time.time() + 7 * 86400
+    moved = "UPDATE tl_crons SET next_run_date = {} WHERE cron_id = {}"
+    with ThreadPoolExecutor(1) as pool:
+        if database_url.startswith("sqlite:///"):
+            path = database_url.removeprefix("sqlite:///")
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the write lock: the update waits for it
+                patched = pool.submit(b.crons.update, cron_id, metadata={"note": "renamed"})
+                time.sleep(1)  # it has read the cron
+                assert not patched.done()
+                conn.execute(moved.format("?", "?"), (claimed, cron_id))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        else:
+            with psycopg.connect(database_url) as locking:  # a transaction, until commit
+                locking.execute("SELECT 1 FROM tl_crons WHERE cron_id = %s FOR UPDATE", (cron_id,))
+                patched = pool.submit(b.crons.update, cron_id, metadata={"note": "renamed"})
+                until(lambda: _lock_waiters(database_url), "the update waiting for the row")
+                locking.execute(moved.format("%s", "%s"), (claimed, cron_id))
+                locking.commit()
+        answer = patched.result(timeout=30)
+    assert answer["metadata"] == {"note": "renamed"}
+    assert answer["next_run_date"] == iso(claimed)
+    assert the_cron(a, cron_id)["next_run_date"] == iso(claimed)
+    # A timing change does count from now.
+    changed = a.crons.update(cron_id, schedule="0 0 1 6 *")
+    assert changed["next_run_date"].endswith("-06-01T00:00:00+00:00")
+    a.crons.delete(cron_id)
+
+
 def test_a_due_thread_cron_runs_its_input_once(deployment: tuple[list[str], str]) -> None:
     urls, database_url = deployment
     a, b = clients(urls)
@@ -249,39 +296,3 @@ def test_a_schedule_in_a_timezone(deployment: tuple[list[str], str]) -> None:
     assert cron["timezone"] == "Asia/Kolkata"
     assert cron["next_run_date"].endswith("03:30:00+00:00")  # 09:00 IST is 03:30 UTC
     a.crons.delete(cron["cron_id"])
-
-
-async def test_two_schedulers_racing_for_one_due_time_fire_it_once(
-    postgres_database: str,
-) -> None:
-    # Both read the due cron before either moves it on: only the conditional UPDATE decides
-    # (with it and the per-due-time run id both removed, this test sees two runs).
-    dbs = [await open_database(postgres_database) for _ in range(2)]
-    try:
-        now = now_iso()
-        cron = Cron(
-            str(uuid.uuid4()), assistant_id_of(ECHO), None, "0 0 1 1 *", None,
-            {"input": {"messages": ["race"]}, "on_completion": "keep"}, {}, "keep", None, True,
-            time.time() - 1, now, now,
-        )  # fmt: skip
-        await dbs[0].execute(
-            f"INSERT INTO tl_crons ({COLUMNS}) VALUES ({', '.join('?' * 13)})", cron.row()
-        )
-        schedulers = [Scheduler(db, [ECHO]) for db in dbs]
-        for _ in range(3):
-            fired = await asyncio.gather(*(s.fire_due() for s in schedulers))
-            rows = await dbs[1].execute(
-                "SELECT COUNT(*) FROM tl_runs WHERE metadata LIKE ?", (f"%{cron.cron_id}%",)
-            )
-            assert sum(len(runs) for runs in fired) == 1 and rows[0][0] == 1
-            await dbs[0].execute(
-                "DELETE FROM tl_runs WHERE metadata LIKE ?", (f"%{cron.cron_id}%",)
-            )
-            await dbs[0].execute(
-                "UPDATE tl_crons SET next_run_date = ? WHERE cron_id = ?",
-                (time.time() - 1, cron.cron_id),
-            )
-        await dbs[0].execute("DELETE FROM tl_crons WHERE cron_id = ?", (cron.cron_id,))
-    finally:
-        for db in dbs:
-            await db.close()

@@ -3,7 +3,8 @@
 A cron is a run's options plus a 5-field cron schedule (UTC unless it names a timezone).
 ``next_run_date`` (seconds since the epoch; NULL once past ``end_time``) is the only thing
 replicas race for: a replica fires a due time only if its conditional ``UPDATE`` moved that
-time forward (:func:`claim`), so among any number of replicas each due time fires once.
+time forward (:func:`claim`), in the transaction that inserts the due time's run, so among
+any number of replicas each due time fires once (:mod:`~threadline.server.scheduler`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from .db import Database
+from .db import Database, Tx
 
 __all__ = [
     "COLUMNS",
@@ -150,12 +151,14 @@ async def due_crons(db: Database, now: float, limit: int = 100) -> list[Cron]:
     return [Cron.of_row(r) for r in rows]
 
 
-async def claim(db: Database, cron: Cron, now: float) -> float | None:
+async def claim(db: Database | Tx, cron: Cron, now: float) -> float | None:
     """Take ``cron``'s due time for this replica: the time it fires for, or None if another
     replica took it first (or the cron changed meanwhile).
 
-    The next due time is the first after ``now``: times missed while no replica ran fire once,
-    not once each.
+    In a transaction (a :class:`~threadline.server.db.Tx`) the claim holds only if it
+    commits, and until then the cron's row is locked: another replica's claim waits, then
+    finds the time taken (a commit) or takes it (a rollback). The next due time is the first
+    after ``now``: times missed while no replica ran fire once, not once each.
     """
     due = cron.next_run_date
     following = next_due(cron.schedule, cron.timezone, max(now, due or now), cron.end_time)

@@ -236,6 +236,11 @@ class Tx(Protocol):
     def publish(self, key: str) -> None:
         """Announce ``key`` (see :mod:`~threadline.server.notify`) when the transaction commits."""
 
+    def wake(self, key: str) -> None:
+        """Wake this replica's waiters of ``key`` when the transaction commits, announcing it
+        to no other replica: for a key a statement of the transaction announced itself (a
+        ``pg_notify`` in a function of the schema, delivered when the transaction commits)."""
+
 
 class Database(Protocol):
     """A connector: single statements, transactions, and announcements of changes."""
@@ -267,6 +272,9 @@ class _SqliteTx:
 
     def publish(self, key: str) -> None:
         self.keys.append(key)
+
+    def wake(self, key: str) -> None:
+        self.keys.append(key)  # one replica per SQLite file: announcing is waking
 
 
 class SqliteDatabase:
@@ -338,6 +346,7 @@ class _PostgresTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.keys: list[str] = []
+        self.local: list[str] = []
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         # No arguments, no placeholders: the DDL's own % signs stay as they are.
@@ -348,6 +357,9 @@ class _PostgresTx:
 
     def publish(self, key: str) -> None:
         self.keys.append(key)
+
+    def wake(self, key: str) -> None:
+        self.local.append(key)
 
 
 def _returns_rows(sql: str) -> bool:
@@ -405,7 +417,7 @@ class PostgresDatabase:
                 if tx.keys:
                     payloads = [self.notifier.payload(k) for k in dict.fromkeys(tx.keys)]
                     await conn.execute(_NOTIFY, (CHANNEL, payloads))
-        for key in dict.fromkeys(tx.keys):
+        for key in dict.fromkeys([*tx.keys, *tx.local]):
             self.notifier.wake(key)
 
     async def publish(self, *keys: str) -> None:

@@ -146,7 +146,9 @@ async def update(request: Request) -> Response:
     payload = _payload(body, old.payload, stateless=old.thread_id is None)
     enabled = _enabled(body.get("enabled"), old.enabled)
     # A changed schedule, end or switch counts from now; else the cron keeps its due time.
-    timing = {"schedule", "timezone", "end_time", "enabled"} & body.keys()
+    timing = (schedule, timezone, end, enabled) != (
+        old.schedule, old.timezone, old.end_time, old.enabled
+    )  # fmt: skip
     cron = Cron(
         cron_id=old.cron_id,
         assistant_id=old.assistant_id,
@@ -162,11 +164,21 @@ async def update(request: Request) -> Response:
         created_at=old.created_at,
         updated_at=now_iso(),
     )
-    sets = ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])
-    await server_of(request).db.execute(
-        f"UPDATE tl_crons SET {sets} WHERE cron_id = ?", (*cron.row()[1:], cron.cron_id)
+    # Without a timing change next_run_date is not written: a replica may have claimed a due
+    # time since it was read (moving it on), and writing the old one back would make that
+    # time due again.
+    values = dict(zip((c.strip() for c in COLUMNS.split(",")), cron.row(), strict=True))
+    del values["cron_id"], values["created_at"]
+    if not timing:
+        del values["next_run_date"]
+    rows = await server_of(request).db.execute(
+        f"UPDATE tl_crons SET {', '.join(f'{c} = ?' for c in values)} WHERE cron_id = ?"
+        f" RETURNING {COLUMNS}",
+        (*values.values(), cron.cron_id),
     )
-    return JSONResponse(cron.json())
+    if not rows:
+        raise ApiError(404, f"cron {cron.cron_id} not found; crons.search() lists them")
+    return JSONResponse(Cron.of_row(rows[0]).json())
 
 
 async def delete(request: Request) -> Response:

@@ -1,16 +1,19 @@
 """Runs as rows: creating them (with the double-texting strategy), claiming, events, outcomes.
 
 Every function takes the :class:`~threadline.server.db.Database` and does its work in one
-transaction, so the rules hold across replicas sharing the database. On PostgreSQL the two
-every run makes, creating and finishing it, are one call each of a function of the schema
+transaction, so the rules hold across replicas sharing the database (:func:`create_run` can
+also do its work in a transaction of its caller's). On PostgreSQL the two every run makes,
+creating and finishing it, are one call each of a function of the schema
 (``db.PG_FUNCTIONS``), the same steps as the SQLite transactions written beside their callers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .db import Database, Tx
@@ -98,6 +101,7 @@ async def create_run(
     owner: str | None = None,
     lease: float = 10.0,
     thread_ttl: tuple[str, float] | None = None,
+    tx: Tx | None = None,
 ) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
     """Queue a run on the thread, applying ``strategy`` if the thread has runs in flight.
 
@@ -116,18 +120,24 @@ async def create_run(
     lets the caller subscribe to the run's announcements before it exists. Without
     ``live_events`` (a ``runs.wait``: nobody follows it live) the worker stores the run's
     events with its outcome, in one statement, instead of as they happen.
+
+    ``tx`` (a transaction of ``db``): create the run in it, so that the run commits with the
+    caller's own statements or not at all; its announcements go out when ``tx`` commits. A
+    refusal (:class:`RunConflict`, :class:`ThreadMissing`) then leaves ``tx`` with half its
+    work done (on PostgreSQL, aborted): let the exception leave the transaction, which rolls
+    it back. Without ``tx`` the run is created in a transaction of its own.
     """
     run_id = run_id or str(uuid.uuid4())
     now = now_iso()
     due = time.time() + delay
     if db.kind == "postgres":
         return await _create_run_pg(
-            db, run_id=run_id, thread_id=thread_id, assistant_id=assistant_id,
+            db, tx, run_id=run_id, thread_id=thread_id, assistant_id=assistant_id,
             graph_id=graph_id, kwargs=kwargs, metadata=metadata, strategy=strategy,
             create_thread=create_thread, live_events=live_events, due=due, delayed=delay > 0,
             now=now, owner=owner, lease=lease, thread_ttl=thread_ttl,
         )  # fmt: skip
-    async with db.transaction() as tx:
+    async with _within(db, tx) as tx:
         # The thread row first, then its runs (the order tl_create_run_v1 keeps). The graph is
         # the thread's from its first run on, so its state can be read while that run goes.
         found = await tx.execute(
@@ -190,6 +200,16 @@ async def create_run(
     return run_json(rows[0]), cancelled, rows[0] if claimed else None
 
 
+@contextlib.asynccontextmanager
+async def _within(db: Database, tx: Tx | None) -> AsyncIterator[Tx]:
+    """``tx`` if the caller has one, else a new transaction of ``db``."""
+    if tx is not None:
+        yield tx
+        return
+    async with db.transaction() as own:
+        yield own
+
+
 def _missing(thread_id: str) -> ThreadMissing:
     return ThreadMissing(f"thread {thread_id} not found; pass if_not_exists='create'")
 
@@ -203,6 +223,7 @@ def _busy(thread_id: str, run_id: str) -> RunConflict:
 
 async def _create_run_pg(
     db: Database,
+    tx: Tx | None,
     *,
     run_id: str,
     thread_id: str,
@@ -220,9 +241,10 @@ async def _create_run_pg(
     lease: float,
     thread_ttl: tuple[str, float] | None,
 ) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
-    """:func:`create_run` on PostgreSQL: the same steps in one call of ``tl_create_run_v1``."""
+    """:func:`create_run` on PostgreSQL: the same steps in one call of ``tl_create_run_v1``
+    (in ``tx`` if given, else a transaction of its own)."""
     try:
-        rows = await db.execute(
+        rows = await (tx or db).execute(
             "SELECT * FROM tl_create_run_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id, thread_id, assistant_id, graph_id, json.dumps(kwargs),
@@ -241,12 +263,15 @@ async def _create_run_pg(
         raise
     row = rows[0]
     cancelled = list(row[13])
-    for other in cancelled:  # the function announced these to the other replicas
-        db.notifier.wake(f"cancel:{other}:{strategy}")
-        db.notifier.wake(f"run:{other}")
+    # The function announced these to the other replicas (delivered when it commits): only
+    # this replica's waiters are left, woken once the run is committed.
+    wake = db.notifier.wake if tx is None else tx.wake
+    for other in cancelled:
+        wake(f"cancel:{other}:{strategy}")
+        wake(f"run:{other}")
     claimed = row[4] == "running"
     if not claimed:
-        db.notifier.wake(f"due:{due}" if delayed else "queue")
+        wake(f"due:{due}" if delayed else "queue")
     return run_json(row), cancelled, row[:13] if claimed else None
 
 

@@ -68,7 +68,6 @@ OMITTED: dict[str, dict[str, str]] = {
         "NodeError": "add_node(error_handler=...) is not implemented",
         "TaskNotFound": "raised only by LangGraph's distributed executor",
         "UnknownInterruptError": "LangGraph's strict resume mode is not implemented",
-        "is_invalid_resume": "interrupt(response_schema=...) is not implemented",
     },
     "langgraph.types": {
         "CheckpointPayload": _STREAM_V2,

@@ -77,8 +77,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key == "response_schema":  # a field newer LangGraph interrupts have
-                continue
             if key == "metadata" and isinstance(item, dict) and "source" in item:
                 item = {k: item[k] for k in ("source", "step")}  # checkpoint metadata
             out[key] = _plain(item)

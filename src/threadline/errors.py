@@ -289,6 +289,7 @@ __all__ += [
     "NodeCancelledError",
     "NodeInterrupt",
     "create_error_message",
+    "is_invalid_resume",
 ]
 
 
@@ -350,3 +351,31 @@ class NodeTimeoutError(ThreadlineError):
 
     code: ClassVar[str] = "node_timeout"
     http_status: ClassVar[int] = 500
+
+
+# The attribute ``interrupt()`` sets on the ``pydantic.ValidationError`` it raises when an answer
+# does not match its ``response_schema``: the id of the interrupt the answer was for. The
+# runtime reads it to withdraw that answer (the thread stays paused on the interrupt).
+_INVALID_RESUME = "_threadline_invalid_resume"
+
+
+def is_invalid_resume(error: BaseException) -> bool:
+    """Whether ``error`` was raised by ``interrupt()`` because the answer it got does not match
+    its ``response_schema`` (a ``pydantic.ValidationError``).
+
+    Nothing of such an answer is saved: the thread stays paused on the same interrupt, to be
+    answered again with ``Command(resume=...)``. ``ToolNode`` lets these errors through instead
+    of turning them into tool error messages: the model cannot fix a person's answer.
+    """
+    return isinstance(getattr(error, _INVALID_RESUME, None), str)
+
+
+def mark_invalid_resume(error: BaseException, interrupt_id: str) -> None:
+    """Mark ``error`` as the rejection of the answer to interrupt ``interrupt_id``."""
+    setattr(error, _INVALID_RESUME, interrupt_id)
+
+
+def invalid_resume_id(error: BaseException | None) -> str | None:
+    """The interrupt whose answer ``error`` rejected, when :func:`is_invalid_resume`."""
+    found = getattr(error, _INVALID_RESUME, None)
+    return found if isinstance(found, str) else None

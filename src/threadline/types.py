@@ -6,7 +6,9 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, Literal, NamedTuple, TypeVar, Union
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, Union, overload
+
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from .checkpoint.base import BaseCheckpointSaver
 from .checkpoint.types import RunnableConfig
@@ -32,14 +34,23 @@ Durability = Literal["sync", "async", "exit"]
 All = Literal["*"]
 
 N = TypeVar("N", bound=Hashable)
+ResponseT = DefaultTypeVar("ResponseT", default=Any)
 
 
 @dataclass(frozen=True, slots=True)
-class Interrupt:
-    """A pause requested by ``interrupt(value)``; answer it with ``Command(resume=...)``."""
+class Interrupt(Generic[ResponseT]):
+    """A pause requested by ``interrupt(value)``; answer it with ``Command(resume=...)``.
+
+    ``response_schema`` is the JSON Schema of the answer expected, when the node gave one
+    (``interrupt(value, response_schema=...)``), else None. ``Interrupt[Decision]`` names the
+    answer's type for type checkers; a pending interrupt always holds the JSON Schema dict.
+    """
 
     value: Any
     id: str
+    response_schema: type[ResponseT] | dict[str, Any] | None = field(
+        default=None, kw_only=True, hash=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +178,31 @@ class RetryPolicy:
         return wait * (1 + random.random() / 2) if self.jitter else wait
 
 
-def interrupt(value: Any) -> Any:
+@overload
+def interrupt(value: Any, *, response_schema: type[ResponseT]) -> ResponseT: ...
+
+
+@overload
+def interrupt(value: Any, *, response_schema: dict[str, Any] | None = None) -> Any: ...
+
+
+def interrupt(value: Any, *, response_schema: type[Any] | dict[str, Any] | None = None) -> Any:
     """Pause the run here and hand ``value`` to the caller.
 
     The first time, this raises to stop the run (a checkpoint records the pause). When the
     thread is resumed with ``Command(resume=answer)``, the node runs again from its start and
     this call returns ``answer``. Several calls in one node are answered in order.
+
+    ``response_schema`` describes the answer expected, for clients to render a form: a JSON
+    Schema dict (shown as it is; answers are not checked), or a pydantic model, ``TypedDict``
+    or dataclass (needs pydantic), shown as its JSON Schema and used to validate the answer:
+    this call then returns the validated object. An answer that does not match raises
+    ``pydantic.ValidationError`` out of the run (``threadline.errors.is_invalid_resume`` tells
+    it apart) and is not saved: the thread stays paused here, to be answered again.
     """
     from .runtime.context import current_task
 
-    return current_task("interrupt()").interrupt(value)
+    return current_task("interrupt()").interrupt(value, response_schema)
 
 
 def _default_cache_key(*args: Any, **kwargs: Any) -> str:

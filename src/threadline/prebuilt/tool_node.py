@@ -34,7 +34,7 @@ from langchain_core.tools.base import (
 from pydantic import ValidationError
 from typing_extensions import TypedDict, TypeVar
 
-from ..errors import GraphBubbleUp
+from ..errors import GraphBubbleUp, is_invalid_resume
 from ..graph.message import REMOVE_ALL_MESSAGES
 from ..runtime.context import running_task
 from ..runtime.runtime_context import Runtime
@@ -384,6 +384,8 @@ class ToolNode(Runnable[Any, Any]):
             try:
                 response = tool.invoke(self._with_injections(call, runtime), runtime.config)
             except ValidationError as exc:
+                if is_invalid_resume(exc):  # an interrupt() in the tool, not its arguments
+                    raise
                 raise self._invocation_error(call, exc) from exc
             return self._normalize(response, call, kind)
         except Exception as exc:
@@ -397,12 +399,15 @@ class ToolNode(Runnable[Any, Any]):
             try:
                 response = await tool.ainvoke(self._with_injections(call, runtime), runtime.config)
             except ValidationError as exc:
+                if is_invalid_resume(exc):  # an interrupt() in the tool, not its arguments
+                    raise
                 raise self._invocation_error(call, exc) from exc
             return self._normalize(response, call, kind)
         except Exception as exc:
             return self._on_error(exc, call)
 
     def _invocation_error(self, call: Any, exc: ValidationError) -> ToolInvocationError:
+        """Arguments the tool's schema rejects (not an answer an interrupt in it rejects)."""
         hidden = self._injections[call["name"]].hidden
         return ToolInvocationError(call["name"], exc, call["args"], hidden)
 
@@ -413,8 +418,10 @@ class ToolNode(Runnable[Any, Any]):
         return ToolMessage(content, name=call["name"], tool_call_id=call["id"], status="error")
 
     def _on_error(self, exc: Exception, call: Any) -> ToolMessage:
-        # Interrupts and Commands to a parent graph are control flow, never tool errors.
-        if isinstance(exc, GraphBubbleUp):
+        # Interrupts and Commands to a parent graph are control flow, never tool errors; nor is
+        # an answer its interrupt's response_schema rejects (the model cannot fix it): the run
+        # fails, and the interrupt can be answered again.
+        if isinstance(exc, GraphBubbleUp) or is_invalid_resume(exc):
             raise exc
         flag = self._handle_tool_errors
         if not flag or not isinstance(exc, _handled_types(flag)):

@@ -19,6 +19,7 @@ from ..errors import (
     GraphInterrupt,
     NoCheckpointerError,
     ThreadBusyError,
+    is_invalid_resume,
 )
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
@@ -961,10 +962,17 @@ class _RunBase:
             if self.core.thread_id
             else "no checkpointer, nothing saved"
         )
-        note = (
-            f"threadline: node {task.name!r} failed ({where}). Fix the cause (update_state can"
-            " fix the input), then resume with invoke(None, config)."
-        )
+        if is_invalid_resume(exc):
+            note = (
+                f"threadline: node {task.name!r} got an answer that does not match its"
+                f" interrupt's response_schema ({where}). The answer was not kept: the thread"
+                " is still paused there; answer again with Command(resume=...)."
+            )
+        else:
+            note = (
+                f"threadline: node {task.name!r} failed ({where}). Fix the cause (update_state"
+                " can fix the input), then resume with invoke(None, config)."
+            )
         if hasattr(exc, "add_note"):
             exc.add_note(note)
         else:  # Python 3.10

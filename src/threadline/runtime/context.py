@@ -11,6 +11,7 @@ from typing import Any
 from ..checkpoint.types import RunnableConfig
 from ..errors import GraphInterrupt, ThreadlineError
 from ..types import Interrupt
+from .response_schema import response_schema as _response_schema
 from .runtime_context import ExecutionInfo, Runtime
 from .stored_format import interrupt_id
 
@@ -97,16 +98,19 @@ class TaskContext:
             execution_info=info,
         )
 
-    def interrupt(self, value: Any) -> Any:
+    def interrupt(self, value: Any, response_schema: Any = None) -> Any:
         # Answers are matched by id, not position: a call site's id is fixed by its order
         # among this context's interrupts, and interrupts of @task calls (own contexts, own
         # ids) or of subgraphs may have been answered in between.
+        schema = _response_schema(response_schema)
         asked = interrupt_id(self.task_id, self.calls)
         self.calls += 1
         for earlier, answer in zip(self.interrupts, self.answers):
             if earlier.id == asked:
-                return answer
-        pending = Interrupt(value=value, id=asked)
+                # An answer the schema rejects raises, marked with ``asked``: the runtime then
+                # withdraws it, and the thread stays paused on this interrupt.
+                return schema.check(answer, asked)
+        pending = Interrupt(value=value, id=asked, response_schema=schema.json)
         self.raised.append(pending)
         raise GraphInterrupt([pending])
 

@@ -31,6 +31,7 @@ from ..errors import (
     ParentCommand,
     ReducerTypeError,
     ThreadlineError,
+    invalid_resume_id,
 )
 from ..graph.schema import StateSchema, managed_value
 from ..graph.spec import END, START, GraphSpec, NodeSpec
@@ -142,6 +143,7 @@ def _apply_pending(task: Task, w: PendingWrite) -> None:
         task.error = TaskError(w.value.get("type", "Exception"), w.value.get("message", ""))
     elif w.channel == INTERRUPT:
         task.interrupts = list(w.value)
+        task.error = None  # paused since (an ERROR written with it comes after it)
     elif w.channel == RESUME:
         task.answers = list(w.value)
 
@@ -432,11 +434,29 @@ class RunCore:
             if not alone:
                 value = {"writes": task.writes, "routes": task.routes}
                 self._queue_writes(task, [(RESULT, value)])
+        elif self._withdraw_answer(task):
+            err = {"type": type(task.error).__name__, "message": str(task.error)}
+            writes = [(RESUME, task.answers), (INTERRUPT, task.interrupts), (ERROR, err)]
+            self._queue_writes(task, writes)
         elif task.interrupts:
             self._queue_writes(task, [(INTERRUPT, task.interrupts)])
         elif task.error is not None:
             err = {"type": type(task.error).__name__, "message": str(task.error)}
             self._queue_writes(task, [(ERROR, err)])
+
+    @staticmethod
+    def _withdraw_answer(task: Task) -> bool:
+        """The task failed because an answer did not match its interrupt's response_schema:
+        take the answer back (and the questions asked after it), so that the task is paused on
+        that interrupt again, waiting for another answer. Its later writes record that."""
+        rejected = invalid_resume_id(task.error)
+        asked = [i.id for i in task.interrupts[: len(task.answers)]]
+        if rejected is None or rejected not in asked:
+            return False
+        k = asked.index(rejected)
+        task.answers = task.answers[:k]
+        task.interrupts = task.interrupts[: k + 1]
+        return True
 
     def record_call(self, task: Task, key: str, value: Any) -> None:
         """A ``@task`` called by ``task`` finished: keep its result, and queue it for saving

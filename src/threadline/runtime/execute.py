@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any, Literal
 
 from ..checkpoint.types import RunnableConfig
-from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
+from ..errors import GraphInterrupt, ParentCommand, ThreadlineError, is_invalid_resume
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
@@ -67,6 +67,8 @@ def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
 
 def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:
     """Seconds to wait before another attempt, or None to give up."""
+    if is_invalid_resume(exc):
+        return None  # the same answer fails the same way: the person must answer again
     policy = node.retry
     if isinstance(policy, tuple):  # several policies: the first that retries this error
         policy = next((p for p in policy if p.should_retry(exc)), None)

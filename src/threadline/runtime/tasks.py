@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .._copy import private_copy
-from ..errors import NodeTimeoutError, ThreadlineError
+from ..errors import NodeTimeoutError, ThreadlineError, is_invalid_resume
 from ..types import RetryPolicy
 from .context import TaskContext, enter, leave, running_task
 
@@ -400,6 +400,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _retry_delay(policies: Sequence[RetryPolicy], attempt: int, exc: Exception) -> float | None:
     """Seconds before another attempt under the first policy that retries ``exc``, or None."""
+    if is_invalid_resume(exc):
+        return None  # an answer its interrupt's response_schema rejects: asked again instead
     for policy in policies:
         if policy.should_retry(exc):
             return policy.delay(attempt) if attempt < policy.max_attempts else None

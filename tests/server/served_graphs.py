@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Annotated, Any, TypedDict
 
+from pydantic import BaseModel
+
 from threadline.config import get_config, get_stream_writer
 from threadline.graph import END, START, StateGraph, add_messages
 from threadline.types import interrupt
@@ -44,6 +46,30 @@ approval.add_node("ask", ask)
 approval.add_edge(START, "ask")
 approval.add_edge("ask", END)
 approval_graph = approval.compile()
+
+
+class Decision(BaseModel):
+    approved: bool
+    note: str = ""
+
+
+def decide(state: Chat) -> dict[str, Any]:
+    decision = interrupt({"question": "approve?"}, response_schema=Decision)
+    return {"messages": [f"approved: {decision.approved}"]}
+
+
+def explain(state: Chat) -> dict[str, Any]:
+    why = interrupt("why?", response_schema={"type": "string"})  # shown, not checked
+    rest = interrupt("anything else?")
+    return {"messages": [f"{why} / {rest}"]}
+
+
+schema = StateGraph(Chat)
+schema.add_node("decide", decide)
+schema.add_node("explain", explain)
+schema.add_edge(START, "decide")
+schema.add_edge("decide", "explain")
+schema_graph = schema.compile()
 
 
 async def nap(state: Chat) -> dict[str, Any]:

@@ -114,7 +114,8 @@ SCHEMAS: dict[str, Any] = {
         checkpoint_id=null(STR),
         checkpoint_map=null(OBJ),
     ),
-    "Interrupt": obj(["value"], value=ANY, id=STR),
+    # response_schema: JSON Schema of the answer, present when the graph gave one.
+    "Interrupt": obj(["value"], value=ANY, id=STR, response_schema=OBJ),
     "ThreadState": obj(
         ["values", "next", "checkpoint"],
         values=ANY,

@@ -34,8 +34,16 @@ def checkpoint_json(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def interrupts_json(interrupts: Any) -> list[dict[str, Any]]:
-    """Interrupts as ``{"value", "id"}`` objects."""
-    return [{"value": to_jsonable(i.value), "id": i.id} for i in interrupts or ()]
+    """Interrupts as the API's ``Interrupt`` objects: ``{"value", "id"}``, and the
+    ``"response_schema"`` (JSON Schema) of the answer when the graph gave one."""
+    out = []
+    for i in interrupts or ():
+        item = {"value": to_jsonable(i.value), "id": i.id}
+        schema = getattr(i, "response_schema", None)
+        if schema is not None:
+            item["response_schema"] = to_jsonable(schema)
+        out.append(item)
+    return out
 
 
 def snapshot_json(snapshot: StateSnapshot) -> dict[str, Any]:

@@ -250,7 +250,9 @@ class Worker:
         # another would then start its next run from a stale head and fail its first commit.
         snapshot = await handle.state()
         values, by_task, status = _thread_row_of(snapshot)
-        pending = interrupts_json(snapshot.interrupts)
+        # As the run's output carries them in LangGraph (and in the stream's events): every
+        # field of the Interrupt, "response_schema" null when the graph gave none.
+        pending = [to_jsonable(i) for i in snapshot.interrupts]
         result = dict(values) if isinstance(values, dict) else values
         if pending and isinstance(result, dict):
             result["__interrupt__"] = pending

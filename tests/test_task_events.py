@@ -4,20 +4,17 @@ aside."""
 
 from __future__ import annotations
 
-import datetime as dt
 import operator
-import re
 from types import SimpleNamespace
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from chunks import plain
 
 import threadline.checkpoint.memory
 import threadline.graph
 import threadline.types
 from threadline.runtime.task_events import fold_writes
-
-_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$")
 
 
 class State(TypedDict):
@@ -72,36 +69,15 @@ def _failing_app(lib: SimpleNamespace) -> Any:
     return builder.compile(checkpointer=lib.Saver())
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with ids and times replaced, and only what both libraries define kept."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key == "metadata" and isinstance(item, dict) and "source" in item:
-                item = {k: item[k] for k in ("source", "step")}  # checkpoint metadata
-            out[key] = _plain(item)
-        return out
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    if isinstance(value, str) and _ID.match(value):
-        return "<id>"
-    if isinstance(value, str) and value[:4].isdigit() and "T" in value:
-        dt.datetime.fromisoformat(value)  # a timestamp
-        return "<time>"
-    return value
-
-
 def _stream(name: str, mode: str) -> list[Any]:
     lib = _library(name)
     app = _app(lib)
     config = {"configurable": {"thread_id": "t"}, "metadata": {"user": "u1"}}
-    chunks = [_plain(c) for c in app.stream({"log": ["in"]}, config, stream_mode=mode)]
-    chunks += [_plain(c) for c in app.stream(lib.Command(resume="yes"), config, stream_mode=mode)]
+    chunks = [plain(c) for c in app.stream({"log": ["in"]}, config, stream_mode=mode)]
+    chunks += [plain(c) for c in app.stream(lib.Command(resume="yes"), config, stream_mode=mode)]
     try:
         for chunk in _failing_app(lib).stream({"log": []}, config, stream_mode=mode):
-            chunks.append(_plain(chunk))
+            chunks.append(plain(chunk))
     except ValueError:
         pass
     return chunks
@@ -145,7 +121,7 @@ def test_an_entrypoint_is_one_task_as_langgraph_shows_it() -> None:
         return 2 * x
 
     config = {"configurable": {"thread_id": "t"}}
-    start, end = [_plain(c) for c in double.stream(3, config, stream_mode="tasks")]
+    start, end = [plain(c) for c in double.stream(3, config, stream_mode="tasks")]
     assert start == {"id": "<id>", "name": "double", "input": 3, "triggers": ("__start__",)}
     assert end == {
         "id": "<id>", "name": "double", "error": None, "result": {"__end__": 6}, "interrupts": []

@@ -705,6 +705,13 @@ class _RunBase:
             sink=self if keeps else None,
             lease=self._writer_lease() if keeps else None,
         )
+        self.wants_tasks = "tasks" in opts.modes or "debug" in opts.modes
+        if self.wants_tasks:
+            self.link.task_event = self.task_chunk
+        # Mode "updates": the tasks whose update, and the questions, that went out already
+        # (see task_ended): the step's end, and the run's, do not send them again.
+        self.announced: set[str] = set()
+        self.asked: set[str] = set()
         # stream_mode="messages": one stream per top-level run, shared by the subgraphs that
         # forward their events; a subgraph that does not hides its model calls from it.
         self.messages: Any = None
@@ -795,7 +802,7 @@ class _RunBase:
             core.start_resume()
         else:
             wants = self._wants_checkpoints()
-            before = _values_out(self.graph.schema, core.values) if wants else None
+            before = _values_out(self.graph.schema, core.values) if wants else MISSING
             core.start_input(inp)
             self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes and self.graph._input_values:
@@ -812,16 +819,16 @@ class _RunBase:
             return False
         return not any(not t.done for t in self.core.tasks)
 
-    def emit_checkpoints(self, *, inputs: Any = None) -> None:
+    def emit_checkpoints(self, *, inputs: Any = MISSING) -> None:
         """Queue a "checkpoints" (and "debug") event per checkpoint queued for saving.
-        ``inputs``: the values before the input; then only the input checkpoint's event,
-        which comes first."""
+        ``inputs``: the values before the input (None is a value: an entrypoint's on a new
+        thread); then only the input checkpoint's event, which comes first."""
         if not self._wants_checkpoints():
             return
         for op in self.core.outbox:
             if not isinstance(op, SaveCheckpoint):
                 continue
-            if inputs is not None:
+            if inputs is not MISSING:
                 if op.before is not None:
                     self._checkpoint_event(op.before, inputs)
             else:
@@ -884,8 +891,11 @@ class _RunBase:
     def step_events(self) -> None:
         core = self.core
         if "updates" in self.opts.modes:
-            for t in core.finished_tasks:
-                self.emit("updates", self.graph._update_of(t))
+            # The step's tasks in order (deterministic, and an order LangGraph can give); a
+            # step that paused or failed still reports those that finished, and the questions.
+            for t in core.finished_tasks or core.tasks:
+                self.update_event(t)
+            self.announced.clear()
         if "values" in self.opts.modes:
             self.emit("values", self.graph._values_chunk(core))
         self.emit_checkpoints()
@@ -942,15 +952,44 @@ class _RunBase:
 
     def task_event(self, kind: str, task: Task) -> None:
         """A task starts (``kind`` "task") or ended ("task_result"): modes tasks and debug."""
-        modes = self.opts.modes
-        if "tasks" not in modes and "debug" not in modes:
+        if not self.wants_tasks:
             return
         if kind == "task":
             payload = self.graph._task_start(task, self.core.task_input(task), self.config)
         else:
             payload = self.graph._task_result(task)
+        self.task_chunk(kind, payload)
+
+    def task_chunk(self, kind: str, payload: dict[str, Any]) -> None:
+        """A task's chunk for modes tasks and debug (also a ``@task`` call's, from any
+        thread: the queue is thread-safe, and the step does not move while calls run)."""
         self.emit("tasks", payload)
-        self.emit("debug", debug_event(kind, self.core.step + 1, payload))
+        if "debug" in self.opts.modes:
+            self.emit("debug", debug_event(kind, self.core.step + 1, payload))
+
+    def task_ended(self, task: Task) -> None:
+        """A task of this run ended. Streaming tasks/debug, its update (or its question) goes
+        out now, right before its result, as LangGraph sends them; else at the step's end."""
+        if self.wants_tasks:
+            if "updates" in self.opts.modes:
+                self.update_event(task)
+            self.task_event("task_result", task)
+
+    def update_event(self, task: Task) -> None:
+        """Mode "updates": what ``task`` wrote, or the question it asks, unless already sent."""
+        asked = task.pending_interrupt
+        if task.done and task.id not in self.announced:
+            self.emit("updates", self.graph._update_of(task))
+            self.announced.add(task.id)
+        elif asked is not None and asked.id not in self.asked:
+            self.emit("updates", {"__interrupt__": (asked,)})
+            self.asked.add(asked.id)
+
+    def interrupts_event(self) -> None:
+        """The run paused: the questions not sent with their tasks."""
+        left = tuple(i for i in self.core.interrupts if i.id not in self.asked)
+        if left:
+            self.emit("updates", {"__interrupt__": left})
 
     def raise_failure(self) -> None:
         task = self.core.failed_task()
@@ -1098,8 +1137,7 @@ class _SyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             self._save(persister)
-            if self.core.interrupts:
-                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            self.interrupts_event()
             yield from self.drain()
         finally:
             try:
@@ -1186,7 +1224,7 @@ class _SyncRun(_RunBase):
                     task = futures[f]
                     self.after_task(task)
                     self.core.finish_task(task, alone=alone)
-                    self.task_event("task_result", task)
+                    self.task_ended(task)
                     self._save(persister)
                 yield from self.drain()
         finally:
@@ -1271,8 +1309,7 @@ class _AsyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             await self._save(persister)
-            if self.core.interrupts:
-                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            self.interrupts_event()
             for chunk in self.drain():
                 yield chunk
         finally:
@@ -1358,7 +1395,7 @@ class _AsyncRun(_RunBase):
                     task = running[f]
                     self.after_task(task)
                     self.core.finish_task(task, alone=alone)
-                    self.task_event("task_result", task)
+                    self.task_ended(task)
                     await self._save(persister)
                 for chunk in self.drain():
                     yield chunk

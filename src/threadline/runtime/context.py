@@ -43,6 +43,9 @@ class ParentLink:
     lease: Any = None  # the thread's writer lease the parent run holds: children write under it
     messages: Any = None  # the run's MessagesStream, when it streams messages
     sink: Any = None  # saves the results of @task calls now (the run's save_call/asave_call)
+    # Reports a @task call's start and end to stream modes tasks/debug: ``(kind, payload)``,
+    # kind "task" or "task_result". None when the run streams neither (nothing is computed).
+    task_event: Callable[[str, dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

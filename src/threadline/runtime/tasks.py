@@ -9,6 +9,11 @@ calling the function again. Call order must therefore be deterministic, as LangG
 
 Sync calls run on a thread pool owned by the node's execution (closed, after waiting for what
 is still running, when the node ends); async calls run as tasks of the run's event loop.
+
+In stream modes ``tasks`` and ``debug`` a call is a task of its own, as in LangGraph: it starts
+(id ``"<node task id>.<key>"``, input ``(args, kwargs)``, trigger ``__pregel_push``) whenever
+it is called, a saved result replayed included, and ends with ``{"__return__": value}`` or its
+error once it ran (a cache hit or a question asked with ``interrupt()`` sends no end).
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .._copy import private_copy
-from ..errors import NodeTimeoutError, ThreadlineError, is_invalid_resume
+from ..errors import GraphBubbleUp, NodeTimeoutError, ThreadlineError, is_invalid_resume
 from ..types import RetryPolicy
 from .context import TaskContext, enter, leave, running_task
+from .task_events import task_result, task_start
 
 __all__ = [
     "AsyncTaskFuture",
@@ -133,6 +139,7 @@ class _Call:
     kwargs: dict[str, Any]
     ctx: TaskContext
     cache_key: tuple[tuple[str, ...], str] | None
+    report: Callable[[str, dict[str, Any]], None] | None = None  # modes tasks/debug, if any
 
 
 class CallScope:
@@ -160,12 +167,19 @@ class CallScope:
         with self._lock:
             key = f"{self.prefix}{self.count}"
             self.count += 1
+        call_id = f"{self.root_id}.{key}"
+        report = None if self.ctx.parent is None else self.ctx.parent.task_event
+        if report is not None:
+            start = task_start(
+                call_id, fn.name, (args, kwargs), ("__pregel_push",), self.ctx.config
+            )
+            report("task", start)
         saved = self._saved()
         if key in saved:
             return TaskFuture.of(private_copy(saved[key]))
         child = dataclasses.replace(
             self.ctx,
-            task_id=f"{self.root_id}.{key}",
+            task_id=call_id,
             node=fn.name,
             calls=0,
             child_calls=0,
@@ -177,7 +191,7 @@ class CallScope:
             raw = fn.cache_policy.key_func(*args, **kwargs)
             digest = hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()
             cache_key = (fn.cache_namespace(), digest)
-        job = _Call(fn, key, args, kwargs, child, cache_key)
+        job = _Call(fn, key, args, kwargs, child, cache_key, report)
         # The async path only on the run's own event loop: a sync run started from code that
         # happens to run inside a loop (a notebook) keeps to threads.
         loop = _running_loop()
@@ -230,9 +244,12 @@ class CallScope:
                 try:
                     value = job.fn.func(*job.args, **job.kwargs)
                     break
+                except GraphBubbleUp:
+                    raise  # an interrupt (or a parent command): not the call's failure
                 except Exception as exc:
                     delay = _retry_delay(job.fn.retry_policy, attempt, exc)
                     if delay is None:
+                        _failed(job, exc)
                         raise
                     time.sleep(delay)
         finally:
@@ -255,9 +272,12 @@ class CallScope:
             try:
                 value = await self._attempt(job, loop)
                 break
+            except GraphBubbleUp:
+                raise
             except Exception as exc:
                 delay = _retry_delay(job.fn.retry_policy, attempt, exc)
                 if delay is None:
+                    _failed(job, exc)
                     raise
                 await asyncio.sleep(delay)
         if job.cache_key is not None:
@@ -308,11 +328,19 @@ class CallScope:
         return value
 
     def _announce(self, job: _Call, value: Any, cached: bool) -> None:
+        """Mode updates: ``{name: value}``; then modes tasks/debug: the call's end (a cache
+        hit has none, as in LangGraph)."""
         if self.ctx.emit_event is not None:
             update = {job.fn.name: value}
             if cached:
                 update["__metadata__"] = {"cached": True}  # as LangGraph marks a cache hit
             self.ctx.emit_event("updates", update)
+        if job.report is not None and not cached:
+            end = task_result(
+                job.ctx.task_id, job.fn.name, writes=[("__return__", value)], error=None,
+                interrupts=(),
+            )  # fmt: skip
+            job.report("task_result", end)
 
     # ------------------------------------------------------------------ closing
 
@@ -385,6 +413,13 @@ def close_scope(ctx: TaskContext) -> None:
 async def aclose_scope(ctx: TaskContext) -> None:
     if ctx.scope is not None:
         await ctx.scope.aclose()
+
+
+def _failed(job: _Call, exc: Exception) -> None:
+    """Modes tasks/debug: the call failed for good (no retry left)."""
+    if job.report is not None:
+        end = task_result(job.ctx.task_id, job.fn.name, writes=None, error=exc, interrupts=())
+        job.report("task_result", end)
 
 
 def _sink(ctx: TaskContext) -> Any:

@@ -669,6 +669,19 @@ async def test_sync_entrypoint_under_ainvoke(asaver: BaseCheckpointSaver) -> Non
     assert calls["draft"] == 1 and calls["review:before"] == 2
 
 
+async def test_astart_takes_the_functions_input(asaver: BaseCheckpointSaver) -> None:
+    """What the server runs: the input is the function's, as for ainvoke (not a state update)."""
+    calls = Calls()
+    essay = _review_flow(asaver, calls)
+    config = fresh_config()
+    handle = essay.astart("owls", config, stream_mode="updates")
+    updates = [e.data async for e in handle.events()]
+    assert updates[0] == {"draft": "essay on owls"} and "__interrupt__" in updates[-1]
+    handle = essay.astart(Command(resume="ok"), config)
+    await handle.wait()
+    assert (await handle.state()).values == "ESSAY ON OWLS [OK]"
+
+
 async def test_async_gather_returned_unawaited_and_result_before_ready() -> None:
     @task
     async def inc(n: int) -> int:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypedDict
 from pydantic import BaseModel
 
 from threadline.config import get_config, get_stream_writer
+from threadline.func import entrypoint, task
 from threadline.graph import END, START, StateGraph, add_messages
 from threadline.types import interrupt
 
@@ -212,3 +213,19 @@ nested_stages.add_edge(START, "inner")
 nested_stages.add_edge("inner", "tick")
 nested_stages.add_edge("tick", END)
 nested_stages_graph = nested_stages.compile()
+
+
+# An entrypoint that makes a @task call, which fails on a negative number.
+@task
+def double(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return 2 * x
+
+
+@entrypoint()
+def calls(inp: dict[str, Any]) -> int:
+    return double(inp["x"]).result() + 1
+
+
+calls_graph = calls

@@ -28,7 +28,7 @@ from threadline.server.graphs import assistant_id_of
 
 GRAPHS = (
     "echo", "approval", "slow", "steps", "fails", "builder", "nested", "typed", "probe",
-    "stages", "chat", "stream_nested", "nested_stages", "vetted", "schema",
+    "stages", "chat", "stream_nested", "nested_stages", "vetted", "schema", "calls",
 )  # fmt: skip
 
 

@@ -382,6 +382,37 @@ def test_tasks_of_a_failing_or_pausing_graph(urls: list[str]) -> None:
     assert first["payload"]["tasks"][0]["interrupts"] == paused["interrupts"]
 
 
+def test_a_task_call_streams_as_a_task_of_its_own(urls: list[str]) -> None:
+    a, _ = clients(urls)
+    thread_id = a.threads.create()["thread_id"]
+    parts = list(
+        a.runs.stream(thread_id, "calls", input={"x": 3}, stream_mode=["tasks", "updates"])
+    )
+    events = [(p.event, p.data) for p in parts[1:]]
+    main, call = events[0][1], events[1][1]
+    assert [(e, d.get("name"), "input" in d) for e, d in events if e == "tasks"] == [
+        ("tasks", "calls", True), ("tasks", "double", True),
+        ("tasks", "double", False), ("tasks", "calls", False),
+    ]  # fmt: skip
+    assert call["input"] == [[3], {}] and call["triggers"] == ["__pregel_push"]
+    assert call["id"] == f"{main['id']}.0"  # its call key under the entrypoint's task
+    assert events[2:] == [
+        ("updates", {"double": 6}),
+        ("tasks", {"id": call["id"], "name": "double", "error": None,
+                   "result": {"__return__": 6}, "interrupts": []}),
+        ("updates", {"calls": 7}),
+        ("tasks", {"id": main["id"], "name": "calls", "error": None, "result": {"__end__": 7},
+                   "interrupts": []}),
+    ]  # fmt: skip
+    thread_id = a.threads.create()["thread_id"]
+    parts = list(a.runs.stream(thread_id, "calls", input={"x": -1}, stream_mode="debug"))
+    ends = [p.data["payload"] for p in parts if p.data.get("type") == "task_result"]
+    assert [(e["name"], e["error"]) for e in ends] == [
+        ("double", {"error": "ValueError", "message": "negative"}),
+        ("calls", {"error": "ValueError", "message": "negative"}),
+    ]
+
+
 def test_stream_modes_messages_tuple_and_messages(urls: list[str]) -> None:
     a, _ = clients(urls)
     tuples = _stream(a, "chat", "messages-tuple")

@@ -21,6 +21,7 @@ from ..graph.spec import END, START, GraphSpec, NodeSpec
 from ..runtime.compiled import CompiledStateGraph
 from ..runtime.context import current_task
 from ..runtime.core import RunCore, Task
+from ..runtime.handle import RunHandle
 from ..runtime.task_events import task_start
 from ..runtime.tasks import timeout_seconds, with_timeout
 from ..types import CachePolicy, Command, RetryPolicy
@@ -261,6 +262,18 @@ class Entrypoint(CompiledStateGraph):
             stream_mode=stream_mode or "updates",
             **kwargs,
         )
+
+    def astart(
+        self,
+        input: Any,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> RunHandle:
+        """A background run (:meth:`CompiledStateGraph.astart`, what the server runs): the
+        function's input as :meth:`invoke` takes it."""
+        return super().astart(_input(input), config, stream_mode=stream_mode or "updates", **kwargs)
 
     def update_state(
         self, config: RunnableConfig, values: Any, as_node: str | None = None

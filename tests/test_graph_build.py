@@ -102,7 +102,12 @@ def test_add_node_with_name_and_with_function() -> None:
     builder.add_edge(START, "named_by_function")
     builder.add_edge("named_by_function", "explicit_name")
     app = builder.compile()
-    assert app.get_graph().nodes == ["named_by_function", "explicit_name"]
+    assert list(app.get_graph().nodes) == [
+        "__start__",
+        "named_by_function",
+        "explicit_name",
+        "__end__",
+    ]
     assert app.invoke({"messages": []})["messages"] == ["fn", "explicit"]
 
 
@@ -589,18 +594,18 @@ def test_draw_mermaid_has_nodes_and_edges() -> None:
     builder.add_edge(["fan_a", "fan_b"], "merge")
     builder.add_edge("merge", END)
     text = builder.compile().get_graph().draw_mermaid()
-    assert text.startswith("graph TD")
+    assert "graph TD;" in text
     for name in ("plan", "act", "review", "fan_a", "fan_b", "merge"):
-        assert f"{name}[{name}]" in text
+        assert f"{name}({name})" in text
     for edge in (
-        "__start__ --> plan",
-        "plan --> act",
-        "review --> fan_a",
-        "review --> fan_b",
-        "fan_a --> merge",
-        "fan_b --> merge",
-        "merge --> __end__",
+        "__start__ --> plan;",
+        "plan --> act;",
+        "review --> fan_a;",
+        "review --> fan_b;",
+        "fan_a --> merge;",
+        "fan_b --> merge;",
+        "merge --> __end__;",
     ):
         assert edge in text
-    assert "act -. ok .-> review" in text
-    assert "act -. again .-> plan" in text
+    assert "act -. &nbsp;ok&nbsp; .-> review;" in text
+    assert "act -. &nbsp;again&nbsp; .-> plan;" in text

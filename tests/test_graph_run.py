@@ -137,16 +137,17 @@ def _forever(calls: list[int]) -> StateGraph:
     return builder
 
 
-def test_recursion_limit_default_is_25() -> None:
+def test_recursion_limit_default_is_langgraphs() -> None:
+    """LangGraph 1.2's default is 10007 steps (it was 25 before)."""
     calls: list[int] = []
     with pytest.raises(GraphRecursionError, match="recursion_limit"):
         _forever(calls).compile().invoke({"count": 0})
-    assert len(calls) == 25
+    assert len(calls) == 10007
 
 
 def test_recursion_limit_from_config() -> None:
     calls: list[int] = []
-    with pytest.raises(GraphRecursionError, match="recursion limit of 5"):
+    with pytest.raises(GraphRecursionError, match="Recursion limit of 5 reached"):
         _forever(calls).compile().invoke({"count": 0}, {"recursion_limit": 5})
     assert len(calls) == 5
 

@@ -132,6 +132,11 @@ class StateGraph:
             self.spec.nodes[name] = dataclasses.replace(
                 self.spec.nodes[name], cache_policy=cache_policy
             )
+        if metadata is not None or isinstance(destinations, Mapping):
+            labels = tuple(destinations.items()) if isinstance(destinations, Mapping) else ()
+            self.spec.nodes[name] = dataclasses.replace(
+                self.spec.nodes[name], metadata=metadata, destination_labels=labels
+            )
         if defer:
             self.spec.nodes[name] = dataclasses.replace(self.spec.nodes[name], defer=True)
             self.spec.deferred.add(name)

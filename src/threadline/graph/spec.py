@@ -35,6 +35,8 @@ class NodeSpec:
     input_schema: Any = None  # a StateSchema of the node's own input, when not the graph's
     defer: bool = False  # runs only once nothing else is left to run
     cache_policy: Any = None
+    metadata: dict[str, Any] | None = None  # add_node(metadata=...): shown in drawings
+    destination_labels: tuple[tuple[str, str], ...] = ()  # destinations={node: label}
 
 
 @dataclass(frozen=True, slots=True)

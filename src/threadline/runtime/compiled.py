@@ -21,6 +21,7 @@ from ..errors import (
     ThreadBusyError,
     is_invalid_resume,
 )
+from ..graph.drawing import draw
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
 from ..types import Command, StateSnapshot, StateTask
@@ -31,13 +32,14 @@ from .handle import RunHandle
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
+from .runnable import RunnableMethods
 from .runtime_context import coerce_context
 from .stored_format import RESERVED
 from .task_events import checkpoint_task, debug_event, task_result, task_start
 
 __all__ = ["CompiledStateGraph"]
 
-DEFAULT_RECURSION_LIMIT = 25
+DEFAULT_RECURSION_LIMIT = 10007  # LangGraph 1.2's default (LANGGRAPH_DEFAULT_RECURSION_LIMIT)
 STREAM_MODES = ("values", "updates", "checkpoints", "tasks", "debug", "custom", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
@@ -81,33 +83,7 @@ class _Options:
     context: Any = None  # invoke(..., context=...): the run's Runtime.context
 
 
-class DrawableGraph:
-    """What ``get_graph()`` returns: the graph's structure, drawable as Mermaid."""
-
-    def __init__(self, spec: GraphSpec) -> None:
-        self.spec = spec
-        self.nodes = list(spec.nodes)
-
-    @property
-    def edges(self) -> list[tuple[str, str, bool]]:
-        """Every edge as ``(source, target, conditional)``; branches without a path map may
-        go to any node."""
-        spec = self.spec
-        found = [(s, t, False) for s, targets in spec.edges.items() for t in targets]
-        found += [(s, j.target, False) for j in spec.joins for s in j.sources]
-        for source, branches in spec.branches.items():
-            for b in branches:
-                targets = [*spec.nodes, "__end__"] if b.path_map is None else b.path_map.values()
-                found += [(source, t, True) for t in targets]
-        found += [(n.name, t, True) for n in spec.nodes.values() for t in n.destinations or ()]
-        return found
-
-    def draw_mermaid(self) -> str:
-        """A Mermaid flowchart of the graph."""
-        return self.spec.draw_mermaid()
-
-
-class CompiledStateGraph:
+class CompiledStateGraph(RunnableMethods):
     """A validated graph, ready to run. Made by ``StateGraph.compile()``."""
 
     def __init__(
@@ -133,9 +109,9 @@ class CompiledStateGraph:
         self.cache = cache
         self.context_schema = context_schema
 
-    def get_graph(self) -> DrawableGraph:
-        """The graph's structure (``.draw_mermaid()`` renders it)."""
-        return DrawableGraph(self.spec)
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Any:
+        """The graph's structure, to draw (``.draw_mermaid()``); see :mod:`..graph.drawing`."""
+        return draw(self.spec, xray)
 
     # How a run shows its results; the functional API's entrypoint shows them its own way.
     _input_values = True  # stream_mode="values" yields the state once the input is applied
@@ -162,8 +138,19 @@ class CompiledStateGraph:
         )
 
     def _values_chunk(self, core: RunCore) -> Any:
-        """The chunk for ``stream_mode="values"`` after a step."""
-        return core.output()
+        """The chunk for ``stream_mode="values"`` after a step (with ``__interrupt__`` when
+        the step paused at ``interrupt()``, as LangGraph's)."""
+        out = self._stream_values(core)
+        if core.interrupts and isinstance(out, dict):
+            out["__interrupt__"] = tuple(core.interrupts)
+        return out
+
+    def _stream_values(self, core: RunCore) -> Any:
+        """The state a ``"values"`` chunk shows: every key that has a value (input-only and
+        private keys too, as LangGraph streams them), not only the output schema's."""
+        if self.schema.kind not in ("typeddict", "dict"):
+            return core.output()
+        return {k: v for k, v in core.values.items() if k not in RESERVED}
 
     def _result(self, core: RunCore) -> Any:
         """What ``invoke`` returns once the run stopped."""
@@ -791,6 +778,7 @@ class _RunBase:
                 core.apply_update(Command(update=inp.update), None)
             core.apply_resume(inp.resume)
             core.start_resume()
+            self.emit_resumed_values()
         elif inp is None:
             if loaded is None:
                 where = f"thread {core.thread_id!r}" if core.thread_id else "this graph"
@@ -800,14 +788,21 @@ class _RunBase:
                 )
             self.emit_start_checkpoint(loaded)
             core.start_resume()
+            self.emit_resumed_values()
         else:
             wants = self._wants_checkpoints()
             before = _values_out(self.graph.schema, core.values) if wants else MISSING
             core.start_input(inp)
             self.emit_checkpoints(inputs=before)  # the input checkpoint first, as LangGraph
             if "values" in self.opts.modes and self.graph._input_values:
-                self.emit("values", core.output())
+                self.emit("values", self.graph._stream_values(core))
         self.emit_checkpoints()
+
+    def emit_resumed_values(self) -> None:
+        """A run that goes on from a checkpoint first shows the state it starts from in
+        ``stream_mode="values"``, as LangGraph does."""
+        if "values" in self.opts.modes and self.graph._input_values:
+            self.emit("values", self.graph._stream_values(self.core))
 
     def _new_invocation(self, loaded: CheckpointTuple) -> bool:
         """A ``checkpointer=True`` child keeps its history across invocations: new input goes
@@ -990,6 +985,8 @@ class _RunBase:
         left = tuple(i for i in self.core.interrupts if i.id not in self.asked)
         if left:
             self.emit("updates", {"__interrupt__": left})
+        elif self.core.interrupted and not self.core.interrupts:
+            self.emit("updates", {"__interrupt__": ()})  # paused by interrupt_before/after
 
     def raise_failure(self) -> None:
         task = self.core.failed_task()

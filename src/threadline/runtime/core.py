@@ -26,11 +26,13 @@ from ..checkpoint.types import (
     new_checkpoint_id,
 )
 from ..errors import (
+    ErrorCode,
     GraphRecursionError,
     InvalidUpdateError,
     ParentCommand,
     ReducerTypeError,
     ThreadlineError,
+    create_error_message,
     invalid_resume_id,
 )
 from ..graph.schema import StateSchema, managed_value
@@ -337,10 +339,14 @@ class RunCore:
                 )
             return []
         if self.step + 1 - self.start_step >= self.recursion_limit:
-            raise GraphRecursionError(
-                f"recursion limit of {self.recursion_limit} steps reached without hitting a stop"
-                f" condition (thread {self.thread_id!r}). If the graph loops on purpose, raise"
-                " 'recursion_limit' in the config: {'recursion_limit': 100, 'configurable': ...}"
+            raise GraphRecursionError(  # LangGraph's wording, which programs print and match
+                create_error_message(
+                    message=f"Recursion limit of {self.recursion_limit} reached without hitting a"
+                    f" stop condition (thread {self.thread_id!r}). You can increase the limit by"
+                    " setting the `recursion_limit` config key, e.g. {'recursion_limit': 100,"
+                    " 'configurable': ...}",
+                    error_code=ErrorCode.GRAPH_RECURSION_LIMIT,
+                )
             )
         for t in todo:
             t.error = None

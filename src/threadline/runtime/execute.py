@@ -149,9 +149,14 @@ def _cache_key(node: NodeSpec, state: Any) -> Any:
     key = node.cache_policy.key_func(state)
     if isinstance(key, bytes):
         key = key.hex()
+    return (cache_namespace(node), str(key))
+
+
+def cache_namespace(node: NodeSpec) -> tuple[str, ...]:
+    """Where a node's cached results are kept (``clear_cache()`` clears it)."""
     fn = node.fn
     ident = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-    return (("__threadline_node__", node.name, ident), str(key))
+    return ("__threadline_node__", node.name, ident)
 
 
 def _attempts(

@@ -13,6 +13,7 @@ from typing import Any
 import typing_extensions
 from pydantic import TypeAdapter
 
+from ..graph.drawing import DrawableGraph
 from ..graph.schema import StateSchema
 from ..runtime.compiled import CompiledStateGraph
 
@@ -160,7 +161,7 @@ def _draw(
     nodes: list[dict[str, Any]],
     edges: list[dict[str, Any]],
 ) -> None:
-    drawable = graph.get_graph()
+    drawable = DrawableGraph(graph.spec)
     expanded = dict(_children(graph)) if xray > 0 else {}
     for name in ["__start__", *drawable.nodes, "__end__"]:
         if name in expanded:

@@ -171,10 +171,10 @@ def test_interrupt_before_and_after_in_stream(saver: BaseCheckpointSaver) -> Non
     app = _chain(["a", "b", "c"], calls).compile(checkpointer=saver)
     config = fresh_config()
     chunks = list(app.stream({"log": []}, config, stream_mode="updates", interrupt_after=["a"]))
-    assert chunks == [{"a": {"log": ["a"]}}]
+    assert chunks == [{"a": {"log": ["a"]}}, {"__interrupt__": ()}]  # as in LangGraph
     assert app.get_state(config).next == ("b",)
     chunks = list(app.stream(None, config, stream_mode="updates", interrupt_before=["c"]))
-    assert chunks == [{"b": {"log": ["b"]}}]
+    assert chunks == [{"b": {"log": ["b"]}}, {"__interrupt__": ()}]
     assert app.get_state(config).next == ("c",)
     chunks = list(app.stream(None, config, stream_mode="values"))
     assert chunks[-1] == {"log": ["a", "b", "c"]}

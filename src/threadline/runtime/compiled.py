@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
-from ..types import Command, StateSnapshot, StateTask
+from ..types import Command, Interrupt, StateSnapshot, StateTask
 from .context import NO_SCOPE, ParentLink, RunScope, running_task
 from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
@@ -164,6 +164,20 @@ class CompiledStateGraph:
     def _values_chunk(self, core: RunCore) -> Any:
         """The chunk for ``stream_mode="values"`` after a step."""
         return core.output()
+
+    def _shows_step(self, core: RunCore) -> bool:
+        """Whether the step just applied shows in ``stream_mode="values"``: when its tasks
+        wrote a key of the output."""
+        return bool(core.writes_output(core.finished_tasks))
+
+    def _interrupt_values(self, core: RunCore, asked: tuple[Interrupt, ...]) -> Any:
+        """The chunk for ``stream_mode="values"`` when a task asks: the state with the
+        question under ``__interrupt__``."""
+        out = core.output()
+        if isinstance(out, dict):
+            out["__interrupt__"] = asked
+            return out
+        return {"__interrupt__": asked}
 
     def _result(self, core: RunCore) -> Any:
         """What ``invoke`` returns once the run stopped."""
@@ -783,7 +797,9 @@ class _RunBase:
                 core.set_last_node(loaded.checkpoint.metadata.get("nodes") or [])
                 core.apply_update(Command(update=inp.update), None)
             core.apply_resume(inp.resume)
+            self.emit_start_values()
             core.start_resume()
+            self.emit_restored()
         elif inp is None:
             if loaded is None:
                 where = f"thread {core.thread_id!r}" if core.thread_id else "this graph"
@@ -792,7 +808,9 @@ class _RunBase:
                     " with an input, e.g. invoke({'messages': [...]}, config)"
                 )
             self.emit_start_checkpoint(loaded)
+            self.emit_start_values()
             core.start_resume()
+            self.emit_restored()
         else:
             wants = self._wants_checkpoints()
             before = _values_out(self.graph.schema, core.values) if wants else None
@@ -881,14 +899,70 @@ class _RunBase:
         ns = f"{self.core.ns}|{part}" if self.core.ns else part
         return {"configurable": {"thread_id": self.core.thread_id, "checkpoint_ns": ns}}
 
+    def emit_start_values(self) -> None:
+        """A run that goes on from a checkpoint (resume, continue) first shows its state."""
+        if "values" in self.opts.modes:
+            self.emit("values", self.core.output())
+
+    def emit_restored(self) -> None:
+        """The tasks of the step a run goes on with that had finished before (their writes
+        were saved): their updates come first, marked cached, as LangGraph marks them."""
+        self.restored = [t for t in self.core.tasks if t.done]
+        if "updates" not in self.opts.modes:
+            return
+        for t in self.restored:
+            chunk = self.graph._update_of(t)
+            chunk.setdefault("__metadata__", {"cached": True})
+            self.emit("updates", chunk)
+
+    restored: list[Task] = []  # see emit_restored
+
     def step_events(self) -> None:
         core = self.core
+        restored, self.restored = self.restored, []
+        if not core.finished_tasks and (core.interrupted or core.failed_task() is not None):
+            self._stopped_step_events(restored)
+            return
         if "updates" in self.opts.modes:
             for t in core.finished_tasks:
-                self.emit("updates", self.graph._update_of(t))
-        if "values" in self.opts.modes:
+                if not any(t is r for r in restored):
+                    self.emit("updates", self.graph._update_of(t))
+        if "values" in self.opts.modes and self.graph._shows_step(core):
             self.emit("values", self.graph._values_chunk(core))
         self.emit_checkpoints()
+
+    def _stopped_step_events(self, restored: list[Task]) -> None:
+        """A step that paused (a task asked a question) or failed, its writes not applied: the
+        updates of its tasks that finished and, per question, the question with the state as
+        it was before the step, in the order the tasks ended, as LangGraph streams them."""
+        modes = self.opts.modes
+        for t in self.core.ended:
+            if any(t is r for r in restored):
+                continue
+            if t.done:
+                if "updates" in modes:
+                    self.emit("updates", self.graph._update_of(t))
+            elif t.pending_interrupt is not None and t.error is None:
+                asked = (t.pending_interrupt,)
+                if "updates" in modes:
+                    self.emit("updates", {"__interrupt__": asked})
+                if "values" in modes:
+                    self.emit("values", self.graph._interrupt_values(self.core, asked))
+        self.emit_checkpoints()
+
+    def end_events(self) -> None:
+        """A paused run ends with the state its finished tasks would make (their writes are
+        saved, not applied yet), then, paused by interrupt_before/after, an empty question."""
+        core = self.core
+        if not core.interrupted or self.child is not None:
+            return  # a subgraph's pause ends its parent's step: the parent reports it
+        done = [t for t in core.tasks if t.done] if not core.finished_tasks else []
+        if done and "values" in self.opts.modes:
+            values = core.output_with(done)
+            if values is not None:
+                self.emit("values", values)
+        if not core.interrupts:
+            self.emit("updates", {"__interrupt__": ()})
 
     def task_config(self, task: Task) -> RunnableConfig:
         configurable = dict(self.config.get("configurable") or {})
@@ -1098,8 +1172,7 @@ class _SyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             self._save(persister)
-            if self.core.interrupts:
-                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            self.end_events()
             yield from self.drain()
         finally:
             try:
@@ -1271,8 +1344,7 @@ class _AsyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             await self._save(persister)
-            if self.core.interrupts:
-                self.emit("updates", {"__interrupt__": tuple(self.core.interrupts)})
+            self.end_events()
             for chunk in self.drain():
                 yield chunk
         finally:

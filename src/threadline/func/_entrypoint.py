@@ -191,10 +191,12 @@ class Entrypoint(CompiledStateGraph):
             chunk["result"] = {"__end__": dict(task.writes).get(RETURN)}
         return chunk
 
-    def _values_chunk(self, core: RunCore) -> Any:
-        if core.interrupts:  # paused: the pause, not the previous run's return value
-            return {"__interrupt__": tuple(core.interrupts)}
-        return core.output()
+    def _shows_step(self, core: RunCore) -> bool:
+        return True  # the function returned (None is a return value too)
+
+    @property
+    def _every_key(self) -> bool:
+        return False  # "values" shows the return value, not the channels it is kept in
 
     def _result(self, core: RunCore) -> Any:
         if core.interrupts:

@@ -24,7 +24,7 @@ from ..errors import (
 from ..graph.drawing import draw
 from ..graph.schema import StateSchema
 from ..graph.spec import GraphSpec
-from ..types import Command, StateSnapshot, StateTask
+from ..types import Command, Interrupt, StateSnapshot, StateTask
 from .context import NO_SCOPE, ParentLink, RunScope, running_task
 from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
@@ -137,20 +137,31 @@ class CompiledStateGraph(RunnableMethods):
             interrupts=() if task.done else task.interrupts[len(task.answers) :],
         )
 
-    def _values_chunk(self, core: RunCore) -> Any:
-        """The chunk for ``stream_mode="values"`` after a step (with ``__interrupt__`` when
-        the step paused at ``interrupt()``, as LangGraph's)."""
-        out = self._stream_values(core)
-        if core.interrupts and isinstance(out, dict):
-            out["__interrupt__"] = tuple(core.interrupts)
-        return out
+    @property
+    def _every_key(self) -> bool:
+        """Whether ``"values"`` chunks show every key of the state (a dict-like state)."""
+        return self.schema.kind in ("typeddict", "dict")
 
     def _stream_values(self, core: RunCore) -> Any:
         """The state a ``"values"`` chunk shows: every key that has a value (input-only and
         private keys too, as LangGraph streams them), not only the output schema's."""
-        if self.schema.kind not in ("typeddict", "dict"):
+        if not self._every_key:
             return core.output()
         return {k: v for k, v in core.values.items() if k not in RESERVED}
+
+    def _shows_step(self, core: RunCore) -> bool:
+        """Whether the step just applied shows in ``stream_mode="values"``: when its tasks
+        wrote a key it shows (see ``_stream_values``)."""
+        return core.writes_output(core.finished_tasks, every=self._every_key)
+
+    def _interrupt_values(self, core: RunCore, asked: tuple[Interrupt, ...]) -> Any:
+        """The chunk for ``stream_mode="values"`` when a task asks: the state with the
+        question under ``__interrupt__``."""
+        out = self._stream_values(core)
+        if isinstance(out, dict):
+            out["__interrupt__"] = asked
+            return out
+        return {"__interrupt__": asked}
 
     def _result(self, core: RunCore) -> Any:
         """What ``invoke`` returns once the run stopped."""
@@ -777,8 +788,9 @@ class _RunBase:
                 core.set_last_node(loaded.checkpoint.metadata.get("nodes") or [])
                 core.apply_update(Command(update=inp.update), None)
             core.apply_resume(inp.resume)
+            self.emit_start_values()
             core.start_resume()
-            self.emit_resumed_values()
+            self.emit_restored()
         elif inp is None:
             if loaded is None:
                 where = f"thread {core.thread_id!r}" if core.thread_id else "this graph"
@@ -787,8 +799,9 @@ class _RunBase:
                     " with an input, e.g. invoke({'messages': [...]}, config)"
                 )
             self.emit_start_checkpoint(loaded)
+            self.emit_start_values()
             core.start_resume()
-            self.emit_resumed_values()
+            self.emit_restored()
         else:
             wants = self._wants_checkpoints()
             before = _values_out(self.graph.schema, core.values) if wants else MISSING
@@ -797,12 +810,6 @@ class _RunBase:
             if "values" in self.opts.modes and self.graph._input_values:
                 self.emit("values", self.graph._stream_values(core))
         self.emit_checkpoints()
-
-    def emit_resumed_values(self) -> None:
-        """A run that goes on from a checkpoint first shows the state it starts from in
-        ``stream_mode="values"``, as LangGraph does."""
-        if "values" in self.opts.modes and self.graph._input_values:
-            self.emit("values", self.graph._stream_values(self.core))
 
     def _new_invocation(self, loaded: CheckpointTuple) -> bool:
         """A ``checkpointer=True`` child keeps its history across invocations: new input goes
@@ -883,16 +890,38 @@ class _RunBase:
         ns = f"{self.core.ns}|{part}" if self.core.ns else part
         return {"configurable": {"thread_id": self.core.thread_id, "checkpoint_ns": ns}}
 
+    def emit_start_values(self) -> None:
+        """A run that goes on from a checkpoint (resume, continue) first shows its state in
+        ``stream_mode="values"`` (a resume's ``update`` applied), as LangGraph does."""
+        if "values" in self.opts.modes:
+            self.emit("values", self.graph._stream_values(self.core))
+
+    def emit_restored(self) -> None:
+        """The tasks of the step a run goes on with that had finished before (their writes
+        were saved): their updates come first, marked cached, as LangGraph marks them."""
+        if "updates" not in self.opts.modes:
+            return
+        for t in self.core.tasks:
+            if t.done:
+                chunk = self.graph._update_of(t)
+                chunk.setdefault("__metadata__", {"cached": True})
+                self.emit("updates", chunk)
+                self.announced.add(t.id)  # not again at the step's end
+
     def step_events(self) -> None:
         core = self.core
-        if "updates" in self.opts.modes:
-            # The step's tasks in order (deterministic, and an order LangGraph can give); a
-            # step that paused or failed still reports those that finished, and the questions.
-            for t in core.finished_tasks or core.tasks:
+        if not core.finished_tasks and (core.interrupted or core.failed_task() is not None):
+            # A step that paused (a task asked a question) or failed, its writes not applied:
+            # the updates of its tasks that finished and, per question, the question with the
+            # state as it was before the step, in the order the tasks ended, as LangGraph.
+            for t in core.ended:
                 self.update_event(t)
-            self.announced.clear()
-        if "values" in self.opts.modes:
-            self.emit("values", self.graph._values_chunk(core))
+        else:
+            for t in core.finished_tasks:
+                self.update_event(t)
+            if "values" in self.opts.modes and self.graph._shows_step(core):
+                self.emit("values", self.graph._stream_values(core))
+        self.announced.clear()
         self.emit_checkpoints()
 
     def task_config(self, task: Task) -> RunnableConfig:
@@ -966,26 +995,42 @@ class _RunBase:
         """A task of this run ended. Streaming tasks/debug, its update (or its question) goes
         out now, right before its result, as LangGraph sends them; else at the step's end."""
         if self.wants_tasks:
-            if "updates" in self.opts.modes:
-                self.update_event(task)
+            self.update_event(task)
             self.task_event("task_result", task)
 
     def update_event(self, task: Task) -> None:
-        """Mode "updates": what ``task`` wrote, or the question it asks, unless already sent."""
+        """What ``task`` wrote (mode "updates"), or the question it asks (mode "updates", and
+        in mode "values" the state as it was before the step with the question under
+        ``__interrupt__``, as LangGraph sends them), unless already sent."""
+        modes = self.opts.modes
         asked = task.pending_interrupt
-        if task.done and task.id not in self.announced:
-            self.emit("updates", self.graph._update_of(task))
-            self.announced.add(task.id)
-        elif asked is not None and asked.id not in self.asked:
-            self.emit("updates", {"__interrupt__": (asked,)})
+        if task.done:
+            if "updates" in modes and task.id not in self.announced:
+                self.emit("updates", self.graph._update_of(task))
+                self.announced.add(task.id)
+        elif asked is not None and task.error is None and asked.id not in self.asked:
             self.asked.add(asked.id)
+            if "updates" in modes:
+                self.emit("updates", {"__interrupt__": (asked,)})
+            if "values" in modes:
+                self.emit("values", self.graph._interrupt_values(self.core, (asked,)))
 
-    def interrupts_event(self) -> None:
-        """The run paused: the questions not sent with their tasks."""
-        left = tuple(i for i in self.core.interrupts if i.id not in self.asked)
+    def end_events(self) -> None:
+        """A paused run ends with the state its finished tasks would make (their writes are
+        saved, not applied yet), then with the questions not sent with their tasks or, paused
+        by interrupt_before/after, an empty question."""
+        core = self.core
+        if not core.interrupted or self.child is not None:
+            return  # a subgraph's pause ends its parent's step: the parent reports it
+        done = [t for t in core.tasks if t.done] if not core.finished_tasks else []
+        if done and "values" in self.opts.modes:
+            values = core.output_with(done, every=self.graph._every_key)
+            if values is not None:
+                self.emit("values", values)
+        left = tuple(i for i in core.interrupts if i.id not in self.asked)
         if left:
             self.emit("updates", {"__interrupt__": left})
-        elif self.core.interrupted and not self.core.interrupts:
+        elif not core.interrupts:
             self.emit("updates", {"__interrupt__": ()})  # paused by interrupt_before/after
 
     def raise_failure(self) -> None:
@@ -1134,7 +1179,7 @@ class _SyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             self._save(persister)
-            self.interrupts_event()
+            self.end_events()
             yield from self.drain()
         finally:
             try:
@@ -1306,7 +1351,7 @@ class _AsyncRun(_RunBase):
                 self.raise_failure()
             self.core.finish_run()
             await self._save(persister)
-            self.interrupts_event()
+            self.end_events()
             for chunk in self.drain():
                 yield chunk
         finally:

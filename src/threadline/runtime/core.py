@@ -203,6 +203,7 @@ class RunCore:
         self.interrupted = False
         self.interrupts: list[Interrupt] = []
         self.finished_tasks: list[Task] = []
+        self.ended: list[Task] = []  # the tasks of the current step in the order they ended
         self._ran_last: list[str] = []  # nodes of the step before (update_state's default)
         self._node_order = {name: i for i, name in enumerate(spec.nodes)}
         self._fill_empty()
@@ -350,6 +351,7 @@ class RunCore:
             )
         for t in todo:
             t.error = None
+        self.ended = []
         return todo
 
     @staticmethod
@@ -436,6 +438,7 @@ class RunCore:
 
     def finish_task(self, task: Task, *, alone: bool) -> None:
         """A task ended (done, failed or interrupted): queue its pending writes if needed."""
+        self.ended.append(task)
         if task.done:
             if not alone:
                 value = {"writes": task.writes, "routes": task.routes}
@@ -520,12 +523,45 @@ class RunCore:
             self._flush_exit()
 
     def output(self) -> Any:
+        return self._output_of(self.values)
+
+    def _output_of(self, state: Mapping[str, Any]) -> Any:
         out = self.schema.output_schema
         if self.schema.kind == "dict" and out is self.schema:
-            values = {k: v for k, v in self.values.items() if k not in RESERVED}
+            values = {k: v for k, v in state.items() if k not in RESERVED}
         else:
-            values = {k: v for k, v in self.values.items() if k in out.fields}
+            values = {k: v for k, v in state.items() if k in out.fields}
         return out.output(values)
+
+    def writes_output(self, tasks: Sequence[Task], *, every: bool = False) -> bool:
+        """Whether ``tasks`` wrote a key the output shows (``every``: any key of the state),
+        else a step shows no new state."""
+        return bool(self._output_writes(tasks, every))
+
+    def _output_writes(self, tasks: Sequence[Task], every: bool) -> dict[str, list[Any]]:
+        out = self.schema.output_schema
+        whole = every or (self.schema.kind == "dict" and out is self.schema)
+        shown = None if whole else out.fields
+        grouped: dict[str, list[Any]] = {}
+        for t in tasks:
+            for key, value in t.writes:
+                if key in self.schema.channels and (shown is None or key in shown):
+                    grouped.setdefault(key, []).append(value)
+        return grouped
+
+    def output_with(self, tasks: Sequence[Task], *, every: bool = False) -> Any:
+        """The output as it would be with ``tasks``' writes applied, the state left as it is;
+        None when they write nothing the output shows (a paused step's finished tasks).
+        ``every``: every key of the state that has a value, not only the output's."""
+        grouped = self._output_writes(tasks, every)
+        if not grouped:
+            return None
+        state = dict(self.values)
+        for key, updates in grouped.items():
+            state[key] = self._reduce(key, self.values.get(key, MISSING), updates, shared_ok=False)
+        if every:
+            return {k: v for k, v in state.items() if k not in RESERVED}
+        return self._output_of(state)
 
     # ------------------------------------------------------------------ update_state
 

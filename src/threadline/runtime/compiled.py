@@ -1315,10 +1315,10 @@ class _AsyncRun(_RunBase):
         Read from the saver's own record of its last commit when that is it (a run that ended
         without tasks), else by id: never as "the head", which a later run may have moved and
         which would tell the saver nobody else writes the thread."""
-        config = self.committed_config()
-        if config is None or self.saver is None:
+        persister = self.persister
+        if persister is None or not persister.stored or self.saver is None:
             return None
-        thread_id, ns, checkpoint_id = parse_config(config)
+        thread_id, ns, checkpoint_id = persister.thread_id, persister.ns, persister.head
         found = await self.saver.acached_head(thread_id, ns, checkpoint_id=checkpoint_id)
         if found is None:
             found = await self.saver.aload(

@@ -135,6 +135,11 @@ def tasks_of(loaded: CheckpointTuple, *, with_writes: bool = True) -> tuple[list
     return tasks, paused
 
 
+def _error_write(task: Task) -> tuple[str, Any]:
+    """The pending write that records ``task``'s error (read back by :func:`_apply_pending`)."""
+    return (ERROR, {"type": type(task.error).__name__, "message": str(task.error)})
+
+
 def _apply_pending(task: Task, w: PendingWrite) -> None:
     if w.channel == RESULT:
         task.done = True
@@ -444,14 +449,12 @@ class RunCore:
                 value = {"writes": task.writes, "routes": task.routes}
                 self._queue_writes(task, [(RESULT, value)])
         elif self._withdraw_answer(task):
-            err = {"type": type(task.error).__name__, "message": str(task.error)}
-            writes = [(RESUME, task.answers), (INTERRUPT, task.interrupts), (ERROR, err)]
+            writes = [(RESUME, task.answers), (INTERRUPT, task.interrupts), _error_write(task)]
             self._queue_writes(task, writes)
         elif task.interrupts:
             self._queue_writes(task, [(INTERRUPT, task.interrupts)])
         elif task.error is not None:
-            err = {"type": type(task.error).__name__, "message": str(task.error)}
-            self._queue_writes(task, [(ERROR, err)])
+            self._queue_writes(task, [_error_write(task)])
 
     @staticmethod
     def _withdraw_answer(task: Task) -> bool:

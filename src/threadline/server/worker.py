@@ -220,7 +220,8 @@ class Worker:
             await events.flush()
             values, interrupts, thread_status = None, None, "idle"
             # Restored while the run still holds the thread, so no other run starts meanwhile.
-            started = self._handles[run_id].started_from if run_id in self._handles else None
+            stopped = self._handles.get(run_id)
+            started = None if stopped is None else stopped.started_from
             if action == "rollback" and await life.restore_before(
                 graph, thread_id, run_id, started
             ):

@@ -413,3 +413,42 @@ async def test_create_run_in_a_callers_transaction_commits_and_announces_with_it
             assert await stored() == [1, 1]
             assert here.is_set()
             await asyncio.wait_for(there.wait(), 5)  # PostgreSQL: the other replica heard it
+
+
+@pytest.mark.postgres
+async def test_a_claim_skips_a_cron_another_replica_holds_instead_of_waiting(
+    postgres_database: str,
+) -> None:
+    # Another replica's claim holds the row lock of two due crons (one to fire, one whose
+    # assistant is gone, to be skipped by a claim of its own) in an open transaction. This
+    # replica's tick passes both by at once and fires the third; it used to wait for the lock.
+    async with opened(postgres_database) as (db,):
+        held = await due_cron(db)
+        gone = await due_cron(db)
+        await db.execute(
+            "UPDATE tl_crons SET assistant_id = ? WHERE cron_id = ?",
+            (str(uuid.uuid4()), gone.cron_id),
+        )
+        free = await due_cron(db)
+        assert held.next_run_date is not None and free.next_run_date is not None
+        scheduler = Scheduler(db, [ECHO])
+        with psycopg.connect(postgres_database) as locking:  # a transaction, until commit
+            locking.execute(
+                "SELECT 1 FROM tl_crons WHERE cron_id = ANY(%s) FOR UPDATE",
+                ([held.cron_id, gone.cron_id],),
+            )
+            tick = asyncio.ensure_future(scheduler.fire_due())
+            try:
+                done, _ = await asyncio.wait({tick}, timeout=5)
+            finally:
+                locking.rollback()  # the other replica's claim fails: the times stay due
+            fired = await tick
+            assert done, "the claim waited for the row lock another replica holds"
+        assert run_id_for(free, free.next_run_date) in fired
+        assert run_id_for(held, held.next_run_date) not in fired
+        assert await next_run_date(db, held) == held.next_run_date
+        assert await next_run_date(db, gone) == gone.next_run_date
+        # Unlocked, the next tick takes them.
+        assert run_id_for(held, held.next_run_date) in await scheduler.fire_due()
+        assert (await next_run_date(db, gone) or 0) > time.time()
+        assert await runs_of(db, held) == [run_id_for(held, held.next_run_date)]

@@ -5,7 +5,8 @@ The JSON shapes are LangGraph's server's (langgraph-api 0.16, observed with ``la
 the thread's ``interrupts``, the state's ``interrupts`` and ``tasks[].interrupts`` carry
 ``"response_schema"`` only when the graph gave one; stream events and a run's output carry every
 field of the interrupt, ``"response_schema": null`` when there is none. An answer the schema
-rejects fails the run, and the thread stays paused on the same interrupt.
+rejects fails the run (status ``error``), and the thread stays paused on the same interrupt
+(status ``interrupted``).
 """
 
 from __future__ import annotations
@@ -70,9 +71,19 @@ def test_a_rejected_answer_fails_the_run_and_the_thread_stays_paused(urls: list[
     with pytest.raises(Exception, match="ValidationError"):
         b.runs.wait(thread_id, "schema", command={"resume": {"approved": "maybe"}})
     assert [r["status"] for r in a.runs.list(thread_id)] == ["error", "success"]
-    assert a.threads.get(thread_id)["status"] == "error"
-    state = a.threads.get_state(thread_id)
+    # The run failed, but the thread is paused on the same question, as its state says: its
+    # row shows it interrupted with that interrupt (it used to say "error").
     shown = {"value": QUESTION, "id": asked["id"], "response_schema": DECISION}
+    thread = a.threads.get(thread_id)
+    assert thread["status"] == "interrupted" and _interrupts_of(thread) == [shown]
+    # Streamed, the rejection reaches the client as LangGraph's server sends a run's error.
+    parts = list(b.runs.stream(thread_id, "schema", command={"resume": {"approved": 3}}))
+    (error,) = [p.data for p in parts if p.event == "error"]
+    assert error["error"] == "ValidationError" and "approved" in error["message"]
+    assert [r["status"] for r in a.runs.list(thread_id)] == ["error", "error", "success"]
+    thread = b.threads.get(thread_id)
+    assert thread["status"] == "interrupted" and _interrupts_of(thread) == [shown]
+    state = a.threads.get_state(thread_id)
     assert state["next"] == ["decide"] and state["interrupts"] == [shown]
     (task,) = state["tasks"]
     assert task["interrupts"] == [shown] and "ValidationError" in task["error"]

@@ -10,10 +10,11 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any, Literal
 
 from ..checkpoint.types import RunnableConfig
-from ..errors import GraphInterrupt, ParentCommand, ThreadlineError, is_invalid_resume
+from ..errors import GraphInterrupt, ParentCommand, ThreadlineError
 from ..graph.spec import Branch, NodeSpec
 from .context import ParentLink, TaskContext, enter, leave
 from .core import RunCore, Task
+from .retry import retry_delay
 from .tasks import aclose_scope, close_scope
 
 Emit = Callable[[str, Any], None]
@@ -63,18 +64,6 @@ def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:
             " give the parameter a default of None"
         )
     return store
-
-
-def _retry_delay(node: NodeSpec, attempt: int, exc: Exception) -> float | None:
-    """Seconds to wait before another attempt, or None to give up."""
-    if is_invalid_resume(exc):
-        return None  # the same answer fails the same way: the person must answer again
-    policy = node.retry
-    if isinstance(policy, tuple):  # several policies: the first that retries this error
-        policy = next((p for p in policy if p.should_retry(exc)), None)
-    if policy is None or attempt >= policy.max_attempts or not policy.should_retry(exc):
-        return None
-    return policy.delay(attempt)
 
 
 def _no_sync(what: str) -> ThreadlineError:
@@ -192,7 +181,7 @@ def _attempts(
         except ParentCommand:
             raise  # this graph's node routes the graph running it: out of this run, up there
         except Exception as exc:
-            delay = _retry_delay(node, attempt, exc)
+            delay = retry_delay(node.retry, attempt, exc)
             if delay is None:
                 task.error = exc
                 return

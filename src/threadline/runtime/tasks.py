@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .._copy import private_copy
-from ..errors import GraphBubbleUp, NodeTimeoutError, ThreadlineError, is_invalid_resume
+from ..errors import GraphBubbleUp, NodeTimeoutError, ThreadlineError
 from ..types import RetryPolicy
 from .context import TaskContext, enter, leave, running_task
+from .retry import retry_delay
 from .task_events import task_result, task_start
 
 __all__ = [
@@ -247,7 +248,7 @@ class CallScope:
                 except GraphBubbleUp:
                     raise  # an interrupt (or a parent command): not the call's failure
                 except Exception as exc:
-                    delay = _retry_delay(job.fn.retry_policy, attempt, exc)
+                    delay = retry_delay(job.fn.retry_policy, attempt, exc)
                     if delay is None:
                         _failed(job, exc)
                         raise
@@ -275,7 +276,7 @@ class CallScope:
             except GraphBubbleUp:
                 raise
             except Exception as exc:
-                delay = _retry_delay(job.fn.retry_policy, attempt, exc)
+                delay = retry_delay(job.fn.retry_policy, attempt, exc)
                 if delay is None:
                     _failed(job, exc)
                     raise
@@ -431,13 +432,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _retry_delay(policies: Sequence[RetryPolicy], attempt: int, exc: Exception) -> float | None:
-    """Seconds before another attempt under the first policy that retries ``exc``, or None."""
-    if is_invalid_resume(exc):
-        return None  # an answer its interrupt's response_schema rejects: asked again instead
-    for policy in policies:
-        if policy.should_retry(exc):
-            return policy.delay(attempt) if attempt < policy.max_attempts else None
-    return None

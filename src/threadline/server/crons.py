@@ -3,8 +3,9 @@
 A cron is a run's options plus a 5-field cron schedule (UTC unless it names a timezone).
 ``next_run_date`` (seconds since the epoch; NULL once past ``end_time``) is the only thing
 replicas race for: a replica fires a due time only if its conditional ``UPDATE`` moved that
-time forward (:func:`claim`), in the transaction that inserts the due time's run, so among
-any number of replicas each due time fires once (:mod:`~threadline.server.scheduler`).
+time forward (:func:`claim`, which passes by a cron another replica's claim has locked), in
+the transaction that inserts the due time's run, so among any number of replicas each due
+time fires once (:mod:`~threadline.server.scheduler`).
 """
 
 from __future__ import annotations
@@ -151,20 +152,31 @@ async def due_crons(db: Database, now: float, limit: int = 100) -> list[Cron]:
     return [Cron.of_row(r) for r in rows]
 
 
-async def claim(db: Database | Tx, cron: Cron, now: float) -> float | None:
+async def claim(db: Database | Tx, cron: Cron, now: float, kind: str) -> float | None:
     """Take ``cron``'s due time for this replica: the time it fires for, or None if another
-    replica took it first (or the cron changed meanwhile).
+    replica took it first, holds it now, or the cron changed meanwhile.
 
     In a transaction (a :class:`~threadline.server.db.Tx`) the claim holds only if it
-    commits, and until then the cron's row is locked: another replica's claim waits, then
-    finds the time taken (a commit) or takes it (a rollback). The next due time is the first
-    after ``now``: times missed while no replica ran fire once, not once each.
+    commits, and until then the cron's row is locked. On PostgreSQL (``kind``) the row is
+    locked ``FOR UPDATE SKIP LOCKED``: a replica never waits for another's claim, it passes
+    the cron by (None), and a later tick finds the time taken (a commit) or still due (a
+    rollback). SQLite has one writer: its transactions never meet a row lock. The next due
+    time is the first after ``now``: times missed while no replica ran fire once, not once
+    each.
     """
     due = cron.next_run_date
     following = next_due(cron.schedule, cron.timezone, max(now, due or now), cron.end_time)
-    won = await db.execute(
-        "UPDATE tl_crons SET next_run_date = ? WHERE cron_id = ? AND next_run_date = ?"
-        " AND enabled = 1 RETURNING cron_id",
-        (following, cron.cron_id, due),
-    )
+    where = "cron_id = ? AND next_run_date = ? AND enabled = 1"
+    if kind == "postgres":
+        won = await db.execute(
+            f"UPDATE tl_crons SET next_run_date = ? WHERE {where} AND cron_id IN"
+            f" (SELECT cron_id FROM tl_crons WHERE {where} FOR UPDATE SKIP LOCKED)"
+            " RETURNING cron_id",
+            (following, cron.cron_id, due, cron.cron_id, due),
+        )
+    else:
+        won = await db.execute(
+            f"UPDATE tl_crons SET next_run_date = ? WHERE {where} RETURNING cron_id",
+            (following, cron.cron_id, due),
+        )
     return due if won else None

@@ -5,8 +5,9 @@ due time fires exactly once across replicas. The replica claims the time
 (:func:`~threadline.server.crons.claim`, a conditional ``UPDATE`` of ``next_run_date``) and
 inserts its run in one transaction: both commit or neither does. A replica that dies or fails
 in between leaves the time unclaimed, and the next tick (of any replica) fires it. While one
-replica's transaction is open, the cron's row is locked; another replica's claim waits for it
-and then finds the time taken, or takes it if the first rolled back. The run's id is derived
+replica's transaction is open, the cron's row is locked; another replica's claim does not wait
+for it (PostgreSQL's ``SKIP LOCKED``) but passes the cron by, and its next tick finds the time
+taken, or takes it if the first rolled back. The run's id is derived
 from the cron and the due time as a second guard: a time whose run exists is taken as fired.
 
 When the transaction fails, what happens next depends on whether trying again can help:
@@ -157,7 +158,7 @@ class Scheduler:
         # One id per due time: should the time ever be claimed twice, its run is found.
         run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cron:{cron.cron_id}:{due!r}"))
         async with self.db.transaction() as tx:
-            if await claim(tx, cron, now) is None:
+            if await claim(tx, cron, now, self.db.kind) is None:
                 return None  # another replica fired it, or the cron changed
             if await tx.execute("SELECT 1 FROM tl_runs WHERE run_id = ?", (run_id,)):
                 log.info("cron %s: its run due at %s exists already", cron.cron_id, iso(due))
@@ -183,7 +184,7 @@ class Scheduler:
         """Claim the due time without a run, and log why it was skipped if this replica's claim
         won (so once per due time across replicas)."""
         try:
-            won = await claim(self.db, cron, now)
+            won = await claim(self.db, cron, now, self.db.kind)
         except Exception as exc:  # tried again next tick
             log.warning("cron %s: could not skip its due time: %s", cron.cron_id, exc)
             return

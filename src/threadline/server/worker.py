@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint.jsonable import to_jsonable
+from ..errors import is_invalid_resume
 from ..runtime.handle import RunHandle
 from ..types import Command
 from . import lifecycle as life
@@ -239,9 +240,22 @@ class Worker:
             events.emit("error", error)
             await events.flush()
             failed = {"__error__": error}
+            values, by_task, thread_status = None, None, "error"
+            stopped = self._handles.get(run_id)
+            if is_invalid_resume(exc) and stopped is not None:
+                # The answer was rejected and withdrawn: the run failed, but the thread is
+                # still paused on the same interrupt. Its row says so, as its state does.
+                try:
+                    snapshot = await stopped.state()
+                except Exception:  # the run still ends, its thread marked "error"
+                    log.exception("run %s: reading the state it left failed", run_id)
+                else:
+                    if snapshot.interrupts:
+                        values, by_task, thread_status = _thread_row_of(snapshot)
             if await q.finish_run(
                 self.db, run, self.owner, status="error", result=failed,
-                thread_status="error", events=events.unstored(),
+                thread_status=thread_status, values=values, interrupts=by_task,
+                events=events.unstored(),
             ):  # fmt: skip
                 self._hand_over(run_id, failed)
             await self._completed(graph, run, kwargs)

@@ -35,12 +35,12 @@ from .procedures import Opened, Procedure, adrive, drive, open_thread
 from .runnable import RunnableMethods
 from .runtime_context import coerce_context
 from .stored_format import RESERVED
+from .stream_modes import parse_stream_mode
 from .task_events import checkpoint_task, debug_event, task_result, task_start
 
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10007  # LangGraph 1.2's default (LANGGRAPH_DEFAULT_RECURSION_LIMIT)
-STREAM_MODES = ("values", "updates", "checkpoints", "tasks", "debug", "custom", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
 
@@ -178,6 +178,7 @@ class CompiledStateGraph(RunnableMethods):
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -186,7 +187,16 @@ class CompiledStateGraph(RunnableMethods):
 
         ``input`` is the state update to start with, ``None`` to continue the thread, or a
         ``Command`` (e.g. ``Command(resume=answer)``).
+
+        Another ``stream_mode`` than ``"values"`` (the default) returns the list of chunks
+        :meth:`stream` would yield with it, as LangGraph's ``invoke`` does.
         """
+        if stream_mode != "values":
+            modes = self._options(
+                stream_mode, config, interrupt_before, interrupt_after, durability, False
+            )
+            modes.context = context
+            return list(self._run(input, config, modes))
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._run(input, config, opts)
@@ -200,11 +210,18 @@ class CompiledStateGraph(RunnableMethods):
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
     ) -> Any:
         """Async :meth:`invoke`."""
+        if stream_mode != "values":
+            modes = self._options(
+                stream_mode, config, interrupt_before, interrupt_after, durability, False
+            )
+            modes.context = context
+            return [chunk async for chunk in self._arun(input, config, modes)]
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._arun(input, config, opts)
@@ -292,13 +309,7 @@ class CompiledStateGraph(RunnableMethods):
         subgraphs: bool,
     ) -> _Options:
         check_config(config)
-        single = isinstance(stream_mode, str)
-        modes = (stream_mode,) if isinstance(stream_mode, str) else tuple(stream_mode)
-        for mode in modes:
-            if mode not in STREAM_MODES:
-                raise ValueError(
-                    f"unknown stream_mode {mode!r}; choose from {', '.join(STREAM_MODES)}"
-                )
+        modes, single = parse_stream_mode(stream_mode)
         durability = durability or (config or {}).get("durability") or "sync"
         if durability not in ("sync", "async", "exit"):
             raise ValueError(f"durability must be 'sync', 'async' or 'exit', got {durability!r}")

@@ -8,6 +8,7 @@ on ``langgraph`` and ``threadline`` and compares what they give.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 from types import ModuleType
 from typing import Annotated, Any
@@ -172,3 +173,106 @@ def test_entrypoint_invoke_with_stream_mode_matches_langgraph(mode: Any) -> None
 
         got[name] = double.invoke(3, stream_mode=mode)
     assert got["threadline"] == got["langgraph"]
+
+
+# ---------------------------------------------------------------- 3. JSON schemas
+
+
+class Documented(TypedDict):
+    """A typed dict state."""
+
+    x: int
+    log: Annotated[list[str], operator.add]
+    maybe: str | None
+
+
+class OnlyIn(TypedDict):
+    x: int
+
+
+class OnlyOut(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+@dataclasses.dataclass
+class DataState:
+    x: int
+    log: list[str] = dataclasses.field(default_factory=list)
+
+
+def _pydantic_state() -> Any:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Model(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        x: int
+        name: str = "n"
+        log: list[str] = []
+        opt: int | None = None
+
+    return Model
+
+
+def _schema_cases() -> list[tuple[Any, dict[str, Any]]]:
+    return [
+        (Documented, {}),
+        (DataState, {}),
+        (_pydantic_state(), {}),
+        (dict, {}),
+        (State, {"input_schema": OnlyIn, "output_schema": OnlyOut}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_input_and_output_jsonschema_match_langgraph(case: int) -> None:
+    pytest.importorskip("pydantic")
+    schema, kw = _schema_cases()[case]
+    got = {}
+    for name in ("langgraph", "threadline"):
+        lib = _lib(name)
+        g = lib.StateGraph(schema, **kw)
+        g.add_node("a", lambda s: {})
+        g.add_edge(lib.START, "a")
+        app = g.compile()
+        got[name] = (app.get_input_jsonschema(), app.get_output_jsonschema())
+    assert got["threadline"] == got["langgraph"]
+    assert got["threadline"][0]["type"] == "object"
+
+
+def test_input_and_output_schema_are_the_declared_types() -> None:
+    g = _chain(threadline.graph, State, input_schema=OnlyIn, output_schema=OnlyOut)
+    app = g.compile()
+    assert (app.input_schema, app.output_schema) == (OnlyIn, OnlyOut)
+    plain = _chain(threadline.graph).compile()
+    assert (plain.input_schema, plain.output_schema) == (State, State)
+
+
+# ---------------------------------------------------------------- 5. graph.nodes, graph.builder
+
+
+def test_nodes_and_builder_match_langgraph() -> None:
+    got = {}
+    for name in ("langgraph", "threadline"):
+        builder = _chain(_lib(name))
+        app = builder.compile()
+        nodes = app.nodes
+        got[name] = (
+            list(nodes),
+            "a" in nodes,
+            nodes["a"].bound.invoke({"x": 5, "log": []}),
+            nodes["b"].invoke({"x": 5, "log": []}),
+            asyncio.run(nodes["a"].ainvoke({"x": 1, "log": []})),
+            nodes["a"].metadata,
+            app.builder is builder,
+        )
+    assert got["threadline"] == got["langgraph"]
+
+
+def test_a_node_that_takes_config_gets_it_when_invoked_alone() -> None:
+    def node(state: State, config: Any) -> dict[str, Any]:
+        return {"x": config["configurable"]["k"]}
+
+    g = threadline.graph.StateGraph(State)
+    g.add_node("n", node)
+    g.add_edge(threadline.graph.START, "n")
+    app = g.compile()
+    assert app.nodes["n"].invoke({"x": 0}, {"configurable": {"k": 7}}) == {"x": 7}

@@ -29,6 +29,7 @@ from .context import NO_SCOPE, ParentLink, RunScope, running_task
 from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .handle import RunHandle
+from .introspect import GraphNode, json_schema, nodes_of
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
@@ -98,7 +99,9 @@ class CompiledStateGraph(RunnableMethods):
         store: Any = None,
         cache: Any = None,
         context_schema: Any = None,
+        builder: Any = None,
     ) -> None:
+        self.builder = builder  # the StateGraph compiled into this graph (as in LangGraph)
         self.schema = schema
         self.spec = spec
         self.checkpointer = checkpointer
@@ -112,6 +115,29 @@ class CompiledStateGraph(RunnableMethods):
     def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Any:
         """The graph's structure, to draw (``.draw_mermaid()``); see :mod:`..graph.drawing`."""
         return draw(self.spec, xray)
+
+    @property
+    def nodes(self) -> Mapping[str, GraphNode]:
+        """``{name: node}``, ``__start__`` first; ``node.bound.invoke(state)`` runs one alone."""
+        return nodes_of(self.spec)
+
+    @property
+    def input_schema(self) -> Any:
+        """The type ``invoke`` takes: the graph's ``input_schema`` (by default its state's)."""
+        return self.schema.input_schema.schema
+
+    @property
+    def output_schema(self) -> Any:
+        """The type ``invoke`` returns: the graph's ``output_schema`` (by default its state's)."""
+        return self.schema.output_schema.schema
+
+    def get_input_jsonschema(self, config: RunnableConfig | None = None) -> dict[str, Any]:
+        """The JSON schema of the input, as LangGraph gives it (needs pydantic)."""
+        return json_schema(self.schema, "input")
+
+    def get_output_jsonschema(self, config: RunnableConfig | None = None) -> dict[str, Any]:
+        """The JSON schema of the output, as LangGraph gives it (needs pydantic)."""
+        return json_schema(self.schema, "output")
 
     # How a run shows its results; the functional API's entrypoint shows them its own way.
     _input_values = True  # stream_mode="values" yields the state once the input is applied

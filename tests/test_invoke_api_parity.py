@@ -276,3 +276,30 @@ def test_a_node_that_takes_config_gets_it_when_invoked_alone() -> None:
     g.add_edge(threadline.graph.START, "n")
     app = g.compile()
     assert app.nodes["n"].invoke({"x": 0}, {"configurable": {"k": 7}}) == {"x": 7}
+
+
+# ---------------------------------------------------------------- 4. pydantic input errors
+
+
+@pytest.mark.parametrize("bad", [{"x": "many"}, {"x": 1, "log": "not a list"}])
+def test_bad_input_to_a_pydantic_state_raises_pydantic_validation_error(bad: Any) -> None:
+    pydantic = pytest.importorskip("pydantic")
+    model = _pydantic_state()
+    errors = {}
+    for name in ("langgraph", "threadline"):
+        app = _chain(_lib(name), model).compile()
+        with pytest.raises(pydantic.ValidationError) as caught:
+            app.invoke(bad)
+        errors[name] = [(e["loc"], e["type"]) for e in caught.value.errors()]
+    assert errors["threadline"] == errors["langgraph"]
+
+
+def test_pydantic_input_error_is_also_invalid_update_and_says_how_to_fix() -> None:
+    pydantic = pytest.importorskip("pydantic")
+    from threadline.errors import InvalidUpdateError
+
+    app = _chain(threadline.graph, _pydantic_state()).compile()
+    with pytest.raises(InvalidUpdateError, match=r"field 'x'.*Fix the input") as caught:
+        asyncio.run(app.ainvoke({"x": "many"}))
+    assert isinstance(caught.value, pydantic.ValidationError)
+    assert caught.value.errors()[0]["type"] == "int_parsing"

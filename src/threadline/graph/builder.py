@@ -338,6 +338,7 @@ class StateGraph:
             store=store,
             cache=cache,
             context_schema=self.context_schema,
+            builder=self,
         )
 
 

@@ -19,6 +19,7 @@ import typing_extensions
 
 from .._copy import private_copy
 from ..errors import GraphValidationError, InvalidUpdateError
+from .input_errors import input_validation_error
 
 __all__ = ["ChannelSpec", "StateSchema"]
 
@@ -118,7 +119,8 @@ class StateSchema:
     def validate_input(self, updates: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """Pydantic states: the input validated and coerced by the model, field by field.
 
-        A wrong value raises :class:`InvalidUpdateError` naming the field.
+        A wrong value raises pydantic's ``ValidationError`` (as LangGraph does), which is also
+        an :class:`InvalidUpdateError` naming the field.
         """
         if self.kind != "pydantic" or not updates:
             return updates
@@ -133,7 +135,7 @@ class StateSchema:
         except pydantic.ValidationError as exc:
             wrong = [e for e in exc.errors() if e["type"] != "missing" or _loc(e) in own]
             if wrong:
-                raise _invalid_input(self.name, wrong) from exc
+                raise input_validation_error(pydantic, self.name, exc, wrong) from exc
             model = self._validate_fields(own, pydantic)
         return {**updates, **{k: getattr(model, k) for k in own}}
 
@@ -144,7 +146,7 @@ class StateSchema:
             try:
                 self.schema.__pydantic_validator__.validate_assignment(model, key, value)
             except pydantic.ValidationError as exc:
-                raise _invalid_input(self.name, exc.errors()) from exc
+                raise input_validation_error(pydantic, self.name, exc, exc.errors()) from exc
         return model
 
     @property
@@ -440,14 +442,3 @@ def _name_of(fn: Any) -> str:
 def _loc(error: Any) -> Any:
     loc = error.get("loc") or ()
     return loc[0] if loc else None
-
-
-def _invalid_input(schema_name: str, errors: list[Any]) -> InvalidUpdateError:
-    parts = []
-    for e in errors:
-        where = ".".join(str(x) for x in e.get("loc") or ()) or "(state)"
-        parts.append(f"field {where!r}: {e.get('msg')} (got {e.get('input')!r})")
-    return InvalidUpdateError(
-        f"input does not match state schema {schema_name}: {'; '.join(parts)}. Fix the input"
-        " values (pydantic validates the input of a pydantic state)"
-    )

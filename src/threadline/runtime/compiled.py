@@ -29,18 +29,19 @@ from .context import NO_SCOPE, ParentLink, RunScope, running_task
 from .core import MISSING, RunCore, SaveCheckpoint, Task, tasks_of
 from .execute import arun_task, run_task
 from .handle import RunHandle
+from .introspect import GraphNode, json_schema, nodes_of
 from .leasing import RunLease, idempotency_key, input_landed
 from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
 from .runnable import RunnableMethods
 from .runtime_context import coerce_context
 from .stored_format import RESERVED
+from .stream_modes import parse_stream_mode
 from .task_events import checkpoint_task, debug_event, task_result, task_start
 
 __all__ = ["CompiledStateGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10007  # LangGraph 1.2's default (LANGGRAPH_DEFAULT_RECURSION_LIMIT)
-STREAM_MODES = ("values", "updates", "checkpoints", "tasks", "debug", "custom", "messages")
 _POOL_PREFIX = "threadline"
 _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=_POOL_PREFIX)
 
@@ -98,7 +99,9 @@ class CompiledStateGraph(RunnableMethods):
         store: Any = None,
         cache: Any = None,
         context_schema: Any = None,
+        builder: Any = None,
     ) -> None:
+        self.builder = builder  # the StateGraph compiled into this graph (as in LangGraph)
         self.schema = schema
         self.spec = spec
         self.checkpointer = checkpointer
@@ -112,6 +115,29 @@ class CompiledStateGraph(RunnableMethods):
     def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Any:
         """The graph's structure, to draw (``.draw_mermaid()``); see :mod:`..graph.drawing`."""
         return draw(self.spec, xray)
+
+    @property
+    def nodes(self) -> Mapping[str, GraphNode]:
+        """``{name: node}``, ``__start__`` first; ``node.bound.invoke(state)`` runs one alone."""
+        return nodes_of(self.spec)
+
+    @property
+    def input_schema(self) -> Any:
+        """The type ``invoke`` takes: the graph's ``input_schema`` (by default its state's)."""
+        return self.schema.input_schema.schema
+
+    @property
+    def output_schema(self) -> Any:
+        """The type ``invoke`` returns: the graph's ``output_schema`` (by default its state's)."""
+        return self.schema.output_schema.schema
+
+    def get_input_jsonschema(self, config: RunnableConfig | None = None) -> dict[str, Any]:
+        """The JSON schema of the input, as LangGraph gives it (needs pydantic)."""
+        return json_schema(self.schema, "input")
+
+    def get_output_jsonschema(self, config: RunnableConfig | None = None) -> dict[str, Any]:
+        """The JSON schema of the output, as LangGraph gives it (needs pydantic)."""
+        return json_schema(self.schema, "output")
 
     # How a run shows its results; the functional API's entrypoint shows them its own way.
     _input_values = True  # stream_mode="values" yields the state once the input is applied
@@ -178,6 +204,7 @@ class CompiledStateGraph(RunnableMethods):
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
@@ -186,7 +213,16 @@ class CompiledStateGraph(RunnableMethods):
 
         ``input`` is the state update to start with, ``None`` to continue the thread, or a
         ``Command`` (e.g. ``Command(resume=answer)``).
+
+        Another ``stream_mode`` than ``"values"`` (the default) returns the list of chunks
+        :meth:`stream` would yield with it, as LangGraph's ``invoke`` does.
         """
+        if stream_mode != "values":
+            modes = self._options(
+                stream_mode, config, interrupt_before, interrupt_after, durability, False
+            )
+            modes.context = context
+            return list(self._run(input, config, modes))
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._run(input, config, opts)
@@ -200,11 +236,18 @@ class CompiledStateGraph(RunnableMethods):
         config: RunnableConfig | None = None,
         *,
         context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
         interrupt_before: Sequence[str] | None = None,
         interrupt_after: Sequence[str] | None = None,
         durability: str | None = None,
     ) -> Any:
         """Async :meth:`invoke`."""
+        if stream_mode != "values":
+            modes = self._options(
+                stream_mode, config, interrupt_before, interrupt_after, durability, False
+            )
+            modes.context = context
+            return [chunk async for chunk in self._arun(input, config, modes)]
         opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._arun(input, config, opts)
@@ -292,13 +335,7 @@ class CompiledStateGraph(RunnableMethods):
         subgraphs: bool,
     ) -> _Options:
         check_config(config)
-        single = isinstance(stream_mode, str)
-        modes = (stream_mode,) if isinstance(stream_mode, str) else tuple(stream_mode)
-        for mode in modes:
-            if mode not in STREAM_MODES:
-                raise ValueError(
-                    f"unknown stream_mode {mode!r}; choose from {', '.join(STREAM_MODES)}"
-                )
+        modes, single = parse_stream_mode(stream_mode)
         durability = durability or (config or {}).get("durability") or "sync"
         if durability not in ("sync", "async", "exit"):
             raise ValueError(f"durability must be 'sync', 'async' or 'exit', got {durability!r}")

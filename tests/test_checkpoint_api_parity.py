@@ -1,0 +1,133 @@
+"""LangGraph checkpoint API parity: serde import paths, ``saver.get`` shapes, durability."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+
+from threadline.checkpoint.base import BaseCheckpointSaver
+from threadline.errors import CorruptCheckpointError, SerializationError
+
+
+class State(TypedDict):
+    x: int
+    log: Annotated[list[str], operator.add]
+
+
+def _add_one(state: State) -> dict[str, Any]:
+    return {"x": state["x"] + 1, "log": ["a"]}
+
+
+def _double(state: State) -> dict[str, Any]:
+    return {"x": state["x"] * 2, "log": ["b"]}
+
+
+def _graph(state_graph: Any, start: Any) -> Any:
+    """START -> a -> b -> END over :class:`State`, with either library's StateGraph."""
+    g = state_graph(State)
+    g.add_node("a", _add_one)
+    g.add_node("b", _double)
+    g.add_edge(start, "a")
+    g.add_edge("a", "b")
+    return g
+
+
+def _lib_graph(prefix: str) -> Any:
+    mod = importlib.import_module(f"{prefix}.graph")
+    return _graph(mod.StateGraph, mod.START)
+
+
+# ---------------------------------------------------------------------- item 1: serde paths
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_serde_import_paths() -> None:
+    from threadline.checkpoint.serde import MsgpackSerializer, Serializer
+    from threadline.checkpoint.serde.base import CipherProtocol, SerializerProtocol
+    from threadline.checkpoint.serde.encrypted import EncryptedSerializer
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer()
+    assert isinstance(serde, MsgpackSerializer)
+    assert isinstance(serde, Serializer)
+    assert isinstance(serde, SerializerProtocol)
+    assert issubclass(EncryptedSerializer, JsonPlusSerializer)
+    assert CipherProtocol is not None
+
+
+def test_jsonplus_typed_round_trip() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[Point])
+    for value in [None, b"raw", bytearray(b"ba"), {"a": (1, 2), "p": Point(1, 2)}, [1, "x"]]:
+        tag, data = serde.dumps_typed(value)
+        assert isinstance(tag, str) and isinstance(data, bytes)
+        back = serde.loads_typed((tag, data))
+        assert back == value and type(back) is type(value)
+    assert serde.dumps_typed(None) == ("null", b"")
+    assert serde.dumps_typed(b"x") == ("bytes", b"x")
+
+
+def test_jsonplus_refuses_pickle() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    with pytest.raises(SerializationError, match="never pickles"):
+        JsonPlusSerializer(pickle_fallback=True)
+    serde = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    with pytest.raises(SerializationError, match="unpickle"):
+        serde.loads_typed(("pickle", b"\x80\x04N."))
+
+
+def test_jsonplus_allowlist_tuple_registers_class() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Point")])
+    assert serde.loads_typed(serde.dumps_typed(Point(3, 4))) == Point(3, 4)
+    assert serde.with_msgpack_allowlist([Point]) is serde
+    with pytest.raises(SerializationError, match="register_type"):
+        JsonPlusSerializer(allowed_msgpack_modules=[object])
+
+
+def test_jsonplus_langgraph_bytes_clear_error() -> None:
+    lg = pytest.importorskip("langgraph.checkpoint.serde.jsonplus")
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    theirs = lg.JsonPlusSerializer().dumps_typed({"a": 1})
+    with pytest.raises(CorruptCheckpointError, match="LangGraph"):
+        JsonPlusSerializer().loads_typed(theirs)
+
+
+def test_encrypted_serializer_from_pycryptodome_aes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cryptography")
+    from threadline.checkpoint.serde.encrypted import EncryptedSerializer
+
+    serde = EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 32)
+    assert serde.encrypted
+    tag, data = serde.dumps_typed({"secret": 1})
+    assert b"secret" not in data
+    assert serde.loads_typed((tag, data)) == {"secret": 1}
+    monkeypatch.setenv("LANGGRAPH_AES_KEY", "e" * 32)
+    assert EncryptedSerializer.from_pycryptodome_aes().encrypted
+    with pytest.raises(SerializationError, match="32 bytes"):
+        EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16)
+    with pytest.raises(SerializationError, match="not supported"):
+        EncryptedSerializer(object())
+
+
+def test_saver_accepts_jsonplus(make_saver: Any) -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from threadline.graph import START, StateGraph
+
+    saver: BaseCheckpointSaver = make_saver(serde=JsonPlusSerializer())
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "jsonplus"}}
+    assert graph.invoke({"x": 1, "log": []}, cfg)["x"] == 4

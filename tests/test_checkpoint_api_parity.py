@@ -131,3 +131,87 @@ def test_saver_accepts_jsonplus(make_saver: Any) -> None:
     graph = _graph(StateGraph, START).compile(checkpointer=saver)
     cfg = {"configurable": {"thread_id": "jsonplus"}}
     assert graph.invoke({"x": 1, "log": []}, cfg)["x"] == 4
+
+
+# ---------------------------------------------------------------------- item 2: get() shapes
+
+CHECKPOINT_KEYS = {
+    "v",
+    "id",
+    "ts",
+    "channel_values",
+    "channel_versions",
+    "versions_seen",
+    "updated_channels",
+}
+
+
+def _langgraph_reference() -> tuple[dict[str, Any], Any]:
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    graph = _lib_graph("langgraph").compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "ref"}}
+    graph.invoke({"x": 1, "log": []}, cfg)
+    found = saver.get(cfg)
+    assert found is not None
+    return dict(found), saver.get_tuple(cfg)
+
+
+def _run_threadline(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
+    from threadline.graph import START, StateGraph
+
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": thread_id}}
+    graph.invoke({"x": 1, "log": []}, cfg)
+    return cfg
+
+
+def test_get_returns_langgraph_checkpoint_dict(make_saver: Any) -> None:
+    theirs, _ = _langgraph_reference()
+    saver: BaseCheckpointSaver = make_saver()
+    cfg = _run_threadline(saver, "get-shape")
+    ours = saver.get(cfg)
+    assert type(ours) is dict
+    assert set(ours) == set(theirs) == CHECKPOINT_KEYS
+    assert ours["channel_values"] == theirs["channel_values"] == {"x": 4, "log": ["a", "b"]}
+    assert ours["v"] == theirs["v"]
+    head = saver.get_tuple(cfg)
+    assert head is not None
+    assert ours["id"] == head.config["configurable"]["checkpoint_id"]
+    assert isinstance(ours["ts"], str) and type(ours["ts"]) is type(theirs["ts"])
+    assert set(ours["updated_channels"]) == set(theirs["updated_channels"])
+    for channel in ("x", "log"):
+        assert isinstance(ours["channel_versions"][channel], str)
+    assert saver.get({"configurable": {"thread_id": "nobody"}}) is None
+
+
+def test_get_tuple_shapes_match_langgraph(make_saver: Any) -> None:
+    _, theirs = _langgraph_reference()
+    saver: BaseCheckpointSaver = make_saver()
+    cfg = _run_threadline(saver, "tuple-shape")
+    ours = saver.get_tuple(cfg)
+    assert ours is not None
+    assert set(ours.config["configurable"]) == set(theirs.config["configurable"])
+    assert ours.checkpoint["channel_values"] == theirs.checkpoint["channel_values"]
+    assert ours.checkpoint["id"] == ours.config["configurable"]["checkpoint_id"]
+    assert set(dict(ours.checkpoint)) == set(theirs.checkpoint)
+    assert ours.checkpoint.get("missing", 1) == 1
+    for key in ("source", "step", "parents"):
+        assert ours.metadata[key] == theirs.metadata[key]
+    assert ours.parent_config is not None and theirs.parent_config is not None
+    assert set(ours.parent_config["configurable"]) == set(theirs.parent_config["configurable"])
+    assert [t.metadata["step"] for t in saver.list(cfg)] == [2, 1, 0, -1]
+
+
+async def test_aget_returns_langgraph_checkpoint_dict(amake_saver: Any) -> None:
+    saver: BaseCheckpointSaver = await amake_saver()
+    from threadline.graph import START, StateGraph
+
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "aget-shape"}}
+    await graph.ainvoke({"x": 1, "log": []}, cfg)
+    ours = await saver.aget(cfg)
+    assert ours is not None and set(ours) == CHECKPOINT_KEYS
+    assert ours["channel_values"] == {"x": 4, "log": ["a", "b"]}

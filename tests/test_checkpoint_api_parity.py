@@ -215,3 +215,79 @@ async def test_aget_returns_langgraph_checkpoint_dict(amake_saver: Any) -> None:
     ours = await saver.aget(cfg)
     assert ours is not None and set(ours) == CHECKPOINT_KEYS
     assert ours["channel_values"] == {"x": 4, "log": ["a", "b"]}
+
+
+# ---------------------------------------------------------------------- item 3: durability
+
+
+def _exit_run(prefix: str, saver: Any, mode: str, thread_id: str) -> list[Any]:
+    """Run a -> b -> c with durability="exit" (c completes, fails, or interrupts and is
+    resumed; then a second input on the same thread) and describe the thread's history."""
+    graph_mod = importlib.import_module(f"{prefix}.graph")
+    types_mod = importlib.import_module(f"{prefix}.types")
+
+    def last(state: State) -> dict[str, Any]:
+        if mode == "error" and state["x"] < 10:
+            raise ValueError("boom")
+        if mode == "interrupt":
+            return {"log": [types_mod.interrupt("q")]}
+        return {"log": ["c"]}
+
+    g = _graph(graph_mod.StateGraph, graph_mod.START)
+    g.add_node("c", last)
+    g.add_edge("b", "c")
+    app = g.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": thread_id}}
+
+    def shape() -> list[Any]:
+        history = list(app.get_state_history(cfg))
+        ids = [s.config["configurable"]["checkpoint_id"] for s in history]
+        return [
+            (
+                s.metadata["step"],
+                s.metadata["source"],
+                s.next,
+                s.values,
+                None
+                if s.parent_config is None
+                else ids.index(s.parent_config["configurable"]["checkpoint_id"]),
+            )
+            for s in history
+        ]
+
+    shapes = []
+    try:
+        app.invoke({"x": 1, "log": []}, cfg, durability="exit")
+    except ValueError:
+        pass
+    shapes.append(shape())
+    if mode == "interrupt":
+        app.invoke(types_mod.Command(resume="r"), cfg, durability="exit")
+        shapes.append(shape())
+    elif mode == "ok":
+        app.invoke({"x": 1}, cfg, durability="exit")
+        shapes.append(shape())
+    return shapes
+
+
+@pytest.mark.parametrize("mode", ["ok", "error", "interrupt"])
+def test_exit_durability_history_matches_langgraph(make_saver: Any, mode: str) -> None:
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    theirs = _exit_run("langgraph", InMemorySaver(), mode, "exit")
+    ours = _exit_run("threadline", make_saver(), mode, f"exit-{mode}")
+    assert ours == theirs
+    assert len(ours[0]) == 1  # only the state the run stopped at
+
+
+async def test_exit_durability_async_saves_once(amake_saver: Any) -> None:
+    from threadline.graph import START, StateGraph
+
+    saver: BaseCheckpointSaver = await amake_saver()
+    app = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "aexit"}}
+    await app.ainvoke({"x": 1, "log": []}, cfg, durability="exit")
+    history = [s async for s in app.aget_state_history(cfg)]
+    assert [(s.metadata["step"], s.next) for s in history] == [(2, ())]
+    assert history[0].values == {"x": 4, "log": ["a", "b"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import operator
@@ -256,10 +257,8 @@ def _exit_run(prefix: str, saver: Any, mode: str, thread_id: str) -> list[Any]:
         ]
 
     shapes = []
-    try:
+    with contextlib.suppress(ValueError):
         app.invoke({"x": 1, "log": []}, cfg, durability="exit")
-    except ValueError:
-        pass
     shapes.append(shape())
     if mode == "interrupt":
         app.invoke(types_mod.Command(resume="r"), cfg, durability="exit")

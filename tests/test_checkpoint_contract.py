@@ -326,7 +326,7 @@ class CheckpointerContract:
                 "configurable": {"thread_id": T, "checkpoint_ns": "", "checkpoint_id": first.id}
             }
             assert got.parent_config is None
-        assert await cp.get(cfg(T)) == {"messages": ["hi"], "count": 1}
+        assert (await cp.get(cfg(T)))["channel_values"] == {"messages": ["hi"], "count": 1}
 
         second = await cp.put(
             T,
@@ -384,7 +384,7 @@ class CheckpointerContract:
 
         assert await head_id(cp) == c2.id
         assert ids(await cp.list(cfg(T))) == listed_before == [c2.id, c1.id]
-        assert await cp.get(cfg(T)) == {"a": 2}
+        assert (await cp.get(cfg(T)))["channel_values"] == {"a": 2}
         threads_after = await cp.list_threads()
         assert threads_after == threads_before
         assert threads_after[0].metadata == {"owner": "ann"}
@@ -892,7 +892,7 @@ class CheckpointerContract:
             draft({"x": "changed"}, parent=fork_tip.checkpoint, step=2),
             expected_head=forked_head,
         )
-        assert await cp.get(cfg(T)) == {"items": [1, 2, 3], "x": {"k": 1}}
+        assert (await cp.get(cfg(T)))["channel_values"] == {"items": [1, 2, 3], "x": {"k": 1}}
 
         # Forking into a thread that exists is refused, and changes nothing.
         with pytest.raises(CheckpointConflictError):
@@ -928,7 +928,7 @@ class CheckpointerContract:
 
         fresh = await cp.put(T, "", draft({"a": "again"}), expected_head=None)
         assert ids(await cp.list(cfg(T))) == [fresh.id]
-        assert await cp.get(cfg(T)) == {"a": "again"}
+        assert (await cp.get(cfg(T)))["channel_values"] == {"a": "again"}
 
     async def test_copy_thread(self, cp: Driver) -> None:
         saved, expected = await grow(cp, 12, tasks=["t"])
@@ -988,7 +988,7 @@ class CheckpointerContract:
             expected_head=copied.checkpoint.id,
         )
         assert await head_id(cp, T) == head.checkpoint.id
-        assert (await cp.get(cfg(T)) or {})["z"] == 1
+        assert ((await cp.get(cfg(T)))["channel_values"] or {})["z"] == 1
         await cp.delete_thread(T)
         assert await head_id(cp, "copy") == moved.id
         await assert_reconstructs(cp, expected, thread_id="copy")
@@ -998,7 +998,7 @@ class CheckpointerContract:
         with pytest.raises(ThreadlineError) as info:
             await cp.copy_thread("copy", "taken")
         assert "taken" in str(info.value)
-        assert await cp.get(cfg("taken")) == {"t": 1}
+        assert (await cp.get(cfg("taken")))["channel_values"] == {"t": 1}
         assert len(await cp.list(cfg("taken"))) == 1
         with pytest.raises(ThreadNotFoundError):
             await cp.copy_thread("no-such-thread", "new-target")
@@ -1140,7 +1140,7 @@ class CheckpointerContract:
         assert await cp.list(cfg("old")) == []
         with pytest.raises(CheckpointNotFoundError):
             await cp.get_tuple(cfg("old", old.id))
-        assert await cp.get(cfg("kept")) == {"a": 2}
+        assert (await cp.get(cfg("kept")))["channel_values"] == {"a": 2}
         assert [t.thread_id for t in await cp.list_threads()] == ["kept"]
         assert await cp.sweep_expired() == 0
 
@@ -1153,12 +1153,12 @@ class CheckpointerContract:
         await asyncio.sleep(0.3)
         await cp.put("new", "", draft({"a": 1}), expected_head=None)
         assert await cp.get_tuple(cfg("old")) is None
-        assert await cp.get(cfg("new")) == {"a": 1}
+        assert (await cp.get(cfg("new")))["channel_values"] == {"a": 1}
 
     async def test_saver_without_ttl_keeps_threads(self, cp: Driver) -> None:
         await cp.put(T, "", draft({"a": 1}), expected_head=None)
         assert await cp.sweep_expired() == 0
-        assert await cp.get(cfg(T)) == {"a": 1}
+        assert (await cp.get(cfg(T)))["channel_values"] == {"a": 1}
 
     @pytest.mark.parametrize("ttl", [0, -1.0])
     async def test_ttl_must_be_positive(self, make_cp: MakeDriver, ttl: float) -> None:

@@ -577,7 +577,10 @@ def test_rekey_while_a_thread_commits(
         nonlocal head
         try:
             for i in range(60):
-                value = [*saver.get({"configurable": {"thread_id": "busy"}})["log"], i]  # type: ignore[index]
+                value = [
+                    *saver.get({"configurable": {"thread_id": "busy"}})["channel_values"]["log"],
+                    i,
+                ]  # type: ignore[index]
                 head = saver.put(
                     "busy",
                     "",

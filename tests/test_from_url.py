@@ -120,7 +120,9 @@ async def test_postgres_url_async() -> None:
         assert isinstance(saver, AsyncPostgresSaver)
         async with saver:
             await saver.aput("t", "", draft(5), expected_head=None)
-            assert (await saver.aget({"configurable": {"thread_id": "t"}})) == {"x": 5}
+            assert (await saver.aget({"configurable": {"thread_id": "t"}}))["channel_values"] == {
+                "x": 5
+            }
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -173,15 +173,15 @@ def test_checkpoints_stream_starts_with_the_input_checkpoint(saver: BaseCheckpoi
     assert [c["config"] for m, c in chunks if m == "checkpoints"] == [s.config for s in history]
 
 
-def test_exit_durability_keeps_the_input_checkpoint_and_step_zero(
-    saver: BaseCheckpointSaver,
-) -> None:
+def test_exit_durability_saves_only_the_final_checkpoint(saver: BaseCheckpointSaver) -> None:
+    # As LangGraph 1.x: neither the input checkpoint nor step 0 is saved on its own.
     app = _two().compile(checkpointer=saver)
     config = fresh_config()
     app.invoke({"foo": "x"}, config, durability="exit")
     history = list(app.get_state_history(config))
-    assert [s.metadata["source"] for s in history] == ["loop", "loop", "input"]
-    assert [s.next for s in history] == [(), ("a",), ("__start__",)]
+    assert [s.metadata["source"] for s in history] == ["loop"]
+    assert [s.next for s in history] == [()]
+    assert history[0].parent_config is None
 
 
 def test_resume_after_an_interrupt_adds_no_input_checkpoint(saver: BaseCheckpointSaver) -> None:

@@ -176,7 +176,7 @@ def test_from_conn_string_as_plain_call_then_close(url: str, schema: str) -> Non
     saver = PostgresSaver.from_conn_string(url, schema=schema)
     try:
         grow(saver, "t", 2)
-        assert saver.get(cfg("t")) == {"items": ["t-0", "t-1"]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": ["t-0", "t-1"]}
     finally:
         saver.close()
     assert saver._owned_pool is not None and saver._owned_pool.closed
@@ -201,7 +201,7 @@ async def test_async_from_conn_string_both_styles(url: str, schema: str) -> None
     # Plain call (not awaited): the pool opens on first use; aclose() closes it.
     saver = AsyncPostgresSaver.from_conn_string(url, schema=schema)
     try:
-        assert await saver.aget(cfg("t")) == {"items": [1]}
+        assert (await saver.aget(cfg("t")))["channel_values"] == {"items": [1]}
     finally:
         await saver.aclose()
     assert saver._owned_pool is not None and saver._owned_pool.closed
@@ -240,8 +240,10 @@ def test_schemas_isolate_data(url: str) -> None:
             sb = PostgresSaver(pool, schema=b)
             grow(sa, "same-id", 3)
             grow(sb, "same-id", 1)
-            assert sa.get(cfg("same-id")) == {"items": ["same-id-0", "same-id-1", "same-id-2"]}
-            assert sb.get(cfg("same-id")) == {"items": ["same-id-0"]}
+            assert sa.get(cfg("same-id"))["channel_values"] == {
+                "items": ["same-id-0", "same-id-1", "same-id-2"]
+            }
+            assert sb.get(cfg("same-id"))["channel_values"] == {"items": ["same-id-0"]}
             sb.delete_thread("same-id")
             assert sb.list_threads() == []
             assert [t.thread_id for t in sa.list_threads()] == ["same-id"]
@@ -264,7 +266,7 @@ def test_setup_is_idempotent(url: str, schema: str) -> None:
         grow(saver, "t", 2)
         saver.setup()
         saver.setup()
-        assert saver.get(cfg("t")) == {"items": ["t-0", "t-1"]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": ["t-0", "t-1"]}
     versions = query(
         url, sql.SQL("SELECT version FROM {} ORDER BY version").format(table(schema, "migrations"))
     )
@@ -302,7 +304,7 @@ def test_auto_setup_false_without_schema_says_to_call_setup(url: str, schema: st
             saver.put("t", "", draft([1]), expected_head=None)
         saver.setup()
         saver.put("t", "", draft([1]), expected_head=None)
-        assert saver.get(cfg("t")) == {"items": [1]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": [1]}
 
 
 async def test_async_auto_setup_false_without_schema(url: str, schema: str) -> None:
@@ -311,7 +313,7 @@ async def test_async_auto_setup_false_without_schema(url: str, schema: str) -> N
             await s.aget_tuple(cfg("t"))
         await s.asetup()
         await s.aput("t", "", draft([1]), expected_head=None)
-        assert await s.aget(cfg("t")) == {"items": [1]}
+        assert (await s.aget(cfg("t")))["channel_values"] == {"items": [1]}
 
 
 def test_tables_dropped_under_a_running_saver_raise_schema_missing(
@@ -354,7 +356,7 @@ def test_setup_of_an_up_to_date_schema_needs_no_create_privilege(url: str, schem
         with PostgresSaver.from_conn_string(role_url, schema=schema) as saver:
             saver.setup()
             grow(saver, "t", 2)
-            assert saver.get(cfg("t")) == {"items": ["t-0", "t-1"]}
+            assert saver.get(cfg("t"))["channel_values"] == {"items": ["t-0", "t-1"]}
         # ... although the role could not have created it:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             query(role_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(role)))
@@ -387,7 +389,7 @@ def test_setup_migrates_an_older_schema_and_older_code_refuses_a_newer_one(
     ):
         saver.get_tuple(cfg("t"))
     with _SaverV2.from_conn_string(url, schema=schema) as saver:  # auto_setup migrates
-        assert saver.get(cfg("t")) == {"items": ["t-0", "t-1"]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": ["t-0", "t-1"]}
     versions = query(
         url, sql.SQL("SELECT version FROM {} ORDER BY version").format(table(schema, "migrations"))
     )
@@ -433,7 +435,7 @@ def test_one_pool_shared_by_eight_python_threads(url: str, schema: str) -> None:
             results = list(pool.map(work, range(8)))
         for i, saved in enumerate(results):
             assert [c.seq for c in saved] == list(range(1, 26))
-            assert saver.get(cfg(f"thread-{i}")) == {
+            assert saver.get(cfg(f"thread-{i}"))["channel_values"] == {
                 "items": [f"thread-{i}-{j}" for j in range(25)]
             }
             assert len(list(saver.list(cfg(f"thread-{i}")))) == 25
@@ -446,7 +448,7 @@ def test_one_connection_shared_by_threads_takes_turns(url: str, schema: str) -> 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: grow(saver, f"t{i}", 10), range(4)))
         for i in range(4):
-            assert len(saver.get(cfg(f"t{i}"))["items"]) == 10  # type: ignore[index]
+            assert len(saver.get(cfg(f"t{i}"))["channel_values"]["items"]) == 10  # type: ignore[index]
 
 
 def test_connection_not_in_autocommit_mode_still_commits(url: str, schema: str) -> None:
@@ -504,7 +506,9 @@ def test_two_processes_racing_on_one_thread_exactly_one_wins_each_step(
     versions = query(url, sql.SQL("SELECT count(*) FROM {}").format(table(schema, "versions")))
     assert versions == [(steps,)]
     winners = [t.checkpoint.metadata["by"] for t in reversed(history)]
-    assert saver.get(cfg("contested")) == {"items": [f"{w}-{i}" for i, w in enumerate(winners)]}
+    assert saver.get(cfg("contested"))["channel_values"] == {
+        "items": [f"{w}-{i}" for i, w in enumerate(winners)]
+    }
 
 
 # ---------------------------------------------------------------------- dropped connections
@@ -520,7 +524,7 @@ def test_connections_killed_between_operations_are_replaced(url: str, schema: st
         )
         assert head.seq == 3
         assert terminate(url, app) >= 1
-        assert saver.get(cfg("t")) == {"items": ["t-0", "t-1", "x"]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": ["t-0", "t-1", "x"]}
         assert terminate(url, app) >= 1
         saver.put_writes("t", "", head.id, "task", [("items", "w")], expected_head=head.id)
         assert terminate(url, app) >= 1
@@ -540,7 +544,7 @@ async def test_async_connections_killed_between_operations_are_replaced(
         )
         assert head.seq == 2
         assert await asyncio.to_thread(terminate, url, app) >= 1
-        assert await s.aget(cfg("t")) == {"items": ["a", "b"]}
+        assert (await s.aget(cfg("t")))["channel_values"] == {"items": ["a", "b"]}
 
 
 def test_commit_whose_connection_dies_mid_statement_is_rerun_safely(url: str, schema: str) -> None:
@@ -647,7 +651,7 @@ def test_from_conn_string_with_prepare_false_never_prepares(url: str, schema: st
         with s._pool.connection() as conn:
             assert conn.prepare_threshold is None
             assert _prepared(conn) == 0
-        assert s.get(cfg("t")) == {"items": [f"t-{i}" for i in range(12)]}
+        assert s.get(cfg("t"))["channel_values"] == {"items": [f"t-{i}" for i in range(12)]}
 
 
 async def test_async_prepare_false(url: str, schema: str) -> None:
@@ -676,7 +680,7 @@ async def test_async_saver_over_a_pool_of_its_own_and_one_connection(url: str, s
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         s = AsyncPostgresSaver(conn, schema=schema)
         values = await asyncio.gather(*(s.aget(cfg(f"t{i}")) for i in range(20)))
-        assert values == [{"items": [i]} for i in range(20)]
+        assert [v["channel_values"] for v in values] == [{"items": [i]} for i in range(20)]
 
 
 # ---------------------------------------------------------------------- stored bytes
@@ -748,7 +752,7 @@ def test_encrypted_rows_hold_no_plaintext(url: str, schema: str, encrypted: bool
             expected_head=head.id,
         )
         saver.put_writes("t", "", head.id, "task", [("items", secret)], expected_head=head.id)
-        assert saver.get(cfg("t")) == {"items": [secret, secret + "2"]}
+        assert saver.get(cfg("t"))["channel_values"] == {"items": [secret, secret + "2"]}
         assert saver.list_threads(filter={"owner": secret})[0].thread_id == "t"
     raw = _raw_bytes(url, schema)
     assert len(raw) >= 6
@@ -873,8 +877,8 @@ def test_refs_hold_writers_as_16_bytes(url: str, schema: str, saver: PostgresSav
     }
     assert second.refs["a"] == first.refs["a"] and second.refs["b"].writer == second.id
     assert first.id.encode() not in refs and second.id.encode() not in refs
-    assert saver.get(cfg("t")) == {"a": 1, "b": 3}
-    assert saver.get(cfg("t", first.id)) == {"a": 1, "b": 2}
+    assert saver.get(cfg("t"))["channel_values"] == {"a": 1, "b": 3}
+    assert saver.get(cfg("t", first.id))["channel_values"] == {"a": 1, "b": 2}
 
 
 class _Msgs(TypedDict):

@@ -215,7 +215,7 @@ class RewindContract:
 
     async def test_rewind_within_a_subgraph_namespace(self, cp: Driver) -> None:
         head, child = await self._thread_with_subgraphs(cp)
-        await grow(cp, 2, head=head, value=(await cp.get(cfg(T)))["items"])
+        await grow(cp, 2, head=head, value=(await cp.get(cfg(T)))["channel_values"]["items"])
         # Back to the child's first checkpoint: its 2 successors and the root's last 3 go.
         assert await cp.rewind(cfg(T, child[0].id, ns=CHILD)) == 5
         assert ids(await cp.list(cfg(T, ns=CHILD))) == [child[0].id]
@@ -301,7 +301,7 @@ class RewindContract:
         put = await cp.put(T, "", d, expected_head=saved[2].id)
         assert all(ref.writer == put.id for ref in put.refs.values())
         forget_process_state(cp.saver)
-        assert (await cp.get(cfg(T))) == values
+        assert (await cp.get(cfg(T)))["channel_values"] == values
         assert [t.checkpoint.values for t in await cp.list(cfg(T))][1:] == [
             expected[c.id] for c in reversed(saved[:3])
         ]

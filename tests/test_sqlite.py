@@ -165,7 +165,7 @@ def test_from_conn_string_as_context_manager_closes_its_connection(path: str) ->
 def test_from_conn_string_as_plain_call_then_close(path: str) -> None:
     saver = SqliteSaver.from_conn_string(path)
     saver.put(T, "", draft({"a": 1}), expected_head=None)
-    assert saver.get(cfg()) == {"a": 1}
+    assert saver.get(cfg())["channel_values"] == {"a": 1}
     saver.close()
     with pytest.raises(sqlite3.ProgrammingError):
         saver.conn.execute("SELECT 1")
@@ -174,7 +174,7 @@ def test_from_conn_string_as_plain_call_then_close(path: str) -> None:
 def test_in_memory_database() -> None:
     with SqliteSaver.from_conn_string(":memory:") as saver:
         saver.put(T, "", draft({"a": 1}), expected_head=None)
-        assert saver.get(cfg()) == {"a": 1}
+        assert saver.get(cfg())["channel_values"] == {"a": 1}
 
 
 def test_a_connection_passed_in_is_used_and_never_closed(path: str) -> None:
@@ -183,7 +183,7 @@ def test_a_connection_passed_in_is_used_and_never_closed(path: str) -> None:
     with SqliteSaver(conn) as saver:
         c1 = saver.put(T, "", draft({"a": 1}), expected_head=None)
         saver.put(T, "", draft({"a": 2}, c1), expected_head=c1.id)
-        assert saver.get(cfg()) == {"a": 2}
+        assert saver.get(cfg())["channel_values"] == {"a": 2}
         assert [t.thread_id for t in saver.list_threads()] == [T]
     assert conn.execute("SELECT count(*) AS n FROM checkpoints").fetchone()["n"] == 2
     assert not conn.in_transaction
@@ -202,7 +202,7 @@ def test_many_python_threads_share_one_saver(saver: SqliteSaver) -> None:
                 expected_head=None if head is None else head.id,
             )
             items.append(i)
-            assert saver.get(cfg(f"t{n}")) == {"items": items}
+            assert saver.get(cfg(f"t{n}"))["channel_values"] == {"items": items}
         return items
 
     with ThreadPoolExecutor(8) as pool:
@@ -251,7 +251,7 @@ def test_racing_threads_on_separate_connections(path: str) -> None:
             winners = [c for c in outcomes if c is not None]
             assert len(winners) == 1, step
             head = winners[0]
-        assert savers[1].get(cfg()) == {"n": 10}
+        assert savers[1].get(cfg())["channel_values"] == {"n": 10}
         assert len(list(savers[2].list(cfg()))) == 11
     finally:
         for s in savers:
@@ -338,9 +338,9 @@ def test_setup_is_idempotent(path: str) -> None:
         saver.setup()
         saver.put(T, "", draft({"a": 1}), expected_head=None)
         saver.setup()
-        assert saver.get(cfg()) == {"a": 1}
+        assert saver.get(cfg())["channel_values"] == {"a": 1}
     with SqliteSaver.from_conn_string(path, auto_setup=False) as saver:
-        assert saver.get(cfg()) == {"a": 1}  # current schema: no setup needed
+        assert saver.get(cfg())["channel_values"] == {"a": 1}  # current schema: no setup needed
     assert raw(path, "SELECT version FROM threadline_migrations") == ALL_VERSIONS
 
 
@@ -380,7 +380,7 @@ def test_auto_setup_false_on_an_empty_file_says_to_call_setup(path: str) -> None
         assert raw(path, "SELECT name FROM sqlite_master") == []  # nothing was created
         saver.setup()
         saver.put(T, "", draft({"a": 1}), expected_head=None)
-        assert saver.get(cfg()) == {"a": 1}
+        assert saver.get(cfg())["channel_values"] == {"a": 1}
 
 
 def test_a_newer_schema_version_says_to_upgrade(path: str) -> None:
@@ -413,7 +413,7 @@ def test_setup_migrates_a_database_with_data_to_the_next_version(
     ):
         saver.get_tuple(cfg())
     with SqliteSaver.from_conn_string(path) as saver:  # auto setup migrates
-        assert saver.get(cfg()) == {"a": 2}
+        assert saver.get(cfg())["channel_values"] == {"a": 2}
         assert len(list(saver.list(cfg()))) == 2
     assert raw(path, "SELECT version FROM threadline_migrations ORDER BY version") == [
         *ALL_VERSIONS,
@@ -462,7 +462,7 @@ def test_corrupt_rows_name_thread_and_checkpoint(saver: SqliteSaver, path: str) 
     with pytest.raises(CorruptCheckpointError) as info:
         saver.get_tuple(cfg(T, c1.id))
     assert T in str(info.value) and c1.id in str(info.value)
-    assert saver.get(cfg()) == {"a": 2}
+    assert saver.get(cfg())["channel_values"] == {"a": 2}
 
     c2_key = uuid.UUID(c2.id).bytes
     raw(path, "UPDATE checkpoints SET metadata = ? WHERE checkpoint_id = ?", (BAD, c2_key))
@@ -572,14 +572,14 @@ async def test_async_from_conn_string_as_async_context_manager(path: str) -> Non
     with pytest.raises(ValueError):
         await conn.execute("SELECT 1")
     with SqliteSaver.from_conn_string(path) as sync_saver:  # one storage format for both
-        assert sync_saver.get(cfg()) == {"a": 1}
+        assert sync_saver.get(cfg())["channel_values"] == {"a": 1}
         assert sync_saver.get_tuple(cfg(T, c1.id)) is not None
 
 
 async def test_async_from_conn_string_as_plain_call(path: str) -> None:
     saver = AsyncSqliteSaver.from_conn_string(path)  # nothing opened yet
     await saver.aput(T, "", draft({"a": 1}), expected_head=None)  # opens on first use
-    assert await saver.aget(cfg()) == {"a": 1}
+    assert (await saver.aget(cfg()))["channel_values"] == {"a": 1}
     await saver.aclose()
     await saver.aclose()  # twice is fine
     with pytest.raises(ThreadlineError, match="closed"):
@@ -587,7 +587,7 @@ async def test_async_from_conn_string_as_plain_call(path: str) -> None:
 
     saver = AsyncSqliteSaver.from_conn_string(path, auto_setup=False)
     await saver.asetup()
-    assert await saver.aget(cfg()) == {"a": 1}
+    assert (await saver.aget(cfg()))["channel_values"] == {"a": 1}
     await saver.aclose()
 
     never_used = AsyncSqliteSaver.from_conn_string(path)
@@ -599,7 +599,7 @@ async def test_async_saver_over_a_connection_passed_in(path: str) -> None:
         saver = AsyncSqliteSaver(conn)
         c1 = await saver.aput(T, "", draft({"a": 1}), expected_head=None)
         await saver.aclose()  # not ours: stays open
-        assert await saver.aget(cfg(T, c1.id)) == {"a": 1}
+        assert (await saver.aget(cfg(T, c1.id)))["channel_values"] == {"a": 1}
         async with conn.execute("SELECT count(*) FROM checkpoints") as cur:
             assert await cur.fetchone() == (1,)
     unopened = aiosqlite.connect(path)
@@ -661,7 +661,7 @@ async def test_async_cancelled_commit_leaves_the_connection_usable(path: str) ->
                 head = got.checkpoint
         assert not saver.conn.in_transaction
         final = await saver.aput(T, "", draft({"n": -1}, head), expected_head=head.id)
-        assert await saver.aget(cfg()) == {"n": -1}
+        assert (await saver.aget(cfg()))["channel_values"] == {"n": -1}
         assert final.seq == len([t async for t in saver.alist(cfg())])
 
 
@@ -731,7 +731,7 @@ def test_prune_and_delete_remove_rows(saver: SqliteSaver, path: str) -> None:
     assert 2 <= kept < before  # the two kept checkpoints' chains back to their snapshot
     for t in saver.list(cfg()):
         assert t.checkpoint.values["items"] == items[: t.checkpoint.step + 1]
-    assert saver.get(cfg("copy")) == {"items": items}  # other threads untouched
+    assert saver.get(cfg("copy"))["channel_values"] == {"items": items}  # other threads untouched
 
     saver.delete_thread(T)
     assert [_count(path, t, T) for t in TABLES] == [0] * 5
@@ -797,7 +797,7 @@ def test_checkpoint_ids_are_stored_as_16_bytes(saver: SqliteSaver, path: str) ->
 
     c3 = append(saver, c2, [0, 1], 3)
     assert saver.prune([T], keep_last=1) == 2  # c1's "b" and the "items" chain survive
-    assert saver.get(cfg()) == {"items": [0, 1, 3], "b": "fixed"}
+    assert saver.get(cfg())["channel_values"] == {"items": [0, 1, 3], "b": "fixed"}
     assert saver.locate(c3.id) == (T, "")
 
 

@@ -99,12 +99,12 @@ class LeaseContract:
                 "t", "", first.id, "task", [("a", 9)], expected_head=first.id, lease=a
             )
         assert not await d.renew_lease(a)
-        assert (await d.get(cfg()))["a"] == 1  # nothing of the zombie's commits
+        assert (await d.get(cfg()))["channel_values"]["a"] == 1  # nothing of the zombie's commits
         assert (await d.get_tuple(cfg())).pending_writes == []
         second = await d.put(
             "t", "", draft(3, first), expected_head=first.id, lease=LeaseOp("hold", b)
         )
-        assert (await d.get(cfg()))["a"] == 3
+        assert (await d.get(cfg()))["channel_values"]["a"] == 3
         assert second.parent_id == first.id
 
     async def test_the_first_commit_takes_the_lease_and_the_last_releases_it(
@@ -120,7 +120,7 @@ class LeaseContract:
                 "t", "", draft(2, first), expected_head=first.id, lease=LeaseOp("acquire", other)
             )
         assert not other.held
-        assert (await d.get(cfg()))["a"] == 1
+        assert (await d.get(cfg()))["channel_values"]["a"] == 1
         last = await d.put(
             "t", "", draft(3, first), expected_head=first.id, lease=LeaseOp("release", lease)
         )
@@ -138,7 +138,7 @@ class LeaseContract:
         with pytest.raises(ThreadBusyError):
             await d.acquire_lease("t", on_busy="raise")
         await d.put("t", "", draft(2, first), expected_head=first.id, lease=LeaseOp("hold", lease))
-        assert (await d.get(cfg()))["a"] == 2
+        assert (await d.get(cfg()))["channel_values"]["a"] == 2
 
     async def test_a_one_off_writer_checks_that_nobody_holds_the_lease(self, d: Driver) -> None:
         holder = await d.acquire_lease("t")
@@ -147,7 +147,7 @@ class LeaseContract:
         assert await d.get(cfg()) is None
         await d.release_lease(holder)
         await d.put("t", "", draft(1), expected_head=None, lease=LeaseOp("check", holder))
-        assert (await d.get(cfg()))["a"] == 1
+        assert (await d.get(cfg()))["channel_values"]["a"] == 1
 
     async def test_epochs_only_grow_even_across_a_deletion(self, d: Driver) -> None:
         a = await d.acquire_lease("t")
@@ -352,7 +352,7 @@ def test_a_version_1_sqlite_file_migrates_to_leases(
     with sqlite3.connect(path) as conn:
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'leases'").fetchall()
     with SqliteSaver.from_conn_string(path) as saver:
-        assert saver.get(cfg()) == {"a": 1}
+        assert saver.get(cfg())["channel_values"] == {"a": 1}
         assert saver.acquire_lease("t").held
     with sqlite3.connect(path) as conn:
         versions = conn.execute("SELECT version FROM threadline_migrations ORDER BY 1").fetchall()
@@ -551,10 +551,10 @@ async def test_group_commit_fences_each_commit_of_a_batch(
         for n, result in zip(names, results):
             if n == "t3":
                 assert isinstance(result, LeaseLostError), result
-                assert (await saver.aget(cfg(n)))["a"] == 0
+                assert (await saver.aget(cfg(n)))["channel_values"]["a"] == 0
             else:
                 assert not isinstance(result, BaseException), result
-                assert (await saver.aget(cfg(n)))["a"] == 1
+                assert (await saver.aget(cfg(n)))["channel_values"]["a"] == 1
         assert (await saver.aacquire_lease("t5", on_busy="raise")).held  # released in batch
         with pytest.raises(ThreadBusyError):
             await saver.aacquire_lease("t4", on_busy="raise")  # renewed, still held
@@ -637,7 +637,7 @@ def test_a_version_1_postgres_schema_migrates_to_leases(pg_schema: tuple[str, st
     with SaverV1.from_conn_string(url, schema=schema) as old:
         old.put("t", "", draft(1), expected_head=None)
     with PostgresSaver.from_conn_string(url, schema=schema) as saver:  # auto_setup migrates
-        assert saver.get(cfg()) == {"a": 1}
+        assert saver.get(cfg())["channel_values"] == {"a": 1}
         lease = saver.acquire_lease("t")
         assert lease.held
     with psycopg.connect(url) as conn:

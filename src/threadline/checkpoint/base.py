@@ -1027,9 +1027,10 @@ class BaseCheckpointSaver:
         return self._locate_checkpoint(checkpoint_id)
 
     def get(self, config: RunnableConfig) -> dict[str, Any] | None:
-        """The channel values of the checkpoint ``config`` names, or None."""
+        """The checkpoint ``config`` names as LangGraph's dict (:meth:`Checkpoint.to_dict`:
+        the state values are under ``"channel_values"``), or None."""
         found = self.get_tuple(config)
-        return None if found is None else found.checkpoint.values
+        return None if found is None else found.checkpoint.to_dict()
 
     def list(
         self,
@@ -1472,7 +1473,7 @@ class BaseCheckpointSaver:
     async def aget(self, config: RunnableConfig) -> dict[str, Any] | None:
         """Async :meth:`get`."""
         found = await self.aget_tuple(config)
-        return None if found is None else found.checkpoint.values
+        return None if found is None else found.checkpoint.to_dict()
 
     async def alist(
         self,

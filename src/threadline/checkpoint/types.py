@@ -167,6 +167,19 @@ class PendingWrite:
     value: Any
 
 
+LANGGRAPH_CHECKPOINT_VERSION = 4
+"""The ``v`` of :meth:`Checkpoint.to_dict`: LangGraph's checkpoint format version it mirrors."""
+_CHECKPOINT_KEYS = (
+    "v",
+    "id",
+    "ts",
+    "channel_values",
+    "channel_versions",
+    "versions_seen",
+    "updated_channels",
+)
+
+
 @dataclass(slots=True)
 class Checkpoint:
     """A decoded checkpoint: its place in the thread's tree, its metadata and its values."""
@@ -183,6 +196,46 @@ class Checkpoint:
     tasks: list[Any]
     refs: Mapping[str, VersionRef]
     values: dict[str, Any]
+
+    # LangGraph's checkpoint is a dict: ``checkpoint["channel_values"]``, ``["id"]``, ...
+    # These read the same keys off this object (see :meth:`to_dict`).
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint in LangGraph's shape (what ``saver.get(config)`` returns).
+
+        ``channel_values`` is the state values (the same dict as :attr:`values`);
+        ``channel_versions`` maps each channel to the id of the checkpoint that wrote its value
+        (so it changes exactly when the value does); ``updated_channels`` lists the channels
+        this checkpoint's step wrote; ``versions_seen`` is always empty: threadline does not
+        track which versions each node has seen.
+        """
+        return {key: self[key] for key in _CHECKPOINT_KEYS}
+
+    def keys(self) -> tuple[str, ...]:
+        return _CHECKPOINT_KEYS
+
+    def __contains__(self, key: object) -> bool:
+        return key in _CHECKPOINT_KEYS
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "channel_values":
+            return self.values
+        if key == "id":
+            return self.id
+        if key == "ts":
+            return self.created_at.isoformat()
+        if key == "v":
+            return LANGGRAPH_CHECKPOINT_VERSION
+        if key == "channel_versions":
+            return {channel: ref.writer for channel, ref in self.refs.items()}
+        if key == "versions_seen":
+            return {}
+        if key == "updated_channels":
+            return sorted(ch for ch, ref in self.refs.items() if ref.writer == self.id)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in _CHECKPOINT_KEYS else default
 
 
 @dataclass(slots=True)

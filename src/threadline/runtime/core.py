@@ -259,8 +259,8 @@ class RunCore:
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
         self._route_from_start(gotos)
-        self._checkpoint("loop", [], always=True)
-        if self.checkpointing:
+        self._checkpoint("loop", [])
+        if self.checkpointing and self.durability != "exit":
             step0 = self.outbox.pop()
             first = self.outbox.pop()
             assert isinstance(step0, SaveCheckpoint) and isinstance(first, SaveCheckpoint)
@@ -291,7 +291,7 @@ class RunCore:
             # on the values as they were before that input.
             self.step += 1
             self._route_from_start([])
-            self._checkpoint("loop", [], always=True)
+            self._checkpoint("loop", [])
         self.start_step = self.step + 1
 
     def apply_resume(self, resume: Any) -> None:
@@ -796,9 +796,7 @@ class RunCore:
                 f" {', '.join(self.spec.nodes)}"
             )
 
-    def _checkpoint(
-        self, source: str, finished: Sequence[Task], *, carry: bool = False, always: bool = False
-    ) -> None:
+    def _checkpoint(self, source: str, finished: Sequence[Task], *, carry: bool = False) -> None:
         """Queue a checkpoint of the current values and tasks."""
         checkpoint_id = new_checkpoint_id()
         carried: list[SaveWrites] = []
@@ -821,8 +819,10 @@ class RunCore:
         self.checkpoint_id = checkpoint_id
         if not self.checkpointing:
             return
-        if self.durability == "exit" and source == "loop" and not always:
-            return  # saved once, when the run stops (step 0 goes with the input checkpoint)
+        if self.durability == "exit" and source in ("loop", "input"):
+            # Saved once, when the run stops (_flush_exit), as LangGraph does: neither the
+            # input checkpoint nor step 0 is saved on its own. update_state still saves.
+            return
         self.outbox.append(SaveCheckpoint(self._draft(checkpoint_id, source, finished)))
         self.outbox.extend(carried)
 

@@ -88,7 +88,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-from ..errors import CorruptCheckpointError, DecryptionError, SerializationError
+from ...errors import CorruptCheckpointError, DecryptionError, SerializationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -1097,6 +1097,64 @@ class MsgpackSerializer:
         ``aad``: the place an encrypted value was bound to when written (see :meth:`dumps`);
         a ciphertext read at another place raises :class:`DecryptionError`."""
         return self.loads_sized(data, aad=aad)[0]
+
+    # ------------------------------------------------------- LangGraph's typed API
+
+    def dumps_typed(self, value: Any) -> tuple[str, bytes]:
+        """LangGraph's ``SerializerProtocol.dumps_typed``: a ``(type tag, bytes)`` pair.
+
+        ``None`` is ``("null", b"")``, ``bytes``/``bytearray`` travel as they are, anything
+        else is ``("msgpack", frame)`` where the frame is :meth:`dumps`'s (threadline's
+        format, not LangGraph's: it reads back with :meth:`loads_typed` of a threadline
+        serializer only)."""
+        if value is None:
+            return "null", b""
+        if type(value) is bytes:
+            return "bytes", value
+        if type(value) is bytearray:
+            return "bytearray", bytes(value)
+        return "msgpack", self.dumps(value)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Read a pair written by :meth:`dumps_typed`. Never unpickles: a ``"pickle"`` pair
+        raises :class:`SerializationError`; a ``"msgpack"`` pair that is not a threadline
+        frame (e.g. written by LangGraph) raises :class:`CorruptCheckpointError`."""
+        try:
+            tag, payload = data
+        except (TypeError, ValueError):
+            raise SerializationError(
+                f"loads_typed() takes a (type tag, bytes) pair, got {_short_repr(data)}"
+            ) from None
+        if tag == "null":
+            return None
+        if tag == "bytes":
+            return bytes(payload)
+        if tag == "bytearray":
+            return bytearray(payload)
+        if tag == "msgpack":
+            try:
+                return self.loads(payload)
+            except DecryptionError:
+                raise
+            except CorruptCheckpointError as exc:
+                raise CorruptCheckpointError(
+                    f"{exc} (a ('msgpack', ...) pair must be written by a threadline"
+                    " serializer's dumps_typed(); values LangGraph's JsonPlusSerializer wrote"
+                    " are not readable)"
+                ) from exc
+        if tag == "pickle":
+            raise SerializationError(
+                "refusing to unpickle a ('pickle', ...) value: threadline's serializer never"
+                " uses pickle. Store supported types (register your classes with"
+                " threadline.checkpoint.serde.register_type) instead"
+            )
+        if "+" in str(tag):
+            raise SerializationError(
+                f"cannot read a value tagged {tag!r}: it was encrypted by LangGraph's"
+                " EncryptedSerializer; threadline encrypts inside the frame (MsgpackSerializer("
+                "encryption_key=...)) and cannot decrypt it"
+            )
+        raise SerializationError(f"unknown serialization type tag {tag!r}")
 
     def loads_sized(
         self, data: bytes, max_bytes: int | None = None, *, aad: bytes = b""

@@ -1,0 +1,292 @@
+"""LangGraph checkpoint API parity: serde import paths, ``saver.get`` shapes, durability."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import operator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+
+from threadline.checkpoint.base import BaseCheckpointSaver
+from threadline.errors import CorruptCheckpointError, SerializationError
+
+
+class State(TypedDict):
+    x: int
+    log: Annotated[list[str], operator.add]
+
+
+def _add_one(state: State) -> dict[str, Any]:
+    return {"x": state["x"] + 1, "log": ["a"]}
+
+
+def _double(state: State) -> dict[str, Any]:
+    return {"x": state["x"] * 2, "log": ["b"]}
+
+
+def _graph(state_graph: Any, start: Any) -> Any:
+    """START -> a -> b -> END over :class:`State`, with either library's StateGraph."""
+    g = state_graph(State)
+    g.add_node("a", _add_one)
+    g.add_node("b", _double)
+    g.add_edge(start, "a")
+    g.add_edge("a", "b")
+    return g
+
+
+def _lib_graph(prefix: str) -> Any:
+    mod = importlib.import_module(f"{prefix}.graph")
+    return _graph(mod.StateGraph, mod.START)
+
+
+# ---------------------------------------------------------------------- item 1: serde paths
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_serde_import_paths() -> None:
+    from threadline.checkpoint.serde import MsgpackSerializer, Serializer
+    from threadline.checkpoint.serde.base import CipherProtocol, SerializerProtocol
+    from threadline.checkpoint.serde.encrypted import EncryptedSerializer
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer()
+    assert isinstance(serde, MsgpackSerializer)
+    assert isinstance(serde, Serializer)
+    assert isinstance(serde, SerializerProtocol)
+    assert issubclass(EncryptedSerializer, JsonPlusSerializer)
+    assert CipherProtocol is not None
+
+
+def test_jsonplus_typed_round_trip() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[Point])
+    for value in [None, b"raw", bytearray(b"ba"), {"a": (1, 2), "p": Point(1, 2)}, [1, "x"]]:
+        tag, data = serde.dumps_typed(value)
+        assert isinstance(tag, str) and isinstance(data, bytes)
+        back = serde.loads_typed((tag, data))
+        assert back == value and type(back) is type(value)
+    assert serde.dumps_typed(None) == ("null", b"")
+    assert serde.dumps_typed(b"x") == ("bytes", b"x")
+
+
+def test_jsonplus_refuses_pickle() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    with pytest.raises(SerializationError, match="never pickles"):
+        JsonPlusSerializer(pickle_fallback=True)
+    serde = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    with pytest.raises(SerializationError, match="unpickle"):
+        serde.loads_typed(("pickle", b"\x80\x04N."))
+
+
+def test_jsonplus_allowlist_tuple_registers_class() -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[(__name__, "Point")])
+    assert serde.loads_typed(serde.dumps_typed(Point(3, 4))) == Point(3, 4)
+    assert serde.with_msgpack_allowlist([Point]) is serde
+    with pytest.raises(SerializationError, match="register_type"):
+        JsonPlusSerializer(allowed_msgpack_modules=[object])
+
+
+def test_jsonplus_langgraph_bytes_clear_error() -> None:
+    lg = pytest.importorskip("langgraph.checkpoint.serde.jsonplus")
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    theirs = lg.JsonPlusSerializer().dumps_typed({"a": 1})
+    with pytest.raises(CorruptCheckpointError, match="LangGraph"):
+        JsonPlusSerializer().loads_typed(theirs)
+
+
+def test_encrypted_serializer_from_pycryptodome_aes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cryptography")
+    from threadline.checkpoint.serde.encrypted import EncryptedSerializer
+
+    serde = EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 32)
+    assert serde.encrypted
+    tag, data = serde.dumps_typed({"secret": 1})
+    assert b"secret" not in data
+    assert serde.loads_typed((tag, data)) == {"secret": 1}
+    monkeypatch.setenv("LANGGRAPH_AES_KEY", "e" * 32)
+    assert EncryptedSerializer.from_pycryptodome_aes().encrypted
+    with pytest.raises(SerializationError, match="32 bytes"):
+        EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16)
+    with pytest.raises(SerializationError, match="not supported"):
+        EncryptedSerializer(object())
+
+
+def test_saver_accepts_jsonplus(make_saver: Any) -> None:
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from threadline.graph import START, StateGraph
+
+    saver: BaseCheckpointSaver = make_saver(serde=JsonPlusSerializer())
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "jsonplus"}}
+    assert graph.invoke({"x": 1, "log": []}, cfg)["x"] == 4
+
+
+# ---------------------------------------------------------------------- item 2: get() shapes
+
+CHECKPOINT_KEYS = {
+    "v",
+    "id",
+    "ts",
+    "channel_values",
+    "channel_versions",
+    "versions_seen",
+    "updated_channels",
+}
+
+
+def _langgraph_reference() -> tuple[dict[str, Any], Any]:
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    graph = _lib_graph("langgraph").compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "ref"}}
+    graph.invoke({"x": 1, "log": []}, cfg)
+    found = saver.get(cfg)
+    assert found is not None
+    return dict(found), saver.get_tuple(cfg)
+
+
+def _run_threadline(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
+    from threadline.graph import START, StateGraph
+
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": thread_id}}
+    graph.invoke({"x": 1, "log": []}, cfg)
+    return cfg
+
+
+def test_get_returns_langgraph_checkpoint_dict(make_saver: Any) -> None:
+    theirs, _ = _langgraph_reference()
+    saver: BaseCheckpointSaver = make_saver()
+    cfg = _run_threadline(saver, "get-shape")
+    ours = saver.get(cfg)
+    assert type(ours) is dict
+    assert set(ours) == set(theirs) == CHECKPOINT_KEYS
+    assert ours["channel_values"] == theirs["channel_values"] == {"x": 4, "log": ["a", "b"]}
+    assert ours["v"] == theirs["v"]
+    head = saver.get_tuple(cfg)
+    assert head is not None
+    assert ours["id"] == head.config["configurable"]["checkpoint_id"]
+    assert isinstance(ours["ts"], str) and type(ours["ts"]) is type(theirs["ts"])
+    assert set(ours["updated_channels"]) == set(theirs["updated_channels"])
+    for channel in ("x", "log"):
+        assert isinstance(ours["channel_versions"][channel], str)
+    assert saver.get({"configurable": {"thread_id": "nobody"}}) is None
+
+
+def test_get_tuple_shapes_match_langgraph(make_saver: Any) -> None:
+    _, theirs = _langgraph_reference()
+    saver: BaseCheckpointSaver = make_saver()
+    cfg = _run_threadline(saver, "tuple-shape")
+    ours = saver.get_tuple(cfg)
+    assert ours is not None
+    assert set(ours.config["configurable"]) == set(theirs.config["configurable"])
+    assert ours.checkpoint["channel_values"] == theirs.checkpoint["channel_values"]
+    assert ours.checkpoint["id"] == ours.config["configurable"]["checkpoint_id"]
+    assert set(dict(ours.checkpoint)) == set(theirs.checkpoint)
+    assert ours.checkpoint.get("missing", 1) == 1
+    for key in ("source", "step", "parents"):
+        assert ours.metadata[key] == theirs.metadata[key]
+    assert ours.parent_config is not None and theirs.parent_config is not None
+    assert set(ours.parent_config["configurable"]) == set(theirs.parent_config["configurable"])
+    assert [t.metadata["step"] for t in saver.list(cfg)] == [2, 1, 0, -1]
+
+
+async def test_aget_returns_langgraph_checkpoint_dict(amake_saver: Any) -> None:
+    saver: BaseCheckpointSaver = await amake_saver()
+    from threadline.graph import START, StateGraph
+
+    graph = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "aget-shape"}}
+    await graph.ainvoke({"x": 1, "log": []}, cfg)
+    ours = await saver.aget(cfg)
+    assert ours is not None and set(ours) == CHECKPOINT_KEYS
+    assert ours["channel_values"] == {"x": 4, "log": ["a", "b"]}
+
+
+# ---------------------------------------------------------------------- item 3: durability
+
+
+def _exit_run(prefix: str, saver: Any, mode: str, thread_id: str) -> list[Any]:
+    """Run a -> b -> c with durability="exit" (c completes, fails, or interrupts and is
+    resumed; then a second input on the same thread) and describe the thread's history."""
+    graph_mod = importlib.import_module(f"{prefix}.graph")
+    types_mod = importlib.import_module(f"{prefix}.types")
+
+    def last(state: State) -> dict[str, Any]:
+        if mode == "error" and state["x"] < 10:
+            raise ValueError("boom")
+        if mode == "interrupt":
+            return {"log": [types_mod.interrupt("q")]}
+        return {"log": ["c"]}
+
+    g = _graph(graph_mod.StateGraph, graph_mod.START)
+    g.add_node("c", last)
+    g.add_edge("b", "c")
+    app = g.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": thread_id}}
+
+    def shape() -> list[Any]:
+        history = list(app.get_state_history(cfg))
+        ids = [s.config["configurable"]["checkpoint_id"] for s in history]
+        return [
+            (
+                s.metadata["step"],
+                s.metadata["source"],
+                s.next,
+                s.values,
+                None
+                if s.parent_config is None
+                else ids.index(s.parent_config["configurable"]["checkpoint_id"]),
+            )
+            for s in history
+        ]
+
+    shapes = []
+    with contextlib.suppress(ValueError):
+        app.invoke({"x": 1, "log": []}, cfg, durability="exit")
+    shapes.append(shape())
+    if mode == "interrupt":
+        app.invoke(types_mod.Command(resume="r"), cfg, durability="exit")
+        shapes.append(shape())
+    elif mode == "ok":
+        app.invoke({"x": 1}, cfg, durability="exit")
+        shapes.append(shape())
+    return shapes
+
+
+@pytest.mark.parametrize("mode", ["ok", "error", "interrupt"])
+def test_exit_durability_history_matches_langgraph(make_saver: Any, mode: str) -> None:
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    theirs = _exit_run("langgraph", InMemorySaver(), mode, "exit")
+    ours = _exit_run("threadline", make_saver(), mode, f"exit-{mode}")
+    assert ours == theirs
+    assert len(ours[0]) == 1  # only the state the run stopped at
+
+
+async def test_exit_durability_async_saves_once(amake_saver: Any) -> None:
+    from threadline.graph import START, StateGraph
+
+    saver: BaseCheckpointSaver = await amake_saver()
+    app = _graph(StateGraph, START).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "aexit"}}
+    await app.ainvoke({"x": 1, "log": []}, cfg, durability="exit")
+    history = [s async for s in app.aget_state_history(cfg)]
+    assert [(s.metadata["step"], s.next) for s in history] == [(2, ())]
+    assert history[0].values == {"x": 4, "log": ["a", "b"]}

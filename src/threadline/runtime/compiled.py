@@ -217,15 +217,13 @@ class CompiledStateGraph(RunnableMethods):
         Another ``stream_mode`` than ``"values"`` (the default) returns the list of chunks
         :meth:`stream` would yield with it, as LangGraph's ``invoke`` does.
         """
-        if stream_mode != "values":
-            modes = self._options(
-                stream_mode, config, interrupt_before, interrupt_after, durability, False
-            )
-            modes.context = context
-            return list(self._run(input, config, modes))
-        opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        chunks = stream_mode != "values"
+        modes = stream_mode if chunks else ()
+        opts = self._options(modes, config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._run(input, config, opts)
+        if chunks:
+            return list(run)
         for _ in run:
             pass
         return run.result
@@ -242,15 +240,13 @@ class CompiledStateGraph(RunnableMethods):
         durability: str | None = None,
     ) -> Any:
         """Async :meth:`invoke`."""
-        if stream_mode != "values":
-            modes = self._options(
-                stream_mode, config, interrupt_before, interrupt_after, durability, False
-            )
-            modes.context = context
-            return [chunk async for chunk in self._arun(input, config, modes)]
-        opts = self._options((), config, interrupt_before, interrupt_after, durability, False)
+        chunks = stream_mode != "values"
+        modes = stream_mode if chunks else ()
+        opts = self._options(modes, config, interrupt_before, interrupt_after, durability, False)
         opts.context = context
         run = self._arun(input, config, opts)
+        if chunks:
+            return [chunk async for chunk in run]
         async for _ in run:
             pass
         return run.result

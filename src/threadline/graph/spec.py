@@ -38,6 +38,14 @@ class NodeSpec:
     metadata: dict[str, Any] | None = None  # add_node(metadata=...): shown in drawings
     destination_labels: tuple[tuple[str, str], ...] = ()  # destinations={node: label}
 
+    def config_args(self, config: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """How the function takes ``config`` after the state: ``(args, kwargs)`` to add."""
+        if not self.takes_config:
+            return (), {}
+        if self.config_by_name:
+            return (), {"config": config}
+        return (config,), {}
+
 
 @dataclass(frozen=True, slots=True)
 class Branch:

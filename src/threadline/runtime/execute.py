@@ -43,12 +43,9 @@ def _call_args(
     if node.inject:
         for param, what in node.inject:
             kwargs[param] = _injected(node, what, ctx)
-    if not node.takes_config:
-        return (state,), kwargs
-    if node.config_by_name:
-        kwargs["config"] = ctx.config
-        return (state,), kwargs
-    return (state, ctx.config), kwargs
+    args, by_name = node.config_args(ctx.config)
+    kwargs.update(by_name)
+    return (state, *args), kwargs
 
 
 def _injected(node: NodeSpec, what: str, ctx: TaskContext) -> Any:

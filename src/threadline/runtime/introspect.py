@@ -62,13 +62,6 @@ class _NodeRunnable:
         self.name = spec.name
         self.func = spec.fn
 
-    def _args(self, config: RunnableConfig | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if not self.spec.takes_config:
-            return (), {}
-        if self.spec.config_by_name:
-            return (), {"config": config or {}}
-        return (config or {},), {}
-
     def _runnable(self) -> Any:
         """A subgraph or LangChain Runnable used as the node: it runs itself."""
         return self.spec.subgraph if self.spec.subgraph is not None else self.spec.fn
@@ -78,13 +71,13 @@ class _NodeRunnable:
             return self._runnable().invoke(input, config, **kwargs)
         if self.spec.is_async:
             raise TypeError(f"node {self.name!r} is async; call `await ainvoke(...)` instead")
-        args, kw = self._args(config)
+        args, kw = self.spec.config_args(config or {})
         return self.spec.fn(input, *args, **kw)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if self.spec.runnable or self.spec.subgraph is not None:
             return await self._runnable().ainvoke(input, config, **kwargs)
-        args, kw = self._args(config)
+        args, kw = self.spec.config_args(config or {})
         if self.spec.is_async:
             return await self.spec.fn(input, *args, **kw)
         return self.spec.fn(input, *args, **kw)

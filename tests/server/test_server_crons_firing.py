@@ -61,6 +61,7 @@ def _creates_run(sql: str) -> bool:
 class _FailingTx:
     def __init__(self, tx: Tx, owner: FailingRunInserts) -> None:
         self._tx, self._owner = tx, owner
+        self.kind = tx.kind
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._owner.check(sql, args)

@@ -152,12 +152,12 @@ async def due_crons(db: Database, now: float, limit: int = 100) -> list[Cron]:
     return [Cron.of_row(r) for r in rows]
 
 
-async def claim(db: Database | Tx, cron: Cron, now: float, kind: str) -> float | None:
+async def claim(db: Database | Tx, cron: Cron, now: float) -> float | None:
     """Take ``cron``'s due time for this replica: the time it fires for, or None if another
     replica took it first, holds it now, or the cron changed meanwhile.
 
     In a transaction (a :class:`~threadline.server.db.Tx`) the claim holds only if it
-    commits, and until then the cron's row is locked. On PostgreSQL (``kind``) the row is
+    commits, and until then the cron's row is locked. On PostgreSQL the row is
     locked ``FOR UPDATE SKIP LOCKED``: a replica never waits for another's claim, it passes
     the cron by (None), and a later tick finds the time taken (a commit) or still due (a
     rollback). SQLite has one writer: its transactions never meet a row lock. The next due
@@ -167,7 +167,7 @@ async def claim(db: Database | Tx, cron: Cron, now: float, kind: str) -> float |
     due = cron.next_run_date
     following = next_due(cron.schedule, cron.timezone, max(now, due or now), cron.end_time)
     where = "cron_id = ? AND next_run_date = ? AND enabled = 1"
-    if kind == "postgres":
+    if db.kind == "postgres":
         won = await db.execute(
             f"UPDATE tl_crons SET next_run_date = ? WHERE {where} AND cron_id IN"
             f" (SELECT cron_id FROM tl_crons WHERE {where} FOR UPDATE SKIP LOCKED)"

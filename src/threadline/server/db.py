@@ -231,6 +231,8 @@ def sqlite_json_contains(document: str | None, wanted: str | None) -> int:
 class Tx(Protocol):
     """A transaction: statements that commit together, and the keys to announce once they do."""
 
+    kind: str  # the database's: "sqlite" or "postgres"
+
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def publish(self, key: str) -> None:
@@ -262,6 +264,8 @@ class Database(Protocol):
 
 
 class _SqliteTx:
+    kind = "sqlite"
+
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.keys: list[str] = []
@@ -343,6 +347,8 @@ async def _to_the_end(statement: Any) -> None:
 
 
 class _PostgresTx:
+    kind = "postgres"
+
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.keys: list[str] = []

@@ -158,7 +158,7 @@ class Scheduler:
         # One id per due time: should the time ever be claimed twice, its run is found.
         run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cron:{cron.cron_id}:{due!r}"))
         async with self.db.transaction() as tx:
-            if await claim(tx, cron, now, self.db.kind) is None:
+            if await claim(tx, cron, now) is None:
                 return None  # another replica fired it, or the cron changed
             if await tx.execute("SELECT 1 FROM tl_runs WHERE run_id = ?", (run_id,)):
                 log.info("cron %s: its run due at %s exists already", cron.cron_id, iso(due))
@@ -184,7 +184,7 @@ class Scheduler:
         """Claim the due time without a run, and log why it was skipped if this replica's claim
         won (so once per due time across replicas)."""
         try:
-            won = await claim(self.db, cron, now, self.db.kind)
+            won = await claim(self.db, cron, now)
         except Exception as exc:  # tried again next tick
             log.warning("cron %s: could not skip its due time: %s", cron.cron_id, exc)
             return

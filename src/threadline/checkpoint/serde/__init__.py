@@ -157,24 +157,12 @@ _TZ_ZONEINFO = 3
 _PLAIN_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, str, bytes})
 # Also packed natively (as bin): they come back as bytes.
 _BYTES_LIKE: frozenset[type] = frozenset({bytearray, memoryview})
-# Types with a built-in encoding: registering them is refused.
-_BUILTIN_TYPES: frozenset[type] = (
-    _PLAIN_TYPES
-    | _BYTES_LIKE
-    | {
-        list,
-        dict,
-        tuple,
-        set,
-        frozenset,
-        dt.datetime,
-        dt.date,
-        dt.time,
-        dt.timedelta,
-        UUID,
-        Decimal,
-    }
+# Leaves of the depth walk: built-in types that hold no nested values.
+_LEAVES: frozenset[type] = (
+    _PLAIN_TYPES | _BYTES_LIKE | {dt.datetime, dt.date, dt.time, dt.timedelta, UUID, Decimal}
 )
+# Types with a built-in encoding: registering them is refused.
+_BUILTIN_TYPES: frozenset[type] = _LEAVES | {list, dict, tuple, set, frozenset}
 
 _Kind = Literal["custom", "enum", "dataclass", "model"]
 _KIND_CODES: dict[str, int] = {"enum": _EXT_ENUM, "dataclass": _EXT_DATACLASS, "model": _EXT_MODEL}
@@ -1526,21 +1514,6 @@ def _count_containers(body: bytes | memoryview) -> int:
     """How many bytes of ``body`` could start a container: at least its nesting depth."""
     data = body if type(body) is bytes else bytes(body)
     return data.translate(_CONTAINER_TABLE).count(1)
-
-
-# Leaves of the depth walk: what holds no nested values.
-_LEAVES: frozenset[type] = (
-    _PLAIN_TYPES
-    | _BYTES_LIKE
-    | {
-        dt.datetime,
-        dt.date,
-        dt.time,
-        dt.timedelta,
-        UUID,
-        Decimal,
-    }
-)
 
 
 def _depth_over(value: Any, limit: int) -> int:

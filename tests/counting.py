@@ -27,3 +27,12 @@ class Calls:
 def fresh_config() -> dict[str, Any]:
     """A config naming a thread no other test uses."""
     return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+
+
+def made_by(history: list[Any], snapshot: Any) -> list[str]:
+    """The nodes whose writes made ``snapshot``: its parent checkpoint's tasks, in order."""
+    if snapshot.parent_config is None:
+        return []
+    parent_id = snapshot.parent_config["configurable"]["checkpoint_id"]
+    parent = next(s for s in history if s.config["configurable"]["checkpoint_id"] == parent_id)
+    return [t.name for t in parent.tasks]

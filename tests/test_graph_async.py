@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypedDict
 
 import pydantic
 import pytest
+from counting import made_by
 
 from threadline.checkpoint.base import BaseCheckpointSaver
 from threadline.errors import (
@@ -403,9 +404,8 @@ async def test_async_branch_into_a_new_thread(asaver: BaseCheckpointSaver) -> No
     app = builder.compile(checkpointer=asaver)
     main = _thread("main")
     await app.ainvoke({"messages": [], "data": {"branch": "main"}}, main)
-    after_step1 = next(
-        s for s in await _history(app, main) if (s.metadata or {}).get("nodes") == ["step1"]
-    )
+    history = await _history(app, main)
+    after_step1 = next(s for s in history if made_by(history, s) == ["step1"])
     feature = _thread("feature", _cid(after_step1.config))
     await app.aupdate_state(feature, {"data": {"branch": "feature"}})
     result = await app.ainvoke(None, feature)

@@ -425,13 +425,9 @@ def managed_of(annotation: Any) -> Any:
     return managed_value_of(annotation)
 
 
-def managed_value(marker: Any, steps_taken: int, limit: int) -> Any:
-    """A managed key's value for the step about to run, the ``steps_taken``-th of the run.
-
-    As LangGraph counts: the first step of a run with ``recursion_limit=N`` has ``N - 1``
-    remaining steps, and ``IsLastStep`` holds where one remains.
-    """
-    remaining = limit - 1 - steps_taken
+def managed_value(marker: Any, remaining: int) -> Any:
+    """A managed key's value where ``remaining`` steps are left: ``RemainingSteps`` is the
+    count, ``IsLastStep`` holds where one remains (LangGraph's rule)."""
     return remaining == 1 if marker.name == "is_last_step" else remaining
 
 

@@ -35,7 +35,7 @@ from .persist import AsyncPersister, Persister
 from .procedures import Opened, Procedure, adrive, drive, open_thread
 from .runnable import RunnableMethods
 from .runtime_context import coerce_context
-from .stored_format import RESERVED
+from .stored_format import NODES, RESERVED, shown_metadata
 from .stream_modes import parse_stream_mode
 from .task_events import checkpoint_task, debug_event, task_result, task_start
 
@@ -546,7 +546,7 @@ class CompiledStateGraph(RunnableMethods):
             opened: Opened = yield from open_thread(thread_id, ns, checkpoint_id)
             core.load(opened.loaded, is_head=opened.is_head)
             if opened.loaded is not None:
-                core.set_last_node(opened.loaded.checkpoint.metadata.get("nodes") or [])
+                core.set_last_node(opened.loaded.checkpoint.metadata.get(NODES) or [])
             core.apply_update(values, as_node)
             head = opened.head
             refs = {} if opened.loaded is None else opened.loaded.checkpoint.refs
@@ -648,7 +648,7 @@ def _snapshot_of(
         values=_values_out(schema, c.values),
         next=tuple(t.name for t in pending),
         config=found.config,
-        metadata=c.metadata,
+        metadata=shown_metadata(c.metadata),
         created_at=c.created_at.isoformat(),
         parent_config=found.parent_config,
         tasks=tuple(_state_task(t) for t in tasks),
@@ -818,7 +818,7 @@ class _RunBase:
                 )
             self.emit_start_checkpoint(loaded)
             if inp.update is not None:
-                core.set_last_node(loaded.checkpoint.metadata.get("nodes") or [])
+                core.set_last_node(loaded.checkpoint.metadata.get(NODES) or [])
                 core.apply_update(Command(update=inp.update), None)
             core.apply_resume(inp.resume)
             self.emit_start_values()

@@ -45,6 +45,7 @@ from .stored_format import (  # the stored format's names, documented there
     ERROR,
     INTERRUPT,
     JOINS,
+    NODES,
     PAUSED,
     PAUSED_BEFORE,
     RESERVED,
@@ -249,7 +250,7 @@ class RunCore:
         if not self.spec.input_step:
             self.start_step = self.step + 1
             self._apply([(START, list(updates.items()))])
-            self._route_from_start(gotos)
+            self._route_from_start(gotos, remaining=self.recursion_limit)
             self._checkpoint("input", [])
             return
         if self.checkpointing:
@@ -258,7 +259,8 @@ class RunCore:
         self.step += 1
         self.start_step = self.step + 1
         self._apply([(START, list(updates.items()))])
-        self._route_from_start(gotos)
+        # As LangGraph: a router at START sees the whole recursion limit left.
+        self._route_from_start(gotos, remaining=self.recursion_limit)
         self._checkpoint("loop", [])
         if self.checkpointing and self.durability != "exit":
             step0 = self.outbox.pop()
@@ -267,9 +269,9 @@ class RunCore:
             step0.before = first.draft
             self.outbox.append(step0)
 
-    def _route_from_start(self, gotos: list[Any]) -> None:
+    def _route_from_start(self, gotos: list[Any], remaining: int | None = None) -> None:
         routes = [*self.spec.edges.get(START, []), *gotos]
-        routes += self._route_branches(START, self.values)
+        routes += self._route_branches(START, self.values, remaining)
         self.tasks = self._make_tasks([(START, routes)])
         self.paused_here = False
 
@@ -292,7 +294,9 @@ class RunCore:
             self.step += 1
             self._route_from_start([])
             self._checkpoint("loop", [])
-        self.start_step = self.step + 1
+        # LangGraph counts a continued run's steps from two further on than a run with input:
+        # its first task sees recursion_limit + 1 remaining, and it may take two more steps.
+        self.start_step = self.step + 3
 
     def apply_resume(self, resume: Any) -> None:
         """Match ``Command(resume=...)`` answers to the pending interrupts."""
@@ -373,13 +377,14 @@ class RunCore:
             return self.schema.node_input({**self.values, **self._managed_values()})
         return self.schema.node_input(self.values)
 
-    def _managed_values(self) -> dict[str, Any]:
-        """``RemainingSteps`` / ``IsLastStep`` keys as the step about to run sees them."""
+    def _managed_values(self, remaining: int | None = None) -> dict[str, Any]:
+        """``RemainingSteps`` / ``IsLastStep`` keys as the step about to run sees them, or
+        with ``remaining`` given (a router outside a step)."""
         if not self.schema.managed:
             return {}
-        taken = self.step + 1 - self.start_step
-        limit = self.recursion_limit
-        return {k: managed_value(m, taken, limit) for k, m in self.schema.managed.items()}
+        if remaining is None:  # a run's first step has recursion_limit - 1 left
+            remaining = self.recursion_limit - 2 - self.step + self.start_step
+        return {k: managed_value(m, remaining) for k, m in self.schema.managed.items()}
 
     def node_result(self, task: Task, node: NodeSpec, returned: Any, node_input: Any) -> None:
         """Record a node's return value as the task's writes and explicit routes."""
@@ -601,7 +606,8 @@ class RunCore:
                 )
         else:
             routes = [*self.spec.edges.get(writer, [])]
-            routes += self._route_branches(writer, self.values)
+            # As LangGraph, a router after update_state sees 2 steps remaining.
+            routes += self._route_branches(writer, self.values, remaining=2)
             if isinstance(values, Command):
                 routes += _as_targets(values.goto)
             self._advance_joins([Task(id="", name=writer)])
@@ -633,13 +639,16 @@ class RunCore:
             update = dict(update)
         return self.schema.updates_from(update, who=who)
 
-    def _route_branches(self, source: str, values: Mapping[str, Any]) -> list[Any]:
-        """Evaluate sync routers of ``source`` (used for START and update_state)."""
+    def _route_branches(
+        self, source: str, values: Mapping[str, Any], remaining: int | None = None
+    ) -> list[Any]:
+        """Evaluate sync routers of ``source`` (used for START and update_state); managed
+        keys read as :meth:`_managed_values` gives them."""
         out: list[Any] = []
         branches = self.spec.branches.get(source, [])
         if not branches:
             return out
-        view = self.schema.node_input(values)
+        view = self.schema.node_input({**values, **self._managed_values(remaining)})
         for b in branches:
             if b.is_async:
                 raise ThreadlineError(
@@ -829,7 +838,7 @@ class RunCore:
     def _draft(self, checkpoint_id: str, source: str, finished: Sequence[Task]) -> CheckpointDraft:
         metadata: dict[str, Any] = {"source": source, "step": self.step, "parents": {}}
         if finished:
-            metadata["nodes"] = [t.name for t in finished]
+            metadata[NODES] = [t.name for t in finished]
         user_meta = self.config.get("metadata")
         if isinstance(user_meta, Mapping):
             metadata = {**user_meta, **metadata}

@@ -19,11 +19,17 @@ and these channels:
 
 ``interrupt_before`` stores its marker as task id ``__paused__`` with channel
 ``__paused_before__`` (the nodes it paused before).
+
+A checkpoint's metadata also records ``nodes``: the nodes whose writes made it, which
+``update_state`` without ``as_node`` reads. It is not shown in a state's metadata
+(:func:`shown_metadata`), as LangGraph shows none such.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "CALL",
@@ -31,12 +37,14 @@ __all__ = [
     "ERROR",
     "INTERRUPT",
     "JOINS",
+    "NODES",
     "PAUSED",
     "PAUSED_BEFORE",
     "RESERVED",
     "RESULT",
     "RESUME",
     "interrupt_id",
+    "shown_metadata",
 ]
 
 JOINS = "__joins__"
@@ -50,9 +58,16 @@ RESUME = "__resume__"
 PAUSED = "__paused__"
 PAUSED_BEFORE = "__paused_before__"
 CALL = "__call__"
+NODES = "nodes"
+"""The metadata key of the nodes whose writes made a checkpoint."""
 
 
 def interrupt_id(task_id: str, index: int) -> str:
     """The id of a task's ``index``-th interrupt: stable across reruns of the task, so the
     same call site gets the same id (a resume map keyed by it finds its question)."""
     return hashlib.sha256(f"{task_id}:{index}".encode()).hexdigest()[:32]
+
+
+def shown_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metadata as a state shows it: without the engine's own record."""
+    return {k: v for k, v in metadata.items() if k != NODES}

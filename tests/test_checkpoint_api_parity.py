@@ -290,3 +290,112 @@ async def test_exit_durability_async_saves_once(amake_saver: Any) -> None:
     history = [s async for s in app.aget_state_history(cfg)]
     assert [(s.metadata["step"], s.next) for s in history] == [(2, ())]
     assert history[0].values == {"x": 4, "log": ["a", "b"]}
+
+
+# ---------------------------------------------------------------------- item 4: tuple shapes
+
+
+def _fan_out_interrupt(prefix: str, saver: Any) -> tuple[Any, dict[str, Any]]:
+    """START -> a and START -> b in one step; b pauses at interrupt(), so a's write and b's
+    interrupt are pending writes of the step's checkpoint."""
+    graph_mod = importlib.import_module(f"{prefix}.graph")
+    types_mod = importlib.import_module(f"{prefix}.types")
+
+    def a(state: State) -> dict[str, Any]:
+        return {"log": ["a"]}
+
+    def b(state: State) -> dict[str, Any]:
+        return {"log": [types_mod.interrupt("q")]}
+
+    g = graph_mod.StateGraph(State)
+    g.add_node("a", a)
+    g.add_node("b", b)
+    g.add_edge(graph_mod.START, "a")
+    g.add_edge(graph_mod.START, "b")
+    return g.compile(checkpointer=saver), {"configurable": {"thread_id": f"fan-{prefix}"}}
+
+
+def _langgraph_fan_out() -> Any:
+    pytest.importorskip("langgraph")
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    app, cfg = _fan_out_interrupt("langgraph", saver)
+    app.invoke({"x": 1, "log": []}, cfg)
+    return saver.get_tuple(cfg)
+
+
+def _check_tuple_like_langgraph(ours: Any, theirs: Any) -> None:
+    assert isinstance(ours, tuple) and isinstance(theirs, tuple)
+    assert len(ours) == len(theirs) == 5
+    assert type(ours)._fields == type(theirs)._fields
+    config, checkpoint, metadata, parent_config, pending_writes = ours
+    assert config == ours.config == ours[0] == ours[-5]
+    assert checkpoint is ours.checkpoint is ours[1]
+    assert metadata is ours.metadata and metadata == ours[2]
+    assert parent_config == ours.parent_config == ours[3]
+    assert pending_writes is ours.pending_writes is ours[4] is ours[-1]
+    assert ours[:2] == (config, checkpoint)
+    assert ours._asdict().keys() == theirs._asdict().keys()
+    assert set(config["configurable"]) == set(theirs.config["configurable"])
+    # pending writes are (task_id, channel, value) triples, as LangGraph's
+    assert len(pending_writes) == len(theirs.pending_writes) == 2
+    for write in pending_writes:
+        assert isinstance(write, tuple) and len(write) == 3
+        task_id, channel, value = write
+        assert (task_id, channel, value) == (write.task_id, write.channel, write.value)
+        assert write == (task_id, channel, value) and write[1] == channel
+        assert isinstance(write.idx, int)
+    ours_interrupts = [w for w in pending_writes if w[1] == "__interrupt__"]
+    theirs_interrupts = [w for w in theirs.pending_writes if w[1] == "__interrupt__"]
+    assert len(ours_interrupts) == len(theirs_interrupts) == 1
+    assert [i.value for i in ours_interrupts[0][2]] == [i.value for i in theirs_interrupts[0][2]]
+
+
+def test_checkpoint_tuple_unpacks_like_langgraph(make_saver: Any) -> None:
+    theirs = _langgraph_fan_out()
+    saver: BaseCheckpointSaver = make_saver()
+    app, cfg = _fan_out_interrupt("threadline", saver)
+    app.invoke({"x": 1, "log": []}, cfg)
+    ours = saver.get_tuple(cfg)
+    _check_tuple_like_langgraph(ours, theirs)
+    listed = list(saver.list(cfg))
+    _check_tuple_like_langgraph(listed[0], theirs)
+    for cfg_, ckpt, meta, parent, writes in saver.list(cfg):
+        assert ckpt["id"] == cfg_["configurable"]["checkpoint_id"]
+        assert isinstance(meta["step"], int) and isinstance(writes, list)
+        assert (
+            parent is None
+            or parent["configurable"]["thread_id"] == cfg["configurable"]["thread_id"]
+        )
+
+
+async def test_checkpoint_tuple_unpacks_like_langgraph_async(amake_saver: Any) -> None:
+    theirs = _langgraph_fan_out()
+    saver: BaseCheckpointSaver = await amake_saver()
+    app, cfg = _fan_out_interrupt("threadline", saver)
+    await app.ainvoke({"x": 1, "log": []}, cfg)
+    ours = await saver.aget_tuple(cfg)
+    _check_tuple_like_langgraph(ours, theirs)
+    listed = [t async for t in saver.alist(cfg)]
+    _check_tuple_like_langgraph(listed[0], theirs)
+    for cfg_, ckpt, _meta, _parent, _writes in listed:
+        assert ckpt["id"] == cfg_["configurable"]["checkpoint_id"]
+
+
+def test_pending_write_keeps_its_index() -> None:
+    from threadline.checkpoint.types import PendingWrite
+
+    w = PendingWrite("t", 1, "ch", {"v": 1})
+    assert tuple(w) == ("t", "ch", {"v": 1})
+    assert (w.task_id, w.idx, w.channel, w.value) == ("t", 1, "ch", {"v": 1})
+    assert w != PendingWrite("t", 2, "ch", {"v": 1})
+    assert w == PendingWrite("t", 1, "ch", {"v": 1}) == ("t", "ch", {"v": 1})
+    assert "idx=1" in repr(w)
+    import copy
+    import pickle
+
+    for clone in (copy.copy(w), copy.deepcopy(w), pickle.loads(pickle.dumps(w))):
+        assert clone == w and clone.idx == 1 and type(clone) is PendingWrite
+    with pytest.raises(AttributeError):
+        w.idx = 3  # type: ignore[misc]

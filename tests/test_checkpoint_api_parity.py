@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import enum
 import importlib
 import operator
 from typing import Annotated, Any, TypedDict
@@ -399,3 +401,164 @@ def test_pending_write_keeps_its_index() -> None:
         assert clone == w and clone.idx == 1 and type(clone) is PendingWrite
     with pytest.raises(AttributeError):
         w.idx = 3  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------- item 5: "json" values
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def _lc2(id_: list[str], args: Any = None, kwargs: Any = None, method: Any = None) -> Any:
+    out: dict[str, Any] = {"lc": 2, "type": "constructor", "id": id_}
+    if method is not None:
+        out["method"] = method
+    if args is not None:
+        out["args"] = args
+    if kwargs is not None:
+        out["kwargs"] = kwargs
+    return out
+
+
+_UUID_HEX = "12345678123456781234567812345678"
+
+
+def _json_cases() -> dict[str, Any]:
+    """Values as LangGraph's JsonPlusSerializer wrote them in its ``"json"`` format."""
+    human = {
+        "lc": 1,
+        "type": "constructor",
+        "id": ["langchain", "schema", "messages", "HumanMessage"],
+        "kwargs": {"content": "hi", "type": "human", "id": "1"},
+    }
+    ai = {
+        "lc": 1,
+        "type": "constructor",
+        "id": ["langchain", "schema", "messages", "AIMessage"],
+        "kwargs": {"content": "yo", "type": "ai", "id": "2", "tool_calls": []},
+    }
+    hour = _lc2(["datetime", "timedelta"], [0, 3600, 0])
+    return {
+        "plain": {"a": 1, "b": [1, 2.5, None, True], "c": "x"},
+        "list": [1, "two", {"three": 3}],
+        "scalar": 7,
+        "date": _lc2(["datetime", "date"], [2024, 1, 2]),
+        "datetime-args": _lc2(["datetime", "datetime"], [2024, 1, 2, 3, 4, 5]),
+        "time": _lc2(["datetime", "time"], [1, 2, 3, 4, None]),
+        "timedelta": _lc2(["datetime", "timedelta"], [1, 2, 3]),
+        "timezone": _lc2(["datetime", "timezone"], [hour]),
+        "uuid": _lc2(["uuid", "UUID"], [_UUID_HEX]),
+        "decimal": _lc2(["decimal", "Decimal"], ["1.5"]),
+        "set": _lc2(["builtins", "set"], [[1, 2]]),
+        "frozenset": _lc2(["builtins", "frozenset"], [[1, 2]]),
+        "deque": _lc2(["collections", "deque"], [[1, 2]]),
+        "ipv4": _lc2(["ipaddress", "IPv4Address"], ["1.2.3.4"]),
+        "ipv6net": _lc2(["ipaddress", "IPv6Network"], ["::1/128"]),
+        "path": _lc2(["pathlib", "Path"], ["a", "b"]),
+        "zoneinfo": _lc2(["zoneinfo", "ZoneInfo"], ["Europe/Paris"]),
+        "regex": _lc2(["re", "compile"], ["a+", 0]),
+        "human-lc1": human,
+        "ai-lc1": ai,
+        "human-lc2": _lc2(
+            ["langchain_core", "messages", "human", "HumanMessage"],
+            kwargs={"content": "hi", "id": "3"},
+        ),
+        "dataclass": _lc2([__name__, "Point"], kwargs={"x": 1, "y": 2}),
+        "enum": _lc2([__name__, "Colour"], ["red"]),
+        "unknown-class": _lc2(["os", "system"], ["echo no"]),
+        "secret": {"lc": 1, "type": "secret", "id": ["OPENAI_API_KEY"]},
+        "nested": {
+            "ids": [_lc2(["uuid", "UUID"], [_UUID_HEX])],
+            "messages": [human, ai],
+            "when": {"at": _lc2(["datetime", "date"], [2020, 5, 6])},
+        },
+    }
+
+
+def test_loads_typed_reads_langgraph_json() -> None:
+    import json
+
+    lg = pytest.importorskip("langgraph.checkpoint.serde.jsonplus")
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    theirs = lg.JsonPlusSerializer(allowed_json_modules=[(__name__, "Point"), (__name__, "Colour")])
+    ours = JsonPlusSerializer(allowed_msgpack_modules=[Point, Colour])
+    for name, value in _json_cases().items():
+        pair = ("json", json.dumps(value).encode())
+        want = theirs.loads_typed(pair)
+        got = ours.loads_typed(pair)
+        assert got == want and type(got) is type(want), name
+        if name == "regex":
+            assert (got.pattern, got.flags) == (want.pattern, want.flags)
+
+
+def test_loads_typed_json_safely() -> None:
+    import json
+
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from threadline.types import Send
+
+    serde = JsonPlusSerializer()
+
+    def load(value: Any) -> Any:
+        return serde.loads_typed(("json", json.dumps(value).encode()))
+
+    # Not registered here: the dict stays a dict, as in LangGraph without an allowlist.
+    raw = _lc2([__name__, "Unregistered"], kwargs={"x": 1})
+    assert load(raw) == raw
+    # LangGraph's own types read as threadline's.
+    send = load(_lc2(["langgraph", "types", "Send"], kwargs={"node": "n", "arg": {"a": 1}}))
+    assert type(send) is Send and (send.node, send.arg) == ("n", {"a": 1})
+    # LangGraph wrote datetimes with method="fromisoformat" (which it now ignores, and loads
+    # None): threadline reads the datetime.
+    at = load(_lc2(["datetime", "datetime"], ["2024-01-02T03:04:05+00:00"], method="fromisoformat"))
+    assert at == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    for bad in (
+        {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}},
+        {"lc": 1, "type": "not_implemented", "id": ["foo", "Bar"], "repr": "Bar()"},
+        _lc2(["uuid", "UUID"], ["not a uuid"]),
+    ):
+        with pytest.raises(CorruptCheckpointError):
+            load(bad)
+    with pytest.raises(CorruptCheckpointError, match="JSON"):
+        serde.loads_typed(("json", b"{not json"))
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(CorruptCheckpointError, match="deep"):
+        load(deep)
+    with pytest.raises(SerializationError, match="unpickle"):
+        serde.loads_typed(("pickle", b"\x80\x04N."))
+
+
+def test_dumps_typed_tags_match_langgraph() -> None:
+    lg = pytest.importorskip("langgraph.checkpoint.serde.jsonplus")
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    theirs, ours = lg.JsonPlusSerializer(), JsonPlusSerializer()
+    for value in (None, b"raw", bytearray(b"ba"), {"a": [1, 2]}, "text", 3):
+        tag, data = ours.dumps_typed(value)
+        assert tag == theirs.dumps_typed(value)[0]
+        if tag != "msgpack":  # the same bytes: each library reads the other's pair
+            assert (tag, data) == theirs.dumps_typed(value)
+            assert theirs.loads_typed((tag, data)) == value
+            assert type(ours.loads_typed(theirs.dumps_typed(value))) is type(value)
+
+
+def test_loads_typed_json_langchain_core_ids() -> None:
+    import json
+
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    from threadline.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    value = {
+        "lc": 1,
+        "type": "constructor",
+        "id": ["langchain_core", "messages", "AIMessage"],
+        "kwargs": {"content": "yo", "id": "9"},
+    }
+    got = JsonPlusSerializer().loads_typed(("json", json.dumps(value).encode()))
+    assert got == AIMessage("yo", id="9")

@@ -983,7 +983,7 @@ class BaseCheckpointSaver:
             checkpoint = self._checkpoint(row, values)
             skip = task_writes_only and not checkpoint.tasks
             writes = [] if skip else self._read_writes(thread_id, ns, row.id)
-            return CheckpointTuple(checkpoint, self._pending(row, writes))
+            return CheckpointTuple.of(checkpoint, self._pending(row, writes))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def cached_head(
@@ -1006,7 +1006,7 @@ class BaseCheckpointSaver:
         missing = decoder.missing(row.refs)
         if missing:
             decoder.add_rows(self._read_versions(thread_id, missing))
-        return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
+        return CheckpointTuple.of(self._checkpoint(row, decoder.values(row.refs)), [])
 
     def child_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
         """The id of the checkpoint saved right after ``checkpoint`` as its child, or None.
@@ -1073,7 +1073,7 @@ class BaseCheckpointSaver:
                         raise
                     continue  # pruned while the history was read: it is no longer listed
                 found = writes.get((row.ns, row.id), [])
-                yield CheckpointTuple(checkpoint, self._pending(row, found))
+                yield CheckpointTuple.of(checkpoint, self._pending(row, found))
                 count += 1
                 if limit is not None and count >= limit:
                     return
@@ -1439,7 +1439,7 @@ class BaseCheckpointSaver:
             checkpoint = self._checkpoint(row, values)
             skip = task_writes_only and not checkpoint.tasks
             writes = [] if skip else await self._aread_writes(thread_id, ns, row.id)
-            return CheckpointTuple(checkpoint, self._pending(row, writes))
+            return CheckpointTuple.of(checkpoint, self._pending(row, writes))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def acached_head(
@@ -1453,7 +1453,7 @@ class BaseCheckpointSaver:
         missing = decoder.missing(row.refs)
         if missing:
             decoder.add_rows(await self._aread_versions(thread_id, missing))
-        return CheckpointTuple(self._checkpoint(row, decoder.values(row.refs)), [])
+        return CheckpointTuple.of(self._checkpoint(row, decoder.values(row.refs)), [])
 
     async def achild_id(self, thread_id: str, ns: str, checkpoint: Checkpoint) -> str | None:
         """Async :meth:`child_id`."""
@@ -1512,7 +1512,7 @@ class BaseCheckpointSaver:
                         raise
                     continue  # pruned while the history was read: it is no longer listed
                 found = writes.get((row.ns, row.id), [])
-                yield CheckpointTuple(checkpoint, self._pending(row, found))
+                yield CheckpointTuple.of(checkpoint, self._pending(row, found))
                 count += 1
                 if limit is not None and count >= limit:
                     return

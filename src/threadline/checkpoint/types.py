@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CorruptCheckpointError
 
@@ -157,14 +157,58 @@ class CheckpointDraft:
     values: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PendingWrite:
-    """A decoded pending write: ``task_id`` wrote ``value`` to ``channel``."""
+class PendingWrite(tuple[str, str, Any]):
+    """A decoded pending write: ``task_id`` wrote ``value`` to ``channel``.
 
-    task_id: str
-    idx: int
-    channel: str
-    value: Any
+    As in LangGraph it is the triple ``(task_id, channel, value)`` (unpack it, index it,
+    compare it with a tuple); ``idx``, the write's position among its task's writes, is an
+    attribute besides (``PendingWrite(task_id, idx, channel, value)`` makes one). Two
+    ``PendingWrite`` objects are equal when their ``idx`` is equal too. Immutable.
+    """
+
+    idx: int  # an instance attribute (a tuple subclass cannot have slots)
+
+    def __new__(cls, task_id: str, idx: int, channel: str, value: Any) -> PendingWrite:
+        self = tuple.__new__(cls, (task_id, channel, value))
+        self.__dict__["idx"] = idx
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"PendingWrite is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"PendingWrite is immutable: cannot delete {name!r}")
+
+    @property
+    def task_id(self) -> str:
+        return self[0]
+
+    @property
+    def channel(self) -> str:
+        return self[1]
+
+    @property
+    def value(self) -> Any:
+        return self[2]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PendingWrite) and other.idx != self.idx:
+            return False
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def __getnewargs__(self) -> tuple[str, int, str, Any]:
+        return (self[0], self.idx, self[1], self[2])
+
+    def __repr__(self) -> str:
+        return (
+            f"PendingWrite(task_id={self[0]!r}, idx={self.idx!r}, channel={self[1]!r},"
+            f" value={self[2]!r})"
+        )
 
 
 LANGGRAPH_CHECKPOINT_VERSION = 4
@@ -238,26 +282,31 @@ class Checkpoint:
         return self[key] if key in _CHECKPOINT_KEYS else default
 
 
-@dataclass(slots=True)
-class CheckpointTuple:
-    """A checkpoint with the pending writes saved against it."""
+class CheckpointTuple(NamedTuple):
+    """A checkpoint with the pending writes saved against it.
 
+    LangGraph's named tuple, field for field: ``config, checkpoint, metadata, parent_config,
+    pending_writes = saver.get_tuple(config)`` unpacks it, and ``[0]``..``[4]`` index it.
+    ``checkpoint`` is threadline's :class:`Checkpoint` (read as LangGraph's dict too:
+    ``checkpoint["channel_values"]``), ``metadata`` is its metadata and ``pending_writes`` are
+    :class:`PendingWrite` triples ``(task_id, channel, value)``. :meth:`of` makes one from a
+    checkpoint and its writes.
+    """
+
+    config: RunnableConfig
     checkpoint: Checkpoint
+    metadata: dict[str, Any]
+    parent_config: RunnableConfig | None
     pending_writes: list[PendingWrite]
 
-    @property
-    def config(self) -> RunnableConfig:
-        c = self.checkpoint
-        return make_config(c.thread_id, c.ns, c.id)
-
-    @property
-    def parent_config(self) -> RunnableConfig | None:
-        c = self.checkpoint
-        return None if c.parent_id is None else make_config(c.thread_id, c.ns, c.parent_id)
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self.checkpoint.metadata
+    @classmethod
+    def of(cls, checkpoint: Checkpoint, pending_writes: list[PendingWrite]) -> CheckpointTuple:
+        """The tuple of ``checkpoint``: its config and its parent's come from its ids."""
+        c = checkpoint
+        parent = None if c.parent_id is None else make_config(c.thread_id, c.ns, c.parent_id)
+        return cls(
+            make_config(c.thread_id, c.ns, c.id), checkpoint, c.metadata, parent, pending_writes
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1104,8 +1104,10 @@ class MsgpackSerializer:
         return "msgpack", self.dumps(value)
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
-        """Read a pair written by :meth:`dumps_typed`. Never unpickles: a ``"pickle"`` pair
-        raises :class:`SerializationError`; a ``"msgpack"`` pair that is not a threadline
+        """Read a pair written by :meth:`dumps_typed`, or a ``"json"`` pair of LangGraph's
+        ``JsonPlusSerializer`` (see :mod:`._lgjson`: plain JSON, langchain-core messages and
+        constructor envelopes of known or registered types). Never unpickles: a ``"pickle"``
+        pair raises :class:`SerializationError`; a ``"msgpack"`` pair that is not a threadline
         frame (e.g. written by LangGraph) raises :class:`CorruptCheckpointError`."""
         try:
             tag, payload = data
@@ -1130,6 +1132,17 @@ class MsgpackSerializer:
                     " serializer's dumps_typed(); values LangGraph's JsonPlusSerializer wrote"
                     " are not readable)"
                 ) from exc
+        if tag == "json":
+            if self._aead is not None and not self._allow_plaintext:
+                raise CorruptCheckpointError(
+                    "refusing to read an unencrypted ('json', ...) value: this serializer"
+                    " encrypts; pass allow_plaintext=True to read such values while migrating"
+                )
+            from ._lgjson import loads_json
+
+            if len(payload) > self._max_decoded_bytes:
+                raise CorruptCheckpointError(self._too_big(len(payload), self._max_decoded_bytes))
+            return loads_json(self, bytes(payload), self._max_depth)
         if tag == "pickle":
             raise SerializationError(
                 "refusing to unpickle a ('pickle', ...) value: threadline's serializer never"

@@ -10,11 +10,13 @@ mapped onto it:
   (:func:`~threadline.checkpoint.serde.register_type`), so they can be stored and read back;
   ``None`` and ``True`` are accepted and change nothing (unregistered classes are refused
   either way);
-* ``allowed_json_modules`` is accepted and ignored (threadline has no JSON format);
+* ``allowed_json_modules`` is accepted and ignored: LangGraph's ``"json"`` values are read
+  back only for standard types, messages and registered classes (see ``_lgjson``);
 * ``__unpack_ext_hook__`` is refused.
 
-``dumps_typed``/``loads_typed`` work (:meth:`MsgpackSerializer.dumps_typed`), but the bytes are
-threadline's format, not LangGraph's.
+``dumps_typed``/``loads_typed`` work (:meth:`MsgpackSerializer.dumps_typed`) with LangGraph's
+tags (``"null"``, ``"bytes"``, ``"bytearray"`` as LangGraph writes them, ``"msgpack"`` in
+threadline's format, not LangGraph's); ``loads_typed`` also reads LangGraph's ``"json"`` pairs.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class JsonPlusSerializer(MsgpackSerializer):
             **kwargs,
         )
         self.pickle_fallback = False
-        del allowed_json_modules  # no JSON format in threadline: nothing to allow
+        del allowed_json_modules  # "json" values only build known or registered types
         if allowed_msgpack_modules is not None and allowed_msgpack_modules is not True:
             self._allow(allowed_msgpack_modules)
 

@@ -70,6 +70,7 @@ class StateSchema:
         self.input_schema: StateSchema = self
         self.output_schema: StateSchema = self
         self.defaults = _defaults_of(schema, self.kind)
+        self._required: tuple[str, ...] | None = None  # pydantic: fields without a default
         # Reducer keys never written read as the reducer's empty value (list -> [], ...).
         self.empty_keys: tuple[str, ...] = tuple(
             k for k, c in self.channels.items() if c.reducer is not None and self.has_initial(k)
@@ -115,6 +116,20 @@ class StateSchema:
         if extra:
             own.update({k: v for k, v in extra.items() if k in self.managed})
         return self.node_input(own)
+
+    def check_complete(self, values: Mapping[str, Any]) -> None:
+        """Pydantic states: a node's view must be a valid model, as LangGraph builds it before
+        the node runs; required fields without a value raise pydantic's ``ValidationError``."""
+        if self.kind != "pydantic":
+            return
+        required = self._required
+        if required is None:
+            model_fields = self.schema.model_fields
+            required = self._required = tuple(
+                k for k in self.channels if k in model_fields and model_fields[k].is_required()
+            )
+        if any(k not in values for k in required):
+            self.schema.model_validate({k: values[k] for k in self.fields if k in values})
 
     def validate_input(self, updates: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """Pydantic states: the input validated and coerced by the model, field by field.

@@ -359,9 +359,19 @@ class RunCore:
                 )
             )
         for t in todo:
+            self._check_view(t)
+        for t in todo:
             t.error = None
         self.ended = []
         return todo
+
+    def _check_view(self, task: Task) -> None:
+        """A pydantic state missing required fields fails before its node runs, with pydantic's
+        ``ValidationError``, as LangGraph fails building the node's input."""
+        if task.arg is not MISSING:
+            return
+        own = self.spec.nodes[task.name].input_schema
+        (own or self.schema).check_complete(self.values)
 
     @staticmethod
     def _hits(names: set[str], tasks: Sequence[Task]) -> bool:
